@@ -337,9 +337,11 @@ def prepare_train_features(examples, tokenizer, columns, max_seq_length, doc_str
 
             # Label with the answer's tokens only if the answer is fully inside the span; otherwise CLS.
             if offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char:
-                # Move token_start_index and token_end_index to the two ends of the answer.
-                # Note: we could go after the last offset if the answer is the last word (edge case).
-                while token_start_index < len(offsets) and offsets[token_start_index][0] <= start_char:
+                # Move token_start_index and token_end_index to the two ends of the answer. The start walk stops at
+                # the window's last context token: the reference walked on into [SEP]/padding, whose (0, 0) offsets
+                # made a wrong label when the answer starts at the last token of a window (its "edge case").
+                context_end_index = token_end_index
+                while token_start_index <= context_end_index and offsets[token_start_index][0] <= start_char:
                     token_start_index += 1
                 while offsets[token_end_index][1] >= end_char:
                     token_end_index -= 1
@@ -423,7 +425,7 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
     else:
         formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     references = None
-    if answer_column is not None:
+    if answer_column is not None and answer_column in examples.column_names:
         references = [{"id": str(ex["id"]), "answers": ex[answer_column]} for ex in examples]
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
