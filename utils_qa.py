@@ -7,11 +7,14 @@ Sections, in the order a script uses them:
      JSON, JSON Lines, CSV), detected from the content; hub datasets with a clear offline error.
   3. Post-processing: mapping start/end logits back to answer spans in the original contexts.
   4. SQuAD metrics that need no network (values identical to the official v1.1 and v2.0 evaluation scripts).
+  5. Language-modelling helpers (run_mlm.py, run_clm.py): data loading, config overrides, blocks, offline accuracy.
 """
 import collections
 import hashlib
+import itertools
 import json
 import logging
+import math
 import os
 import sys
 from typing import Optional, Tuple
@@ -596,3 +599,334 @@ def compute_squad_metrics(predictions, references, version_2_with_negative: bool
     if version_2_with_negative:
         return compute_squad_v2(predictions, references)
     return compute_squad_v1(predictions, references)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 5. Language-modelling helpers (run_mlm.py, run_clm.py)
+# ----------------------------------------------------------------------------------------------------------------------
+# Data loading with the reference's validation carving, config overrides, the position-embedding check, grouping
+# into blocks, offline accuracy and perplexity. Default behaviour is the reference's; the checks only turn its crashes
+# (or silent nonsense) into one-line errors.
+
+LM_FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
+
+
+def check_adapter_arguments(adapter_args):
+    """--adapter_config must parse (checked before anything is loaded); adapters load only in adapter mode."""
+    import adapters
+    from adapters import AdapterConfig
+
+    if adapter_args.train_adapter:
+        try:
+            AdapterConfig.load(adapter_args.adapter_config)
+        except (ValueError, TypeError, SyntaxError) as err:
+            valid = ", ".join(sorted(adapters.ADAPTER_CONFIG_MAP))
+            raise UsageError(
+                f"--adapter_config {adapter_args.adapter_config!r} is not a valid adapter configuration ({err}). "
+                f"Use one of: {valid}; a JSON file; or a config string such as 'seq_bn[reduction_factor=8]' "
+                "(string values quoted: 'seq_bn[non_linearity=\"gelu\"]')."
+            ) from err
+    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
+        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+
+
+def lm_file_builder(path: str) -> str:
+    """The `datasets` builder for a local LM data file: text, csv or json (JSON Lines or a list of records)."""
+    return LM_FILE_BUILDERS[path.split(".")[-1].lower()]
+
+
+def check_lm_data_args(data_args):
+    """The reference __post_init__ checks (plus .jsonl, existing files, one format for both files)."""
+    files = {"--train_file": data_args.train_file, "--validation_file": data_args.validation_file}
+    if data_args.dataset_name is None and all(path is None for path in files.values()):
+        raise UsageError("Need either a dataset name or a training/validation file.")
+    for flag, path in files.items():
+        if path is None:
+            continue
+        extension = path.split(".")[-1].lower()
+        if extension not in LM_FILE_BUILDERS:
+            raise UsageError(f"{flag} {path}: unsupported extension '.{extension}'. Use a .txt, .csv, .json or .jsonl file.")
+        if "*" not in path and "://" not in path and not os.path.isfile(path):
+            raise UsageError(f"{flag} {path} does not exist.")
+    if data_args.train_file is not None and data_args.validation_file is not None:
+        if lm_file_builder(data_args.train_file) != lm_file_builder(data_args.validation_file):
+            raise UsageError(
+                f"--train_file {data_args.train_file} and --validation_file {data_args.validation_file} have different "
+                "formats; both are read with one loader, so give them the same format (.txt, .csv or .json/.jsonl)."
+            )
+    pct = data_args.validation_split_percentage
+    if pct is not None and not 0 <= pct < 100:
+        raise UsageError(f"--validation_split_percentage {pct} must be between 0 and 99.")
+
+
+def check_lm_streaming(data_args, training_args):
+    """A stream has no length: training needs --max_steps, and a validation split cannot be carved by percentage."""
+    if not data_args.streaming:
+        return
+    if training_args.do_train and training_args.max_steps <= 0:
+        raise UsageError(
+            "--streaming reads the training data as a stream of unknown length, so the number of epochs cannot be "
+            "turned into steps: pass --max_steps N (the number of optimizer steps to train for)."
+        )
+    has_validation = data_args.validation_file is not None or data_args.dataset_name is not None
+    if training_args.do_eval and not has_validation:
+        raise UsageError(
+            "--streaming with --do_eval needs a validation split: a percentage of a stream of unknown length "
+            "(--validation_split_percentage) cannot be carved out. Pass --validation_file."
+        )
+
+
+def _load_lm_dataset(path, name=None, **kwargs):
+    import datasets
+
+    try:
+        return datasets.load_dataset(path, name, **kwargs)
+    except ConnectionError as err:
+        raise UsageError(
+            f"Could not load dataset '{path}' from the Hugging Face Hub ({type(err).__name__}). Without network "
+            "access, pass local files instead: --train_file/--validation_file (.txt, .csv, .json or .jsonl)."
+        ) from err
+
+
+def load_lm_raw_datasets(data_args, model_args, text_builder_kwargs=None):
+    """Raw LM data as in the reference: a hub dataset or local files; with no validation split, the first
+    validation_split_percentage % of train becomes validation and the rest train (even without --do_eval).
+
+    Returns (raw_datasets, carved) where carved says the validation split was cut from train. With --streaming the
+    data is streamed (local files too) and nothing is carved (check_lm_streaming has ruled out --do_eval then)."""
+    common = {"cache_dir": model_args.cache_dir, "token": model_args.token}
+    if data_args.streaming:
+        common["streaming"] = True
+    if data_args.dataset_name is not None:
+        path, name = data_args.dataset_name, data_args.dataset_config_name
+        common["trust_remote_code"] = model_args.trust_remote_code
+    else:
+        data_files = {}
+        if data_args.train_file is not None:
+            data_files["train"] = data_args.train_file
+        if data_args.validation_file is not None:
+            data_files["validation"] = data_args.validation_file
+        path, name = lm_file_builder(data_args.validation_file or data_args.train_file), None
+        common["data_files"] = data_files
+        if path == "text":
+            common.update(text_builder_kwargs or {})
+    try:
+        raw_datasets = _load_lm_dataset(path, name, **common)
+        carved = "validation" not in raw_datasets and "train" in raw_datasets and not data_args.streaming
+        if carved:
+            pct = data_args.validation_split_percentage
+            empty = raw_datasets["train"].select([])
+            raw_datasets["validation"] = _load_split_or_empty(path, name, f"train[:{pct}%]", empty, common)
+            raw_datasets["train"] = _load_split_or_empty(path, name, f"train[{pct}%:]", empty, common)
+    except (FileNotFoundError, ValueError) as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"Could not load the language-modelling data ({type(err).__name__}: {err}).") from err
+    return raw_datasets, carved
+
+
+def _load_split_or_empty(path, name, split, empty, common):
+    """A percentage slice of a split; datasets raises when the slice has no rows (reported later, if it matters)."""
+    try:
+        return _load_lm_dataset(path, name, split=split, **common)
+    except ValueError as err:
+        if "corresponds to no data" not in str(err):
+            raise
+        return empty
+
+
+def check_raw_lm_splits(raw_datasets, carved, data_args, training_args):
+    """Fail before the model is loaded when a split that is needed is missing or has no rows."""
+    if training_args.do_train and "train" not in raw_datasets:
+        raise UsageError("--do_train requires a train dataset: pass --train_file (or a --dataset_name with a train split).")
+    if training_args.do_eval and "validation" not in raw_datasets:
+        raise UsageError("--do_eval requires a validation dataset: pass --validation_file.")
+    if data_args.streaming:
+        return
+    if training_args.do_train and len(raw_datasets["train"]) == 0:
+        raise UsageError("The training data has no rows: check --train_file (or --validation_split_percentage).")
+    if training_args.do_eval and len(raw_datasets["validation"]) == 0:
+        if carved:
+            total = len(raw_datasets["train"])
+            raise UsageError(
+                f"The validation split is empty: {data_args.validation_split_percentage}% of the {total} rows of the "
+                "training data rounds to 0 rows. Pass --validation_file, or raise --validation_split_percentage."
+            )
+        raise UsageError("The validation data has no rows: check --validation_file.")
+
+
+def lm_column_names(dataset) -> list:
+    """Column names of a Dataset or IterableDataset (a stream of JSON may not know them before the first row)."""
+    names = dataset.column_names
+    if names is None:
+        first = next(iter(dataset), None)
+        names = list(first.keys()) if first is not None else []
+    return list(names)
+
+
+def apply_config_overrides(config, overrides: str):
+    """config.update_from_string with errors that name the bad key and the valid ones.
+
+    Accepts spaces around keys and values, and sets keys whose current value is None (e.g. gpt2's n_inner), which
+    update_from_string refuses; everything else is update_from_string's parsing (int, float, true/false, string)."""
+    import difflib
+
+    pairs = []
+    for item in overrides.split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise UsageError(
+                f"--config_overrides {overrides!r}: {item.strip()!r} is not key=value. "
+                "Example: --config_overrides n_embd=10,resid_pdrop=0.2,scale_attn_weights=false"
+            )
+        pairs.append((key, value))
+    valid = sorted(set(config.to_dict()) | set(getattr(config, "attribute_map", {})))
+    unknown = [key for key, _ in pairs if not hasattr(config, key)]
+    if unknown:
+        hints = [f"{k} (did you mean {', '.join(difflib.get_close_matches(k, valid, n=3))}?)" if difflib.get_close_matches(k, valid) else k for k in unknown]
+        raise UsageError(
+            f"--config_overrides: unknown key(s) for a {config.model_type} config: {', '.join(hints)}. "
+            f"Valid keys: {', '.join(valid)}."
+        )
+    settable = []
+    for key, value in pairs:
+        if getattr(config, key) is None:
+            setattr(config, key, _parse_override_value(value))
+        else:
+            settable.append(f"{key}={value}")
+    if settable:
+        try:
+            config.update_from_string(",".join(settable))
+        except ValueError as err:
+            raise UsageError(f"--config_overrides {overrides!r}: {err}.") from err
+
+
+def _parse_override_value(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def from_pretrained_or_fail(loader, name, what, **kwargs):
+    """loader(name, **kwargs); an OSError (no network, not a model folder, ...) becomes a one-line UsageError."""
+    try:
+        return loader(name, **kwargs)
+    except OSError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"Could not load the {what} '{name}': {first_line} Without network access, pass a local directory "
+            "(or fill the Hugging Face cache beforehand)."
+        ) from err
+
+
+# Model types whose learned (or fixed-size) absolute position table makes longer inputs fail with an index error.
+# RoBERTa-style models start positions at pad_token_id + 1, so they can use pad_token_id + 1 fewer positions.
+_OFFSET_POSITION_TYPES = frozenset({
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "xmod", "data2vec-text", "longformer",
+    "roberta-prelayernorm", "ibert", "mpnet",
+})
+_ABSOLUTE_POSITION_TYPES = _OFFSET_POSITION_TYPES | frozenset({
+    "bert", "distilbert", "albert", "electra", "megatron-bert", "mobilebert", "big_bird", "ernie", "layoutlm",
+    "squeezebert", "bert-generation", "gpt2", "gpt_neo", "gpt_bigcode", "biogpt", "opt", "bart", "mbart", "plbart",
+    "xlm",
+})
+
+
+def max_input_positions(config) -> Optional[int]:
+    """How many tokens the model's absolute position embeddings can take; None when unknown or not limited
+    (relative or rotary positions: longer inputs run, so the reference's behaviour is kept)."""
+    if config.model_type not in _ABSOLUTE_POSITION_TYPES:
+        return None
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if config.model_type in _OFFSET_POSITION_TYPES:
+        positions -= (config.pad_token_id or 0) + 1
+    return positions
+
+
+def check_fits_positions(length: int, config, flag: str, source: str = ""):
+    """A block longer than the model's position table crashes in the first forward pass: say so up front."""
+    limit = max_input_positions(config)
+    if limit is not None and length > limit:
+        raise UsageError(
+            f"{flag} {length}{source} is larger than the {limit} positions of the model "
+            f"({config.model_type} config: max_position_embeddings/n_positions). Pass {flag} {limit} or less, "
+            "or use a config with more positions."
+        )
+
+
+def group_texts(examples, block_size: int, add_labels: bool = False):
+    """Concatenate the tokenized texts of one map batch and cut them into block_size chunks; the remainder (and a
+    batch shorter than one block) is dropped. add_labels copies input_ids to labels (causal LM)."""
+    concatenated_examples = {k: list(itertools.chain(*examples[k])) for k in examples.keys()}
+    total_length = len(concatenated_examples[list(examples.keys())[0]])
+    total_length = (total_length // block_size) * block_size
+    result = {
+        k: [t[i : i + block_size] for i in range(0, total_length, block_size)]
+        for k, t in concatenated_examples.items()
+    }
+    if add_labels:
+        result["labels"] = result["input_ids"].copy()
+    return result
+
+
+def argmax_logits(logits, labels):
+    """preprocess_logits_for_metrics: keep the argmax only (logits may be a tuple with past_key_values after them)."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def lm_accuracy(predictions, references, ignore_index: Optional[int] = None) -> dict:
+    """`evaluate.load("accuracy")` offline: the fraction of equal positions (sklearn's accuracy_score), optionally
+    skipping positions whose reference is ignore_index. nan when nothing is left to score."""
+    predictions = np.asarray(predictions).reshape(-1)
+    references = np.asarray(references).reshape(-1)
+    if ignore_index is not None:
+        keep = references != ignore_index
+        predictions, references = predictions[keep], references[keep]
+    if references.size == 0:
+        return {"accuracy": float("nan")}
+    return {"accuracy": float(np.average(predictions == references))}
+
+
+def perplexity(eval_loss: float) -> float:
+    """exp(eval_loss), inf on overflow, as the reference reports it."""
+    try:
+        return math.exp(eval_loss)
+    except OverflowError:
+        return float("inf")
+
+
+def select_samples(dataset, max_samples: Optional[int]):
+    """The first max_samples rows (all when None). A stream is cut by a generator rather than take(): the Trainer
+    starts a new epoch when a stream runs out, and datasets refuses to re-iterate a take() in a later epoch."""
+    if max_samples is None:
+        return dataset
+    if not hasattr(dataset, "__len__"):
+        import datasets
+
+        return datasets.IterableDataset.from_generator(
+            _first_rows, gen_kwargs={"dataset": dataset, "n": max_samples}, features=dataset.features
+        )
+    return dataset.select(range(min(len(dataset), max_samples)))
+
+
+def _first_rows(dataset, n):
+    yield from itertools.islice(dataset, n)
+
+
+def count_rows(dataset) -> int:
+    """len(dataset), or the number of rows a stream yields (reads it once)."""
+    if hasattr(dataset, "__len__"):
+        return len(dataset)
+    return sum(1 for _ in dataset)

@@ -1,0 +1,527 @@
+#!/usr/bin/env python
+# coding=utf-8
+"""Train a causal language model (GPT-2, ...) on a text file or a hub dataset, training an adapter
+(`--train_adapter`) or the full model, from a pretrained model or from scratch.
+
+    python run_clm.py --model_name_or_path gpt2 --train_file train.txt --validation_file valid.txt \
+        --do_train --do_eval --output_dir /tmp/test-clm --train_adapter --adapter_config seq_bn
+
+    # a model created on the fly (--config_overrides also works on a pretrained config here)
+    python run_clm.py --model_type gpt2 --tokenizer_name gpt2 \
+        --config_overrides "n_embd=1024,n_head=16,n_layer=48,n_positions=102" --train_adapter ...
+
+The texts are tokenized, concatenated and cut into blocks of --block_size tokens; --max_train_samples and
+--max_eval_samples count those blocks. Evaluation reports eval_loss, eval_accuracy (next-token, computed offline)
+and perplexity. A single `.json` argument is read as a file of arguments.
+
+main() reads as a table of contents: arguments, data, model, preprocessing, trainer, train/evaluate.
+"""
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Optional
+
+import torch
+import transformers
+from transformers import (
+    CONFIG_MAPPING,
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+    is_torch_xla_available,
+    set_seed,
+)
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import check_min_version
+from transformers.utils.versions import require_version
+
+import adapters
+from adapters import AdapterArguments, AdapterTrainer, setup_adapter_training
+from utils_qa import (
+    UsageError,
+    apply_config_overrides,
+    argmax_logits,
+    check_adapter_arguments,
+    check_fits_positions,
+    check_lm_data_args,
+    check_lm_streaming,
+    check_raw_lm_splits,
+    checkpoint_to_resume,
+    count_rows,
+    detect_last_checkpoint,
+    from_pretrained_or_fail,
+    group_texts,
+    lm_accuracy,
+    lm_column_names,
+    load_lm_raw_datasets,
+    model_card_kwargs,
+    parse_args,
+    perplexity,
+    select_samples,
+    setup_logging,
+)
+
+
+check_min_version("4.44.0")
+require_version("datasets>=2.14.0", "To fix: pip install -r requirements.txt")
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIG_CLASSES = list(MODEL_FOR_CAUSAL_LM_MAPPING.keys())
+MODEL_TYPES = tuple(conf.model_type for conf in MODEL_CONFIG_CLASSES)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArguments:
+    """Arguments pertaining to which model/config/tokenizer we are going to fine-tune, or train from scratch."""
+
+    model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "The model checkpoint for weights initialization. Don't set if you want to train a model from "
+            "scratch."
+        },
+    )
+    model_type: Optional[str] = field(
+        default=None,
+        metadata={"help": "If training from scratch, pass a model type from the list: " + ", ".join(MODEL_TYPES)},
+    )
+    config_overrides: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Override some existing default config settings, of a new config (from scratch) or of a "
+            "pretrained one. Example: n_embd=10,resid_pdrop=0.2,scale_attn_weights=false,summary_type=cls_index"
+        },
+    )
+    config_name: Optional[str] = field(
+        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name"}
+    )
+    tokenizer_name: Optional[str] = field(
+        default=None, metadata={"help": "Pretrained tokenizer name or path if not the same as model_name"}
+    )
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Where do you want to store the pretrained models downloaded from huggingface.co"},
+    )
+    use_fast_tokenizer: bool = field(
+        default=True,
+        metadata={"help": "Whether to use one of the fast tokenizer (backed by the tokenizers library) or not."},
+    )
+    model_revision: str = field(
+        default="main",
+        metadata={"help": "The specific model version to use (can be a branch name, tag name or commit id)."},
+    )
+    token: str = field(
+        default=None, metadata={"help": "The token to use as HTTP bearer authorization for remote files."}
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow custom models defined on the Hub in their own modeling files. Off unless asked."},
+    )
+    torch_dtype: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Override the default `torch.dtype` and load the model under this dtype (passed as `dtype`). "
+            "If `auto` is passed, the dtype will be automatically derived from the model's weights.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
+    low_cpu_mem_usage: bool = field(
+        default=False,
+        metadata={
+            "help": "Passed to from_pretrained; transformers 4.57 ignores it (loading is always memory-lean)."
+        },
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    """Arguments pertaining to what data we are going to input our model for training and eval."""
+
+    dataset_name: Optional[str] = field(
+        default=None, metadata={"help": "The name of the dataset to use (via the datasets library)."}
+    )
+    dataset_config_name: Optional[str] = field(
+        default=None, metadata={"help": "The configuration name of the dataset to use (via the datasets library)."}
+    )
+    train_file: Optional[str] = field(
+        default=None, metadata={"help": "The input training data file (a text, csv, json or jsonl file)."}
+    )
+    validation_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "An optional input evaluation data file to evaluate the perplexity on (same formats)."},
+    )
+    max_train_samples: Optional[int] = field(
+        default=None,
+        metadata={"help": "Truncate the number of training blocks (of block_size tokens) to this value if set."},
+    )
+    max_eval_samples: Optional[int] = field(
+        default=None,
+        metadata={"help": "Truncate the number of evaluation blocks (of block_size tokens) to this value if set."},
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "Enable streaming mode (hub datasets and local files; needs --max_steps)"}
+    )
+    block_size: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Optional input sequence length after tokenization. The training dataset will be truncated in "
+            "block of this size for training. Default to the model max input length for single sentence inputs "
+            "(take into account special tokens)."
+        },
+    )
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
+    )
+    validation_split_percentage: Optional[int] = field(
+        default=5,
+        metadata={
+            "help": "The percentage of the train set used as validation set in case there's no validation split"
+        },
+    )
+    preprocessing_num_workers: Optional[int] = field(
+        default=None, metadata={"help": "The number of processes to use for the preprocessing."}
+    )
+    keep_linebreaks: bool = field(
+        default=True, metadata={"help": "Whether to keep line breaks when using TXT files or not."}
+    )
+
+    def __post_init__(self):
+        check_lm_data_args(self)
+
+
+def check_arguments(model_args, data_args, training_args, adapter_args):
+    """Cheap checks of the command line, before any data or model is loaded."""
+    if not (model_args.model_name_or_path or model_args.config_name):
+        if model_args.model_type not in MODEL_TYPES:
+            raise UsageError(
+                "Training from scratch (no --model_name_or_path) needs --model_type, one of: " + ", ".join(MODEL_TYPES)
+            )
+    if not (model_args.model_name_or_path or model_args.tokenizer_name):
+        raise UsageError(
+            "You are instantiating a new tokenizer from scratch. This is not supported by this script. Train one "
+            "elsewhere, save it, and pass it with --tokenizer_name."
+        )
+    if data_args.block_size is not None and data_args.block_size <= 0:
+        raise UsageError(f"--block_size {data_args.block_size} must be a positive number of tokens.")
+    check_lm_streaming(data_args, training_args)
+    check_adapter_arguments(adapter_args)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def hub_kwargs(model_args):
+    return {
+        "cache_dir": model_args.cache_dir,
+        "revision": model_args.model_revision,
+        "token": model_args.token,
+        "trust_remote_code": model_args.trust_remote_code,
+    }
+
+
+def load_config(model_args):
+    """A pretrained config, or a new one of --model_type; --config_overrides applies to either (the reference
+    allowed it only from scratch)."""
+    name = model_args.config_name or model_args.model_name_or_path
+    if name:
+        config = from_pretrained_or_fail(AutoConfig.from_pretrained, name, "config", **hub_kwargs(model_args))
+    else:
+        config = CONFIG_MAPPING[model_args.model_type]()
+        logger.warning("You are instantiating a new config instance from scratch.")
+    if model_args.config_overrides is not None:
+        logger.info(f"Overriding config: {model_args.config_overrides}")
+        apply_config_overrides(config, model_args.config_overrides)
+        logger.info(f"New config: {config}")
+    return config
+
+
+def load_tokenizer(model_args):
+    name = model_args.tokenizer_name or model_args.model_name_or_path
+    return from_pretrained_or_fail(
+        AutoTokenizer.from_pretrained, name, "tokenizer", use_fast=model_args.use_fast_tokenizer,
+        **hub_kwargs(model_args)
+    )
+
+
+def effective_block_size(data_args, tokenizer, config) -> int:
+    """The reference rule, then a check against the model's position embeddings (where the reference crashed)."""
+    if hasattr(config, "max_position_embeddings"):
+        max_pos_embeddings = config.max_position_embeddings
+    else:
+        # Define a default value if the attribute is missing in the config.
+        max_pos_embeddings = 1024
+
+    if data_args.block_size is None:
+        block_size = tokenizer.model_max_length
+        if block_size > max_pos_embeddings:
+            logger.warning(
+                f"The tokenizer picked seems to have a very large `model_max_length` ({tokenizer.model_max_length}). "
+                f"Using block_size={min(1024, max_pos_embeddings)} instead. You can change that default value by "
+                "passing --block_size xxx."
+            )
+            block_size = min(1024, max_pos_embeddings) if max_pos_embeddings > 0 else 1024
+        source = " (the default, from the tokenizer's model_max_length)"
+    else:
+        if data_args.block_size > tokenizer.model_max_length:
+            logger.warning(
+                f"The block_size passed ({data_args.block_size}) is larger than the maximum length for the model "
+                f"({tokenizer.model_max_length}). Using block_size={tokenizer.model_max_length}."
+            )
+        block_size = min(data_args.block_size, tokenizer.model_max_length)
+        source = ""
+    check_fits_positions(block_size, config, "--block_size", source)
+    return block_size
+
+
+def torch_dtype(model_args):
+    """--torch_dtype as the `dtype` argument of from_pretrained/from_config ("auto"/None passed through)."""
+    if model_args.torch_dtype in ("auto", None):
+        return model_args.torch_dtype
+    return getattr(torch, model_args.torch_dtype)
+
+
+def load_model(model_args, config, tokenizer, training_args, adapter_args):
+    if model_args.model_name_or_path:
+        model = from_pretrained_or_fail(
+            AutoModelForCausalLM.from_pretrained,
+            model_args.model_name_or_path,
+            "model",
+            from_tf=bool(".ckpt" in model_args.model_name_or_path),
+            config=config,
+            dtype=torch_dtype(model_args),
+            low_cpu_mem_usage=model_args.low_cpu_mem_usage,
+            **hub_kwargs(model_args),
+        )
+    else:
+        model = AutoModelForCausalLM.from_config(
+            config, trust_remote_code=model_args.trust_remote_code, dtype=torch_dtype(model_args)
+        )
+        n_params = sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
+        logger.info(f"Training new model from scratch - Total size={n_params/2**20:.2f}M params")
+        save_scratch_base_model(model, training_args, adapter_args)
+
+    # Convert the model into an adapter model (the reference does this even without --train_adapter).
+    adapters.init(model)
+
+    # We resize the embeddings only when necessary to avoid index errors. If you are creating a model from scratch
+    # on a small vocab and want a smaller embedding size, remove this test.
+    embedding_size = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > embedding_size:
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def save_scratch_base_model(model, training_args, adapter_args):
+    """An adapter trained on a model created from scratch is useless without that (random, frozen) base model, which
+    adapter checkpoints do not contain: save it (config.json + weights) next to the adapter, before adapters exist."""
+    if not (adapter_args.train_adapter and training_args.do_train and training_args.should_save):
+        return
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    model.save_pretrained(training_args.output_dir)
+    logger.info(
+        f"Saved the new base model to {training_args.output_dir} (config.json + weights): reload it with "
+        "--model_name_or_path and the adapter with --load_adapter."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Preprocessing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def tokenize_function(examples, tokenizer, text_column_name):
+    # clm input could be much much longer than block_size: the tokenizer's warning about it is followed by a notice.
+    tok_logger = transformers.utils.logging.get_logger("transformers.tokenization_utils_base")
+    with CaptureLogger(tok_logger) as cl:
+        output = tokenizer(examples[text_column_name])
+    if "Token indices sequence length is longer than the" in cl.out:
+        tok_logger.warning(
+            "^^^^^^^^^^^^^^^^ Please ignore the warning above - this long input will be chunked into smaller bits"
+            " before being passed to the model."
+        )
+    return output
+
+
+def build_blocks(raw_split, split, tokenizer, text_column_name, block_size, data_args, training_args):
+    """Tokenize whole texts, then concatenate them (per map batch of 1,000 rows) into blocks of block_size tokens
+    with labels = input_ids; the remainder of each batch is dropped."""
+    column_names = lm_column_names(raw_split)
+    map_kwargs = {"batched": True}
+    if not data_args.streaming:  # a stream is processed lazily: no workers, no cache
+        map_kwargs.update(num_proc=data_args.preprocessing_num_workers,
+                          load_from_cache_file=not data_args.overwrite_cache)
+    with training_args.main_process_first(desc="dataset map tokenization"):
+        tokenized = raw_split.map(
+            tokenize_function,
+            fn_kwargs={"tokenizer": tokenizer, "text_column_name": text_column_name},
+            remove_columns=column_names,
+            **map_kwargs,
+            **({} if data_args.streaming else {"desc": f"Running tokenizer on the {split} dataset"}),
+        )
+    with training_args.main_process_first(desc="grouping texts together"):
+        blocks = tokenized.map(
+            group_texts,
+            fn_kwargs={"block_size": block_size, "add_labels": True},
+            **map_kwargs,
+            **({} if data_args.streaming else {"desc": f"Grouping texts in chunks of {block_size}"}),
+        )
+    return tokenized, blocks
+
+
+def prepare_split(raw_datasets, split, tokenizer, text_column_name, block_size, data_args, training_args):
+    """Blocks for one split, cut to max_{split}_samples blocks, with a log line saying what was counted."""
+    flag = "--max_train_samples" if split == "train" else "--max_eval_samples"
+    max_samples = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
+    tokenized, blocks = build_blocks(raw_datasets[split], split, tokenizer, text_column_name, block_size,
+                                     data_args, training_args)
+    dataset = select_samples(blocks, max_samples)
+    if data_args.streaming:
+        logger.info(f"{split}: streamed, so its size is unknown in advance; {flag} counts blocks of {block_size} tokens.")
+        return dataset
+    n_rows, n_blocks = len(raw_datasets[split]), len(blocks)
+    logger.info(
+        f"{split}: {n_rows} rows of text -> {n_blocks} blocks of {block_size} tokens (texts concatenated per 1,000 "
+        f"rows, remainders dropped). {flag} counts blocks, not rows or documents: using {len(dataset)} blocks."
+    )
+    if n_blocks == 0:
+        n_tokens = sum(len(ids) for ids in tokenized["input_ids"])
+        raise UsageError(
+            f"The {split} split gives no block of {block_size} tokens: its {n_rows} rows have {n_tokens} tokens in "
+            f"all. Use more {split} text or a smaller --block_size."
+        )
+    return dataset
+
+
+def compute_metrics(eval_preds):
+    """Next-token accuracy: preds (argmax of logits) at position t against the label at t+1."""
+    preds, labels = eval_preds
+    # preds have the same shape as the labels, after the argmax(-1) has been calculated
+    # by preprocess_logits_for_metrics but we need to shift the labels
+    labels = labels[:, 1:].reshape(-1)
+    preds = preds[:, :-1].reshape(-1)
+    return lm_accuracy(preds, labels)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Train / evaluate
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def train(trainer, training_args, data_args, train_dataset, last_checkpoint):
+    train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, last_checkpoint))
+    trainer.save_model()  # Saves the tokenizer too for easy upload (adapter mode: the adapter and its head)
+    metrics = train_result.metrics
+    if data_args.streaming:
+        # A stream has no length: report the blocks the optimizer steps consumed.
+        metrics["train_samples"] = trainer.state.global_step * training_args.train_batch_size * (
+            training_args.gradient_accumulation_steps * training_args.world_size)
+        if data_args.max_train_samples is not None:  # the stream was cut to its first max_train_samples
+            metrics["train_samples"] = min(metrics["train_samples"], data_args.max_train_samples)
+    else:
+        max_train_samples = (
+            data_args.max_train_samples if data_args.max_train_samples is not None else len(train_dataset)
+        )
+        metrics["train_samples"] = min(max_train_samples, len(train_dataset))
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+
+def evaluate(trainer, data_args, eval_dataset, n_eval_blocks):
+    logger.info("*** Evaluate ***")
+    metrics = trainer.evaluate()
+    max_eval_samples = data_args.max_eval_samples if data_args.max_eval_samples is not None else n_eval_blocks
+    metrics["eval_samples"] = min(max_eval_samples, n_eval_blocks)
+    metrics["perplexity"] = perplexity(metrics["eval_loss"])
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+
+
+def main(argv=None):
+    """Run the script with the given command-line arguments; returns the Trainer (for tests and notebooks)."""
+    # Arguments
+    model_args, data_args, training_args, adapter_args = parse_args(
+        (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
+    )
+    check_arguments(model_args, data_args, training_args, adapter_args)
+    setup_logging(training_args, logger)
+    last_checkpoint = detect_last_checkpoint(training_args)
+    set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
+
+    # Data
+    raw_datasets, carved = load_lm_raw_datasets(
+        data_args, model_args, text_builder_kwargs={"keep_linebreaks": data_args.keep_linebreaks}
+    )
+    check_raw_lm_splits(raw_datasets, carved, data_args, training_args)
+
+    # Model
+    config = load_config(model_args)
+    tokenizer = load_tokenizer(model_args)
+    block_size = effective_block_size(data_args, tokenizer, config)
+    model = load_model(model_args, config, tokenizer, training_args, adapter_args)
+
+    # Preprocessing
+    column_names = lm_column_names(raw_datasets["train" if training_args.do_train else "validation"])
+    text_column_name = "text" if "text" in column_names else column_names[0]
+    prepare = partial(prepare_split, raw_datasets, tokenizer=tokenizer, text_column_name=text_column_name,
+                      block_size=block_size, data_args=data_args, training_args=training_args)
+    train_dataset = prepare("train") if training_args.do_train else None
+    eval_dataset = prepare("validation") if training_args.do_eval else None
+    if data_args.streaming and training_args.do_train and next(iter(train_dataset), None) is None:
+        raise UsageError(f"The streamed training data gives no block of {block_size} tokens: use more text.")
+    n_eval_blocks = count_rows(eval_dataset) if training_args.do_eval else 0
+    if data_args.streaming and training_args.do_eval:
+        logger.info(f"validation: {n_eval_blocks} blocks of {block_size} tokens (counted by reading the stream).")
+        if n_eval_blocks == 0:
+            raise UsageError(f"The streamed validation data gives no block of {block_size} tokens: use more text.")
+
+    # Trainer
+    # Accuracy is computed offline, and only where the reference computes it (an evaluation with logits).
+    with_metrics = training_args.do_eval and not is_torch_xla_available()
+    setup_adapter_training(model, adapter_args, data_args.dataset_name or "clm")
+    trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer
+    trainer = trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        # Data collator will default to DataCollatorWithPadding, so we change it.
+        data_collator=default_data_collator,
+        compute_metrics=compute_metrics if with_metrics else None,
+        preprocess_logits_for_metrics=argmax_logits if with_metrics else None,
+    )
+
+    # Train / evaluate
+    if training_args.do_train:
+        train(trainer, training_args, data_args, train_dataset, last_checkpoint)
+    if training_args.do_eval:
+        evaluate(trainer, data_args, eval_dataset, n_eval_blocks)
+
+    kwargs = model_card_kwargs(model_args, data_args, "text-generation")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    else:
+        trainer.create_model_card(**kwargs)
+    return trainer
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as err:
+        sys.exit(f"error: {err}")
