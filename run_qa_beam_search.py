@@ -1,0 +1,674 @@
+#!/usr/bin/env python
+# coding=utf-8
+"""Extractive question answering with a beam-search head: XLNet and XLM fine-tuned in full, or an adapter plus the
+same kind of head on a model that `adapters` supports (BERT, RoBERTa, DistilBERT, ...).
+
+    python run_qa_beam_search.py --model_name_or_path xlnet-large-cased --dataset_name squad_v2 \
+        --version_2_with_negative --do_train --do_eval --max_seq_length 384 --doc_stride 128 --output_dir /tmp/xlnet/
+
+    python run_qa_beam_search.py --model_name_or_path bert-base-uncased --train_file train.json \
+        --validation_file dev.json --version_2_with_negative --do_train --do_eval --output_dir /tmp/bert_beam/ \
+        --train_adapter --adapter_config seq_bn
+
+The head predicts start logits, end logits conditioned on a start token, and an "is the question answerable" logit
+from the CLS token. Evaluation keeps the start_n_top best starts and, for each, the end_n_top best ends (both 5 by
+default, from the model config), and `utils_qa.postprocess_qa_predictions_with_beam_search` picks the answer. For
+SQuAD v2 the null odds of a question are its minimum answer-class logit.
+
+`adapters` does not support XLNet or XLM, so `--train_adapter` on them stops with an error. On other models the
+head is `beam_search_head.BeamSearchQuestionAnsweringModel` (transformers' XLM head layers); it is saved with the
+adapter and `--load_adapter` restores both.
+
+Local files (--train_file/--validation_file/--test_file) may be the flattened Hugging Face JSON ({"data": [...]}),
+the original nested SQuAD v1.1/v2.0 JSON, JSON Lines or CSV; the format is detected from the content.
+A single `.json` argument is read as a file of arguments.
+"""
+import importlib
+import logging
+import sys
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Optional
+
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    PreTrainedTokenizerFast,
+    TrainingArguments,
+    XLMForQuestionAnswering,
+    XLNetForQuestionAnswering,
+    default_data_collator,
+    set_seed,
+)
+from transformers.utils import check_min_version
+from transformers.utils.versions import require_version
+
+import adapters
+from adapters import AdapterArguments, AdapterConfig, setup_adapter_training
+from beam_search_head import BeamSearchQuestionAnsweringModel
+from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
+from utils_qa import (
+    UsageError,
+    check_qa_data_files,
+    checkpoint_to_resume,
+    compute_squad_metrics,
+    detect_last_checkpoint,
+    load_qa_raw_datasets,
+    model_card_kwargs,
+    parse_args,
+    postprocess_qa_predictions_with_beam_search,
+    setup_logging,
+)
+
+
+check_min_version("4.44.0")
+require_version("datasets>=1.8.0", "To fix: pip install -r requirements.txt")
+
+logger = logging.getLogger(__name__)
+
+# Architectures whose transformers QA model is a beam-search (SQuAD) head. They are trained in full: `adapters`
+# supports neither.
+FULL_FINE_TUNING_MODELS = {"xlnet": XLNetForQuestionAnswering, "xlm": XLMForQuestionAnswering}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArguments:
+    """Arguments pertaining to which model/config/tokenizer we are going to fine-tune from."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Path to pretrained model or model identifier from huggingface.co/models"}
+    )
+    config_name: Optional[str] = field(
+        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name"}
+    )
+    tokenizer_name: Optional[str] = field(
+        default=None, metadata={"help": "Pretrained tokenizer name or path if not the same as model_name"}
+    )
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Path to directory to store the pretrained models downloaded from huggingface.co"},
+    )
+    model_revision: str = field(
+        default="main",
+        metadata={"help": "The specific model version to use (can be a branch name, tag name or commit id)."},
+    )
+    token: str = field(
+        default=None,
+        metadata={"help": "The token to use as HTTP bearer authorization for remote files (replaces use_auth_token)."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow custom models defined on the Hub in their own modeling files. Off unless asked."},
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    """Arguments pertaining to what data we are going to input our model for training and eval."""
+
+    dataset_name: Optional[str] = field(
+        default=None, metadata={"help": "The name of the dataset to use (via the datasets library)."}
+    )
+    dataset_config_name: Optional[str] = field(
+        default=None, metadata={"help": "The configuration name of the dataset to use (via the datasets library)."}
+    )
+    train_file: Optional[str] = field(
+        default=None, metadata={"help": "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV)."}
+    )
+    validation_file: Optional[str] = field(
+        default=None, metadata={"help": "An optional input evaluation data file (same formats as --train_file)."}
+    )
+    test_file: Optional[str] = field(
+        default=None, metadata={"help": "An optional input test data file (answers not needed)."}
+    )
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
+    )
+    preprocessing_num_workers: Optional[int] = field(
+        default=None, metadata={"help": "The number of processes to use for the preprocessing."}
+    )
+    max_seq_length: int = field(
+        default=384,
+        metadata={
+            "help": "The maximum total input sequence length after tokenization. Sequences longer "
+            "than this will be truncated, sequences shorter will be padded."
+        },
+    )
+    pad_to_max_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Whether to pad all samples to `max_seq_length`. If False, will pad the samples dynamically when"
+            " batching to the maximum length in the batch (which can be faster on GPU but will be slower on TPU)."
+        },
+    )
+    max_train_samples: Optional[int] = field(
+        default=None, metadata={"help": "Truncate the number of training examples to this value if set."}
+    )
+    max_eval_samples: Optional[int] = field(
+        default=None, metadata={"help": "Truncate the number of evaluation examples to this value if set."}
+    )
+    max_predict_samples: Optional[int] = field(
+        default=None, metadata={"help": "Truncate the number of prediction examples to this value if set."}
+    )
+    version_2_with_negative: bool = field(
+        default=False, metadata={"help": "If true, some of the examples do not have an answer."}
+    )
+    null_score_diff_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "Accepted for compatibility; beam-search post-processing does not use it (the squad_v2 metric "
+            "compares the null odds, the minimum answer-class logit, with 1.0)."
+        },
+    )
+    doc_stride: int = field(
+        default=128,
+        metadata={"help": "When splitting up a long document into chunks, how much stride to take between chunks."},
+    )
+    n_best_size: int = field(
+        default=20,
+        metadata={"help": "The total number of n-best predictions to generate when looking for an answer."},
+    )
+    max_answer_length: int = field(
+        default=30,
+        metadata={
+            "help": "The maximum length of an answer that can be generated. This is needed because the start "
+            "and end predictions are not conditioned on one another."
+        },
+    )
+
+    def __post_init__(self):
+        check_qa_data_files(self)
+
+
+def check_arguments(model_args, data_args, training_args, adapter_args):
+    """Cheap checks of the command line, before any data or model is loaded."""
+    if adapter_args.train_adapter:
+        try:
+            AdapterConfig.load(adapter_args.adapter_config)
+        except (ValueError, TypeError, SyntaxError) as err:
+            valid = ", ".join(sorted(adapters.ADAPTER_CONFIG_MAP))
+            raise UsageError(
+                f"--adapter_config {adapter_args.adapter_config!r} is not a valid adapter configuration ({err}). "
+                f"Use one of: {valid}; a JSON file; or a config string such as 'seq_bn[reduction_factor=8]' "
+                "(string values quoted: 'seq_bn[non_linearity=\"gelu\"]')."
+            ) from err
+    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
+        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+    if training_args.load_best_model_at_end:
+        valid = ("exact", "f1", "HasAns_exact", "HasAns_f1") if data_args.version_2_with_negative else ("exact_match", "f1")
+        if training_args.metric_for_best_model not in valid:
+            warnings.warn(f"--metric_for_best_model should be one of {valid}.", UserWarning)
+
+
+def adapters_supports(model_type: str) -> bool:
+    """Whether `adapters.init` can add adapters to this architecture (a built-in integration or interface)."""
+    from adapters.wrappers.interfaces import get_adapter_interface
+    from adapters.wrappers.model import get_module_name
+
+    if get_adapter_interface(model_type) is not None:
+        return True
+    name = get_module_name(model_type)
+    try:  # the lookup adapters.init itself does
+        importlib.import_module(f".{name}.modeling_{name}", "adapters.models")
+    except ImportError:
+        return False
+    return True
+
+
+def check_architecture(config, adapter_args):
+    """Which model this run builds, decided from the config alone (before the data and the weights are loaded)."""
+    model_type = config.model_type
+    if model_type in FULL_FINE_TUNING_MODELS:
+        if adapter_args.train_adapter:
+            raise UsageError(
+                f"--train_adapter: the adapters library does not support {model_type} models, so no adapter can be "
+                f"trained on this one. Drop --train_adapter to fine-tune the whole {model_type} model, or keep it and "
+                "use a model that adapters supports, which gets the same kind of beam-search head (e.g. "
+                "--model_name_or_path roberta-base or bert-base-uncased)."
+            )
+        return
+    if not adapter_args.train_adapter:
+        raise UsageError(
+            f"run_qa_beam_search.py fine-tunes whole models only for XLNet and XLM; for this {model_type} model add "
+            "--train_adapter (an adapter plus a beam-search QA head), or fine-tune it in full with run_qa.py."
+        )
+    if getattr(config, "is_encoder_decoder", False) or not adapters_supports(model_type):
+        raise UsageError(
+            f"--train_adapter with a beam-search head needs an encoder model that adapters supports (BERT, RoBERTa, "
+            f"DistilBERT, XLM-RoBERTa, DeBERTa, ...); {model_type} is not one. For encoder-decoder models use "
+            "run_seq2seq_qa.py."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def hub_kwargs(model_args):
+    return {
+        "cache_dir": model_args.cache_dir,
+        "revision": model_args.model_revision,
+        "token": model_args.token,
+        "trust_remote_code": model_args.trust_remote_code,
+    }
+
+
+def load_config(model_args):
+    return AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs(model_args))
+
+
+def load_tokenizer(model_args):
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path, use_fast=True, **hub_kwargs(model_args)
+    )
+    # Tokenizer check: this script requires a fast tokenizer (for offsets and overflowing windows).
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise UsageError(
+            "This example script only works for models that have a fast tokenizer. Checkout the big table of models at"
+            " https://huggingface.co/transformers/index.html#supported-frameworks to find the model types that meet"
+            " this requirement"
+        )
+    return tokenizer
+
+
+def load_model(model_args, config):
+    """XLNetForQuestionAnswering / XLMForQuestionAnswering as they are; any other model gets the beam-search head on
+    its encoder, turned into an adapters model (as every adapters script does)."""
+    kwargs = dict(
+        from_tf=bool(".ckpt" in model_args.model_name_or_path),
+        config=config,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+    if config.model_type in FULL_FINE_TUNING_MODELS:
+        model = FULL_FINE_TUNING_MODELS[config.model_type].from_pretrained(model_args.model_name_or_path, **kwargs)
+    else:
+        model = BeamSearchQuestionAnsweringModel.from_encoder(model_args.model_name_or_path, **kwargs)
+        adapters.init(model)
+    # None of these heads uses `num_items_in_batch`; XLNet's forward would swallow it through **kwargs, and its loss
+    # would then not be divided by the gradient accumulation steps.
+    model.accepts_loss_kwargs = False
+    return model
+
+
+def effective_max_seq_length(data_args, tokenizer) -> int:
+    if data_args.max_seq_length > tokenizer.model_max_length:
+        logger.warning(
+            f"The max_seq_length passed ({data_args.max_seq_length}) is larger than the maximum length for the "
+            f"model ({tokenizer.model_max_length}). Using max_seq_length={tokenizer.model_max_length}."
+        )
+    max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
+    if data_args.doc_stride >= max_seq_length:
+        raise UsageError(
+            f"--doc_stride ({data_args.doc_stride}) must be smaller than --max_seq_length ({max_seq_length}): "
+            "the stride is the overlap between consecutive windows of a long context."
+        )
+    return max_seq_length
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Preprocessing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def qa_column_names(raw_datasets, training_args):
+    """(question, context, answers) column names; the reference falls back to positions 0/1/2."""
+    if training_args.do_train:
+        column_names = raw_datasets["train"].column_names
+    elif training_args.do_eval:
+        column_names = raw_datasets["validation"].column_names
+    else:
+        column_names = raw_datasets["test"].column_names
+    question = "question" if "question" in column_names else column_names[0]
+    context = "context" if "context" in column_names else column_names[1]
+    if "answers" in column_names:
+        answers = "answers"
+    elif question == "question" and context == "context":
+        answers = None  # a test file without answers: predictions are written, nothing is scored
+    else:
+        answers = column_names[2]
+    return question, context, answers
+
+
+def tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride):
+    """Question and context tokenized together, always padded to max_seq_length (as the reference); long contexts
+    overflow into several windows overlapping by doc_stride tokens. XLNet pads on the left: context first."""
+    question_column, context_column, _ = columns
+    pad_on_right = tokenizer.padding_side == "right"
+    # Some of the questions have lots of whitespace on the left, which is not useful and will make the
+    # truncation of the context fail (the tokenized question will take a lots of space). So we remove that
+    # left whitespace
+    questions = [q.lstrip() for q in examples[question_column]]
+    contexts = examples[context_column]
+    return tokenizer(
+        questions if pad_on_right else contexts,
+        contexts if pad_on_right else questions,
+        truncation="only_second" if pad_on_right else "only_first",
+        max_length=max_seq_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        padding="max_length",
+    )
+
+
+def add_cls_index_and_p_mask(tokenized_examples, i, special_tokens, tokenizer, special_token_segment):
+    """cls_index and p_mask of feature i (appended to the features); returns (cls_index, sequence_ids).
+
+    sequence_ids: 0/1 for the tokens of the first/second text, 3 for special tokens (padding included). The
+    reference read them from token_type_ids, which XLNet, XLM and BERT tokenizers fill that way but RoBERTa's and
+    DistilBERT's do not (all 0, or none); the tokenizer's own sequence ids give the same values for the former and
+    the right ones for the latter. p_mask is 0.0 for the context tokens and for the CLS token (a possible "no
+    answer"), 1.0 for everything else.
+    """
+    input_ids = tokenized_examples["input_ids"][i]
+    # We will label impossible answers with the index of the CLS token.
+    if tokenizer.cls_token_id in input_ids:
+        cls_index = input_ids.index(tokenizer.cls_token_id)
+    elif tokenizer.bos_token_id in input_ids:
+        cls_index = input_ids.index(tokenizer.bos_token_id)
+    else:
+        cls_index = 0
+    sequence_ids = [
+        3 if special or s is None else s for special, s in zip(special_tokens[i], tokenized_examples.sequence_ids(i))
+    ]
+    if special_token_segment is not None:
+        # The reference rewrote token_type_ids in place, so XLNet sees its padding segment (3) on <sep>/<cls> too.
+        token_type_ids = tokenized_examples["token_type_ids"][i]
+        for k, special in enumerate(special_tokens[i]):
+            if special:
+                token_type_ids[k] = special_token_segment
+    context_index = 1 if tokenizer.padding_side == "right" else 0
+    tokenized_examples["cls_index"].append(cls_index)
+    tokenized_examples["p_mask"].append(
+        [
+            0.0 if (not special_tokens[i][k] and s == context_index) or k == cls_index else 1.0
+            for k, s in enumerate(sequence_ids)
+        ]
+    )
+    return cls_index, sequence_ids
+
+
+def prepare_train_features(examples, tokenizer, columns, max_seq_length, doc_stride, special_token_segment):
+    """Training features: start/end token positions of the answer, is_impossible (1.0 when the question has no answer
+    or the answer is not fully inside this window; the positions are then the CLS token's), cls_index, p_mask."""
+    tokenized_examples = tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride)
+    answer_column = columns[2]
+    context_index = 1 if tokenizer.padding_side == "right" else 0
+
+    # Since one example might give us several features if it has a long context, we need a map from a feature to
+    # its corresponding example. The offset mappings give us a map from token to character position in the
+    # original context; the special tokens give the p_mask (tokens that cannot be part of an answer).
+    sample_mapping = tokenized_examples.pop("overflow_to_sample_mapping")
+    offset_mapping = tokenized_examples.pop("offset_mapping")
+    special_tokens = tokenized_examples.pop("special_tokens_mask")
+    for key in ("start_positions", "end_positions", "is_impossible", "cls_index", "p_mask"):
+        tokenized_examples[key] = []
+
+    for i, offsets in enumerate(offset_mapping):
+        cls_index, sequence_ids = add_cls_index_and_p_mask(
+            tokenized_examples, i, special_tokens, tokenizer, special_token_segment
+        )
+        input_ids = tokenized_examples["input_ids"][i]
+        answers = examples[answer_column][sample_mapping[i]]
+        start, end, impossible = cls_index, cls_index, 1.0
+        if len(answers["answer_start"]) > 0:
+            start_char = answers["answer_start"][0]
+            end_char = start_char + len(answers["text"][0])
+
+            # Start/end token index of the current span in the text.
+            token_start_index = 0
+            while sequence_ids[token_start_index] != context_index:
+                token_start_index += 1
+            token_end_index = len(input_ids) - 1
+            while sequence_ids[token_end_index] != context_index:
+                token_end_index -= 1
+
+            # Label with the answer's tokens only if the answer is fully inside the span; otherwise CLS.
+            if offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char:
+                # Move token_start_index and token_end_index to the two ends of the answer. The start walk stops at
+                # the window's last context token (as in run_qa.py): the reference walked on into the special and
+                # question tokens, and labelled a wrong span when the answer starts at the last token of a window.
+                context_end_index = token_end_index
+                while token_start_index <= context_end_index and offsets[token_start_index][0] <= start_char:
+                    token_start_index += 1
+                while offsets[token_end_index][1] >= end_char:
+                    token_end_index -= 1
+                start, end, impossible = token_start_index - 1, token_end_index + 1, 0.0
+        tokenized_examples["start_positions"].append(start)
+        tokenized_examples["end_positions"].append(end)
+        tokenized_examples["is_impossible"].append(impossible)
+
+    return tokenized_examples
+
+
+def prepare_validation_features(examples, tokenizer, columns, max_seq_length, doc_stride, special_token_segment):
+    """Evaluation features: cls_index and p_mask for the model; the example id and the offsets of the context tokens
+    (None elsewhere) to map predicted positions back to text."""
+    tokenized_examples = tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride)
+    context_index = 1 if tokenizer.padding_side == "right" else 0
+    sample_mapping = tokenized_examples.pop("overflow_to_sample_mapping")
+    special_tokens = tokenized_examples.pop("special_tokens_mask")
+    for key in ("example_id", "cls_index", "p_mask"):
+        tokenized_examples[key] = []
+
+    for i in range(len(tokenized_examples["input_ids"])):
+        _, sequence_ids = add_cls_index_and_p_mask(
+            tokenized_examples, i, special_tokens, tokenizer, special_token_segment
+        )
+        tokenized_examples["example_id"].append(examples["id"][sample_mapping[i]])
+        # Set to None the offset_mapping that are not part of the context so it's easy to determine if a token
+        # position is part of the context or not.
+        tokenized_examples["offset_mapping"][i] = [
+            (o if sequence_ids[k] == context_index else None)
+            for k, o in enumerate(tokenized_examples["offset_mapping"][i])
+        ]
+    return tokenized_examples
+
+
+def build_features(examples, prepare_function, feature_kwargs, data_args, training_args, max_samples, desc):
+    """Tokenize examples into features (cached by datasets; once per node in distributed runs). max_samples caps
+    the examples before tokenization and the features after, as in the reference."""
+    if max_samples is not None:
+        examples = examples.select(range(min(len(examples), max_samples)))
+    with training_args.main_process_first(desc=desc):
+        features = examples.map(
+            prepare_function,
+            fn_kwargs=feature_kwargs,
+            batched=True,
+            num_proc=data_args.preprocessing_num_workers,
+            remove_columns=examples.column_names,
+            load_from_cache_file=not data_args.overwrite_cache,
+            desc=f"Running tokenizer on {desc}",
+        )
+    if max_samples is not None:
+        features = features.select(range(min(len(features), max_samples)))
+    return examples, features
+
+
+def split_or_fail(raw_datasets, split, flag):
+    if split not in raw_datasets:
+        raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that has it).")
+    return raw_datasets[split]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Post-processing and metric
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def post_processing_function(examples, features, predictions, stage="eval", *, data_args, answer_column, output_dir,
+                             log_level, start_n_top, end_n_top):
+    """Answers as text for the metric (and the {stage}_*.json files); v2 null odds = the minimum cls logit."""
+    predictions, scores_diff_json = postprocess_qa_predictions_with_beam_search(
+        examples=examples,
+        features=features,
+        predictions=predictions,
+        version_2_with_negative=data_args.version_2_with_negative,
+        n_best_size=data_args.n_best_size,
+        max_answer_length=data_args.max_answer_length,
+        start_n_top=start_n_top,
+        end_n_top=end_n_top,
+        output_dir=output_dir,
+        log_level=log_level,
+        prefix=stage,
+    )
+    if data_args.version_2_with_negative:
+        formatted_predictions = [
+            {"id": str(k), "prediction_text": v, "no_answer_probability": scores_diff_json[k]}
+            for k, v in predictions.items()
+        ]
+    else:
+        formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
+    references = None
+    if answer_column is not None and answer_column in examples.column_names:
+        references = [{"id": str(ex["id"]), "answers": ex[answer_column]} for ex in examples]
+    return EvalPrediction(predictions=formatted_predictions, label_ids=references)
+
+
+def compute_metrics(p: EvalPrediction, version_2_with_negative: bool):
+    return compute_squad_metrics(p.predictions, p.label_ids, version_2_with_negative)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Train / evaluate / predict
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def train(trainer, training_args, data_args, train_dataset, last_checkpoint):
+    train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, last_checkpoint))
+    trainer.save_model()  # Saves the tokenizer too for easy upload (adapter mode: the adapter and the beam head)
+    metrics = train_result.metrics
+    max_train_samples = data_args.max_train_samples if data_args.max_train_samples is not None else len(train_dataset)
+    metrics["train_samples"] = min(max_train_samples, len(train_dataset))
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+
+def evaluate(trainer, data_args, eval_dataset):
+    logger.info("*** Evaluate ***")
+    metrics = trainer.evaluate()
+    max_eval_samples = data_args.max_eval_samples if data_args.max_eval_samples is not None else len(eval_dataset)
+    metrics["eval_samples"] = min(max_eval_samples, len(eval_dataset))
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+
+
+def predict(trainer, data_args, predict_dataset, predict_examples):
+    logger.info("*** Predict ***")
+    results = trainer.predict(predict_dataset, predict_examples)
+    metrics = results.metrics
+    max_predict_samples = (
+        data_args.max_predict_samples if data_args.max_predict_samples is not None else len(predict_dataset)
+    )
+    metrics["predict_samples"] = min(max_predict_samples, len(predict_dataset))
+    trainer.log_metrics("predict", metrics)
+    trainer.save_metrics("predict", metrics)
+
+
+def main(argv=None):
+    # Arguments
+    model_args, data_args, training_args, adapter_args = parse_args(
+        (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
+    )
+    check_arguments(model_args, data_args, training_args, adapter_args)
+    log_level = setup_logging(training_args, logger)
+    config = load_config(model_args)  # a small JSON file: decides the model before any heavy work
+    check_architecture(config, adapter_args)
+    last_checkpoint = detect_last_checkpoint(training_args)
+    set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
+
+    # Data
+    raw_datasets = load_qa_raw_datasets(data_args, model_args)
+    train_examples = split_or_fail(raw_datasets, "train", "--do_train") if training_args.do_train else None
+    eval_examples = split_or_fail(raw_datasets, "validation", "--do_eval") if training_args.do_eval else None
+    predict_examples = split_or_fail(raw_datasets, "test", "--do_predict") if training_args.do_predict else None
+
+    # Model
+    tokenizer = load_tokenizer(model_args)
+    max_seq_length = effective_max_seq_length(data_args, tokenizer)
+    model = load_model(model_args, config)
+
+    # Preprocessing
+    columns = qa_column_names(raw_datasets, training_args)
+    feature_kwargs = {
+        "tokenizer": tokenizer,
+        "columns": columns,
+        "max_seq_length": max_seq_length,
+        "doc_stride": data_args.doc_stride,
+        "special_token_segment": 3 if config.model_type == "xlnet" else None,
+    }
+    build = partial(build_features, feature_kwargs=feature_kwargs, data_args=data_args, training_args=training_args)
+    train_dataset = eval_dataset = predict_dataset = None
+    if training_args.do_train:
+        _, train_dataset = build(train_examples, prepare_train_features, max_samples=data_args.max_train_samples,
+                                 desc="train dataset")
+    if training_args.do_eval:
+        eval_examples, eval_dataset = build(eval_examples, prepare_validation_features,
+                                            max_samples=data_args.max_eval_samples, desc="validation dataset")
+    if training_args.do_predict:
+        predict_examples, predict_dataset = build(predict_examples, prepare_validation_features,
+                                                  max_samples=data_args.max_predict_samples, desc="prediction dataset")
+
+    # Trainer
+    # Data collator: we have already padded to max length if pad_to_max_length, otherwise pad dynamically.
+    data_collator = (
+        default_data_collator
+        if data_args.pad_to_max_length
+        else DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 else None)
+    )
+    setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
+    trainer_class = QuestionAnsweringAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringTrainer
+    trainer = trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        eval_examples=eval_examples,
+        processing_class=tokenizer,
+        data_collator=data_collator,
+        post_process_function=partial(
+            post_processing_function,
+            data_args=data_args,
+            answer_column=columns[2],
+            output_dir=training_args.output_dir,
+            log_level=log_level,
+            start_n_top=model.config.start_n_top,
+            end_n_top=model.config.end_n_top,
+        ),
+        compute_metrics=partial(compute_metrics, version_2_with_negative=data_args.version_2_with_negative),
+    )
+
+    # Train / evaluate / predict
+    if training_args.do_train:
+        train(trainer, training_args, data_args, train_dataset, last_checkpoint)
+    if training_args.do_eval:
+        evaluate(trainer, data_args, eval_dataset)
+    if training_args.do_predict:
+        predict(trainer, data_args, predict_dataset, predict_examples)
+
+    kwargs = model_card_kwargs(model_args, data_args, "question-answering")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    else:
+        trainer.create_model_card(**kwargs)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as err:
+        sys.exit(f"error: {err}")
