@@ -1,0 +1,56 @@
+"""Shared pytest fixtures: offline environment, tiny model factory, paths.
+
+The env vars are set at import time (before any test imports transformers/datasets) so that no
+test can reach the HF hub or a telemetry endpoint: the CI machine has no internet.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+os.environ.update({
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "WANDB_DISABLED": "true",
+})
+
+# Tests import the top-level modules (tiny_models, toy_data, run_*.py) from the repo root.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    """The repository root (the folder holding run_qa.py etc.)."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Factory get(arch) -> path of a tiny random model; each arch is built once per session."""
+    import tiny_models
+
+    built = {}
+
+    def get(arch):
+        if arch not in built:
+            built[arch] = tiny_models.build_tiny_model(arch, str(tmp_path_factory.mktemp(f"tiny-{arch}")))
+        return built[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Path of the team's read-only real data (../shared/data); skip where it is absent."""
+    path = REPO_ROOT.parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip("../shared/data not present (only in the team's checkout/CI)")
+    return path
