@@ -15,7 +15,6 @@ main() reads as a table of contents: arguments, data, model, preprocessing, trai
 """
 import logging
 import sys
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Optional
@@ -39,10 +38,23 @@ from adapters import AdapterArguments, AdapterConfig, setup_adapter_training
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import (
     UsageError,
+    adapters_supported_model_types,
+    check_adapter_sources,
+    check_adapters_support,
+    check_best_model_metric,
+    check_fits_positions,
+    check_model_source,
+    check_numeric_args,
     check_qa_data_files,
+    check_qa_examples,
+    check_task_head,
+    check_windows_fit,
     checkpoint_to_resume,
     compute_squad_metrics,
     detect_last_checkpoint,
+    from_pretrained_or_fail,
+    prepare_output_dir,
+    qa_split_source,
     load_qa_raw_datasets,
     model_card_kwargs,
     parse_args,
@@ -186,10 +198,37 @@ def check_arguments(model_args, data_args, training_args, adapter_args):
             ) from err
     elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
         raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
-    if training_args.load_best_model_at_end:
-        valid = ("exact", "f1", "HasAns_exact", "HasAns_f1") if data_args.version_2_with_negative else ("exact_match", "f1")
-        if training_args.metric_for_best_model not in valid:
-            warnings.warn(f"--metric_for_best_model should be one of {valid}.", UserWarning)
+    check_adapter_sources(adapter_args)
+    # The reference only warned here, then failed with a KeyError at the first evaluation, after training.
+    valid = ("exact", "f1", "HasAns_exact", "HasAns_f1") if data_args.version_2_with_negative else ("exact_match", "f1")
+    check_best_model_metric(training_args, valid)
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise UsageError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    check_numeric_args(
+        positive=[
+            ("--max_seq_length", data_args.max_seq_length),
+            ("--n_best_size", data_args.n_best_size),
+            ("--max_answer_length", data_args.max_answer_length),
+            ("--max_train_samples", data_args.max_train_samples),
+            ("--max_eval_samples", data_args.max_eval_samples),
+            ("--max_predict_samples", data_args.max_predict_samples),
+            ("--preprocessing_num_workers", data_args.preprocessing_num_workers),
+        ],
+        non_negative=[("--doc_stride", data_args.doc_stride)],
+    )
+    check_model_source(model_args.model_name_or_path, "--model_name_or_path")
+    check_model_source(model_args.config_name, "--config_name")
+    check_model_source(model_args.tokenizer_name, "--tokenizer_name", required_file=None)
+
+
+def check_model_type(config, model_args):
+    """Before the model is loaded: adapters.init() must know the architecture, and it needs a span-extraction head."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES
+
+    name = model_args.model_name_or_path
+    check_task_head(config, MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES, "question-answering", name,
+                    also_supported=adapters_supported_model_types())
+    check_adapters_support(config, name, hint="(run_qa_beam_search.py fine-tunes XLNet and XLM without adapters.)")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -204,9 +243,12 @@ def load_config_and_tokenizer(model_args):
         "token": model_args.token,
         "trust_remote_code": model_args.trust_remote_code,
     }
-    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path, use_fast=True, **hub_kwargs
+    config = from_pretrained_or_fail(
+        AutoConfig.from_pretrained, model_args.config_name or model_args.model_name_or_path, "config", **hub_kwargs
+    )
+    tokenizer = from_pretrained_or_fail(
+        AutoTokenizer.from_pretrained, model_args.tokenizer_name or model_args.model_name_or_path, "tokenizer",
+        use_fast=True, **hub_kwargs
     )
     # Tokenizer check: this script requires a fast tokenizer (for offsets and overflowing windows).
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
@@ -478,7 +520,7 @@ def main(argv=None):
     )
     check_arguments(model_args, data_args, training_args, adapter_args)
     log_level = setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args)
+    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
     set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
 
     # Data
@@ -486,14 +528,32 @@ def main(argv=None):
     train_examples = split_or_fail(raw_datasets, "train", "--do_train") if training_args.do_train else None
     eval_examples = split_or_fail(raw_datasets, "validation", "--do_eval") if training_args.do_eval else None
     predict_examples = split_or_fail(raw_datasets, "test", "--do_predict") if training_args.do_predict else None
+    columns = qa_column_names(raw_datasets, training_args)
+    checked = partial(check_qa_examples, columns=columns, version_2_with_negative=data_args.version_2_with_negative)
+    splits = {}  # stage -> (examples, source): checked (training answers realigned) before the model is loaded
+    if training_args.do_train:
+        train_examples = checked(train_examples, qa_split_source(data_args, "train"), stage="train",
+                                 max_samples=data_args.max_train_samples)
+        splits["train"] = (train_examples, qa_split_source(data_args, "train"))
+    if training_args.do_eval:
+        eval_examples = checked(eval_examples, qa_split_source(data_args, "validation"), stage="eval",
+                                max_samples=data_args.max_eval_samples)
+        splits["eval"] = (eval_examples, qa_split_source(data_args, "validation"))
+    if training_args.do_predict:
+        predict_examples = checked(predict_examples, qa_split_source(data_args, "test"), stage="predict",
+                                   max_samples=data_args.max_predict_samples)
+        splits["predict"] = (predict_examples, qa_split_source(data_args, "test"))
 
     # Model
     config, tokenizer = load_config_and_tokenizer(model_args)
     max_seq_length = effective_max_seq_length(data_args, tokenizer)
+    check_model_type(config, model_args)
+    check_fits_positions(max_seq_length, config, "--max_seq_length")
+    for examples, source in splits.values():
+        check_windows_fit(examples, source, tokenizer, columns, max_seq_length, data_args.doc_stride)
     model = load_model(model_args, config)
 
     # Preprocessing
-    columns = qa_column_names(raw_datasets, training_args)
     feature_kwargs = {
         "tokenizer": tokenizer,
         "columns": columns,
@@ -514,6 +574,7 @@ def main(argv=None):
                                                   max_samples=data_args.max_predict_samples, desc="prediction dataset")
 
     # Trainer
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
     # Data collator: we have already padded to max length if pad_to_max_length, otherwise pad dynamically.
     data_collator = (
         default_data_collator

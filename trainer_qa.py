@@ -38,10 +38,16 @@ class QuestionAnsweringTrainer(Trainer):
         output = self._prediction_loop(dataloader, "Evaluation", ignore_keys, metric_key_prefix)
 
         metrics = output.metrics
-        # Only the main process post-processes, writes the prediction files and scores, as in the reference.
-        if self.post_process_function is not None and self.compute_metrics is not None and self.args.should_save:
-            eval_preds = self.post_process_function(eval_examples, eval_dataset, output.predictions)
-            metrics = self._score(eval_preds, output.metrics, metric_key_prefix)
+        # The main process post-processes, writes the prediction files and scores, once; every process gets the
+        # metrics (--load_best_model_at_end reads them on each process).
+        if self.post_process_function is not None and self.compute_metrics is not None:
+            metrics = self._on_main_process(
+                lambda: self._score(
+                    self.post_process_function(eval_examples, eval_dataset, output.predictions),
+                    output.metrics,
+                    metric_key_prefix,
+                )
+            )
 
         if self.args.should_log:
             self.log(metrics)
@@ -54,9 +60,30 @@ class QuestionAnsweringTrainer(Trainer):
         if self.post_process_function is None or self.compute_metrics is None:
             return output
 
-        predictions = self.post_process_function(predict_examples, predict_dataset, output.predictions, "predict")
-        metrics = self._score(predictions, output.metrics, metric_key_prefix)
-        return PredictionOutput(predictions=predictions.predictions, label_ids=predictions.label_ids, metrics=metrics)
+        def post_process_and_score():
+            predictions = self.post_process_function(predict_examples, predict_dataset, output.predictions, "predict")
+            metrics = self._score(predictions, output.metrics, metric_key_prefix)
+            return PredictionOutput(predictions=predictions.predictions, label_ids=predictions.label_ids, metrics=metrics)
+
+        # Once, on the main process (which writes the prediction files); the others receive the result.
+        return self._on_main_process(post_process_and_score)
+
+    def _on_main_process(self, compute):
+        """compute() on the main process only, its result sent to the other processes of a distributed run.
+
+        Every process has gathered all the predictions (exactly one per feature: the loop drops the samples that
+        the distributed sampler repeats to even out the last batch), so post-processing and scoring once on the main
+        process gives the metrics of a single-process run; a process that post-processed too would write the same
+        prediction files concurrently."""
+        import torch.distributed as dist
+
+        distributed = self.args.world_size > 1 and dist.is_available() and dist.is_initialized()
+        result = compute() if self.is_world_process_zero() or not distributed else None
+        if distributed:
+            holder = [result]
+            dist.broadcast_object_list(holder, src=0)
+            result = holder[0]
+        return result
 
     def _prediction_loop(self, dataloader, description, ignore_keys, metric_key_prefix):
         """The Trainer's loop with metrics switched off (they need the examples), plus speed metrics over features."""

@@ -5,6 +5,7 @@ Sections, in the order a script uses them:
   1. Script plumbing: argument parsing, logging, checkpoint detection, user errors.
   2. QA data loading: local files in any of the formats users have (flattened HF JSON, the original nested SQuAD
      JSON, JSON Lines, CSV), detected from the content; hub datasets with a clear offline error.
+  2b. Checks of the command line and the data before the model is loaded (one-line UsageErrors).
   3. Post-processing: mapping start/end logits back to answer spans in the original contexts.
   4. SQuAD metrics that need no network (values identical to the official v1.1 and v2.0 evaluation scripts).
   5. Language-modelling helpers (run_mlm.py, run_clm.py): data loading, config overrides, blocks, offline accuracy.
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from typing import Optional, Tuple
 
@@ -36,16 +38,44 @@ class UsageError(ValueError):
 
 
 def parse_args(dataclass_types, argv=None):
-    """Parse the command line into the given dataclasses. A single `.json` argument is read as an arguments file."""
+    """Parse the command line into the given dataclasses. A single `.json` argument is read as an arguments file.
+
+    The parser's own ValueErrors (unknown flags, inconsistent TrainingArguments such as --load_best_model_at_end with
+    different eval/save strategies, --fp16 without a GPU) become one-line UsageErrors."""
     from transformers import HfArgumentParser
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    use_gloo_on_cpu_under_torchrun()
     parser = HfArgumentParser(dataclass_types)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        if not os.path.isfile(argv[0]):
-            raise UsageError(f"Arguments file {argv[0]} does not exist.")
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            if not os.path.isfile(argv[0]):
+                raise UsageError(f"Arguments file {argv[0]} does not exist.")
+            try:
+                return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+            except json.JSONDecodeError as err:
+                raise UsageError(
+                    f"Arguments file {argv[0]} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}."
+                ) from err
+        return parser.parse_args_into_dataclasses(args=argv)
+    except UsageError:
+        raise
+    except ValueError as err:
+        raise UsageError(" ".join(str(err).split())) from err
+
+
+def use_gloo_on_cpu_under_torchrun():
+    """`torchrun --nproc_per_node N` on a machine without a GPU: make the N processes one distributed job (gloo).
+
+    transformers only sets up CPU distributed training with --use_cpu; otherwise each process runs on its own as a
+    single-process job, all writing the same files (and --ddp_backend gloo alone breaks evaluation). Must run before
+    TrainingArguments is created (its device set-up reads ACCELERATE_USE_CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "ACCELERATE_USE_CPU" in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "true"
 
 
 def setup_logging(training_args, script_logger):
@@ -78,27 +108,34 @@ def setup_logging(training_args, script_logger):
 
 
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "predict_results.json")
+# What an earlier run leaves next to its results: prediction files of the QA scripts.
+PREDICTION_FILES = tuple(
+    f"{stage}_{name}.json"
+    for stage in ("eval", "predict")
+    for name in ("predictions", "nbest_predictions", "null_odds", "generations")
+)
 
 
-def detect_last_checkpoint(training_args) -> Optional[str]:
+def detect_last_checkpoint(training_args, remove_stale: bool = True) -> Optional[str]:
     """The reference rule: resume from the last checkpoint-N of a non-empty output_dir, refuse any other non-empty one.
 
-    Only applies with --do_train and without --overwrite_output_dir. With --overwrite_output_dir the result files of
-    an earlier run are removed, so that all_results.json describes this run only (the reference merged into them).
-    """
-    from transformers.trainer_utils import get_last_checkpoint
+    Only applies with --do_train and without --overwrite_output_dir. Only complete checkpoints count: one that a
+    killed run left half-written is ignored (and removed by prepare_output_dir before training writes anything).
+    An explicit --resume_from_checkpoint must be a complete checkpoint folder.
 
+    remove_stale=True removes the results of an earlier run right away with --overwrite_output_dir (scripts that do
+    not call prepare_output_dir); scripts that do pass False, so that a run stopped by a UsageError changes nothing.
+    """
+    check_resume_from_checkpoint(training_args)
     output_dir = training_args.output_dir
     if training_args.overwrite_output_dir and os.path.isdir(output_dir) and training_args.should_save:
-        for name in RESULT_FILES:
-            path = os.path.join(output_dir, name)
-            if os.path.isfile(path):
-                os.remove(path)
+        if remove_stale:
+            remove_stale_outputs(training_args)
         return None
     if not (os.path.isdir(output_dir) and training_args.do_train):
         return None
-    last_checkpoint = get_last_checkpoint(output_dir)
-    if last_checkpoint is None and len(os.listdir(output_dir)) > 0:
+    last_checkpoint = last_complete_checkpoint(output_dir)
+    if last_checkpoint is None and _leftover_content(output_dir):
         raise UsageError(
             f"Output directory ({output_dir}) already exists and is not empty. "
             "Use --overwrite_output_dir to overcome."
@@ -112,10 +149,141 @@ def detect_last_checkpoint(training_args) -> Optional[str]:
 
 
 def checkpoint_to_resume(training_args, last_checkpoint):
-    """An explicit --resume_from_checkpoint wins over the automatically detected one."""
-    if training_args.resume_from_checkpoint is not None:
-        return training_args.resume_from_checkpoint
+    """An explicit --resume_from_checkpoint wins over the automatically detected one ("True": the last complete
+    checkpoint of --output_dir, "False": none)."""
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "false"):
+        return last_complete_checkpoint(training_args.output_dir) if resume.lower() == "true" else None
+    if resume is not None:
+        return resume
     return last_checkpoint
+
+
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete.
+
+    transformers writes checkpoint-N/ file by file, trainer_state.json last (after the weights, optimizer, scheduler
+    and RNG states), so a folder whose trainer_state.json is missing, cut short or from another step was left by a
+    run killed while saving. The per-process RNG files of distributed runs are written concurrently with it, so
+    they are checked too (a torch file is a zip archive: a cut one has no central directory)."""
+    import zipfile
+
+    state_file = os.path.join(path, "trainer_state.json")
+    if not os.path.isfile(state_file):
+        return "it has no trainer_state.json (the run was stopped while saving it)"
+    try:
+        with open(state_file, encoding="utf-8") as f:
+            state = json.load(f)
+    except (ValueError, OSError):
+        return "its trainer_state.json is cut short (the run was stopped while saving it)"
+    match = _CHECKPOINT_NAME.match(os.path.basename(os.path.normpath(path)))
+    if match is not None and state.get("global_step") != int(match.group(1)):
+        return f"its trainer_state.json is for step {state.get('global_step')}"
+    for name in sorted(os.listdir(path)):
+        if name.startswith("rng_state") and name.endswith(".pth"):
+            try:
+                with zipfile.ZipFile(os.path.join(path, name)) as archive:
+                    if archive.testzip() is not None:
+                        raise zipfile.BadZipFile(name)
+            except (zipfile.BadZipFile, OSError, EOFError):
+                return f"its {name} is cut short (the run was stopped while saving it)"
+    return None
+
+
+def _checkpoint_folders(output_dir: str) -> list:
+    """checkpoint-N folders of output_dir, newest (largest N) first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        match = _CHECKPOINT_NAME.match(name)
+        if match is not None and os.path.isdir(os.path.join(output_dir, name)):
+            found.append((int(match.group(1)), os.path.join(output_dir, name)))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def last_complete_checkpoint(output_dir: str) -> Optional[str]:
+    """The newest checkpoint-N of output_dir that is complete (see checkpoint_problem); incomplete newer ones are
+    skipped with a warning."""
+    for path in _checkpoint_folders(output_dir):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning(f"Ignoring the incomplete checkpoint {path}: {problem}.")
+    return None
+
+
+def _leftover_content(output_dir: str) -> list:
+    """Names in output_dir other than incomplete checkpoints (which a killed run of this command left behind)."""
+    return [
+        name
+        for name in os.listdir(output_dir)
+        if not (_CHECKPOINT_NAME.match(name) and checkpoint_problem(os.path.join(output_dir, name)) is not None)
+    ]
+
+
+def check_resume_from_checkpoint(training_args):
+    """--resume_from_checkpoint PATH must be a complete checkpoint folder (checked before anything is loaded)."""
+    resume = training_args.resume_from_checkpoint
+    if resume is None or (isinstance(resume, str) and resume.lower() in ("true", "false")):
+        return
+    if not os.path.isdir(resume):
+        raise UsageError(
+            f"--resume_from_checkpoint {resume} is not a folder. Pass a checkpoint-N folder written by an earlier "
+            "run (or leave the flag out: training resumes from the last checkpoint of --output_dir by itself)."
+        )
+    problem = checkpoint_problem(resume)
+    if problem is not None:
+        raise UsageError(f"--resume_from_checkpoint {resume} cannot be resumed from: {problem}.")
+
+
+def remove_stale_outputs(training_args, keep: Optional[str] = None):
+    """--overwrite_output_dir: remove what an earlier run left in output_dir, so that it does not mix with this run's
+    results: result and prediction files, and (when training) its checkpoint-N folders, which a later resume would
+    otherwise pick up. `keep` (a checkpoint being resumed from) stays. Main process only."""
+    import shutil
+
+    output_dir = training_args.output_dir
+    if not (training_args.should_save and os.path.isdir(output_dir)):
+        return
+    removed = []
+    for name in RESULT_FILES + PREDICTION_FILES:
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+            removed.append(name)
+    if training_args.do_train:
+        keep = os.path.realpath(keep) if keep else None
+        for path in _checkpoint_folders(output_dir):
+            if os.path.realpath(path) != keep:
+                shutil.rmtree(path)
+                removed.append(os.path.basename(path))
+    if removed:
+        logger.warning(f"--overwrite_output_dir: removed from {output_dir} what an earlier run left: {', '.join(removed)}.")
+
+
+def prepare_output_dir(training_args, last_checkpoint: Optional[str] = None):
+    """Call right before training/evaluation writes anything, after every check has passed (so that a run stopped by
+    a UsageError leaves the output folder as it was). With --overwrite_output_dir: remove the earlier run's results
+    and checkpoints (remove_stale_outputs). When resuming: remove the incomplete checkpoints a killed run left, so
+    that the new ones are written into clean folders. Main process only."""
+    output_dir = training_args.output_dir
+    if not (training_args.should_save and os.path.isdir(output_dir)):
+        return
+    if training_args.overwrite_output_dir:
+        resume = checkpoint_to_resume(training_args, last_checkpoint)
+        remove_stale_outputs(training_args, keep=resume if isinstance(resume, str) else None)
+    elif training_args.do_train:
+        import shutil
+
+        for path in _checkpoint_folders(output_dir):
+            problem = checkpoint_problem(path)
+            if problem is not None:
+                logger.warning(f"Removing the incomplete checkpoint {path}: {problem}.")
+                shutil.rmtree(path)
 
 
 def model_card_kwargs(model_args, data_args, task: str) -> dict:
@@ -175,18 +343,75 @@ def load_qa_raw_datasets(data_args, model_args):
             ) from err
     splits = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
     return datasets.DatasetDict(
-        {split: load_qa_file(path, model_args.cache_dir) for split, path in splits.items() if path is not None}
+        {split: _load_qa_file_or_fail(path, model_args.cache_dir) for split, path in splits.items() if path is not None}
     )
+
+
+def _load_qa_file_or_fail(path: str, cache_dir: Optional[str]):
+    """load_qa_file, with the loaders' parse errors (datasets/pyarrow/pandas) turned into one line naming the file
+    and, where it can be found, the line or record at fault."""
+    try:
+        return load_qa_file(path, cache_dir)
+    except UsageError:
+        raise
+    except Exception as err:  # DatasetGenerationError, ArrowInvalid, ParserError, JSONDecodeError from a .map ...
+        raise UsageError(_describe_load_failure(path, err)) from err
+
+
+def _describe_load_failure(path: str, err: Exception) -> str:
+    """One line on why a data file could not be read: the first line that is not JSON (JSON Lines), the CSV row whose
+    answers are not JSON, or the innermost error of the loader."""
+    innermost = err
+    while innermost.__cause__ is not None or innermost.__context__ is not None:
+        innermost = innermost.__cause__ or innermost.__context__
+    detail = " ".join(str(innermost).split())[:300] or type(innermost).__name__
+    if path.lower().endswith(".csv"):
+        import csv
+
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                for row_number, row in enumerate(csv.DictReader(f), start=1):
+                    answers = row.get("answers")
+                    if answers and answers.strip():
+                        try:
+                            json.loads(answers)
+                        except json.JSONDecodeError:
+                            return (
+                                f"Data file {path}: the answers of data row {row_number} are not JSON "
+                                f'({answers[:60]!r}); write them as {{"text": [...], "answer_start": [...]}}.'
+                            )
+        except (UnicodeDecodeError, csv.Error):
+            pass
+        return f"Data file {path} could not be read as CSV: {detail}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.read(1).lstrip()
+            f.seek(0)
+            if first != "[":
+                for line_number, line in enumerate(f, start=1):
+                    if line.strip():
+                        try:
+                            json.loads(line)
+                        except json.JSONDecodeError as line_err:
+                            if line_number == 1 and line.lstrip().startswith("{") and not line.rstrip().endswith("}"):
+                                break  # a JSON document over several lines, not JSON Lines
+                            return f"Data file {path}: line {line_number} is not valid JSON ({line_err.msg})."
+    except UnicodeDecodeError as decode_err:
+        return f"Data file {path} is not UTF-8 text (byte offset {decode_err.start}); save it as UTF-8."
+    return f"Data file {path} could not be loaded: {detail}"
 
 
 def detect_qa_file_format(path: str) -> str:
     """Return "flat" ({"data": [records]}), "nested" (original SQuAD), "records" (a JSON list), "jsonl" or "csv"."""
     if not os.path.isfile(path):
-        raise UsageError(f"Data file {path} does not exist.")
+        raise UsageError(f"Data file {path} {'is a folder, not a file' if os.path.isdir(path) else 'does not exist'}.")
     if path.lower().endswith(".csv"):
         return "csv"
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(4096).lstrip()
+    except UnicodeDecodeError as err:
+        raise UsageError(f"Data file {path} is not UTF-8 text (byte offset {err.start}); save it as UTF-8.") from err
     if not head:
         raise UsageError(f"Data file {path} is empty.")
     if head.startswith("["):
@@ -199,7 +424,9 @@ def detect_qa_file_format(path: str) -> str:
                 return "jsonl"  # several JSON objects, one per line
             raise
         if isinstance(content, dict) and isinstance(content.get("data"), list):
-            first = content["data"][0] if content["data"] else {}
+            if not content["data"]:
+                raise UsageError(f'Data file {path} has no examples: its "data" list is empty.')
+            first = content["data"][0]
             return "nested" if isinstance(first, dict) and "paragraphs" in first else "flat"
         return "jsonl"  # a single record on a single line
     raise UsageError(f"Data file {path} is neither JSON, JSON Lines nor CSV (it starts with {head[:20]!r}).")
@@ -258,12 +485,55 @@ def _flattened_copy(path: str, cache_dir: Optional[str]) -> str:
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, f"{digest}.jsonl")
     if not os.path.isfile(target):
+        squad = _read_json(path)
+        try:
+            records = flatten_nested_squad(squad)
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise UsageError(
+                f"Data file {path} is not in the SQuAD layout: {_nested_squad_problem(squad) or err}."
+            ) from err
         tmp = f"{target}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            for record in flatten_nested_squad(_read_json(path)):
+            for record in records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         os.replace(tmp, target)  # atomic: a concurrent process never reads half a file
     return target
+
+
+def _nested_squad_problem(squad) -> Optional[str]:
+    """Where an original-layout SQuAD file departs from data[].paragraphs[].qas[] (for the error message)."""
+    for a, article in enumerate(squad["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            return f'data[{a}] has no "paragraphs" list'
+        for p, paragraph in enumerate(article["paragraphs"]):
+            where = f"data[{a}].paragraphs[{p}]"
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
+                return f'{where} has no "context" text'
+            if not isinstance(paragraph.get("qas"), list):
+                return f'{where} has no "qas" list'
+            for q, qa in enumerate(paragraph["qas"]):
+                if not isinstance(qa, dict) or "id" not in qa or not isinstance(qa.get("question"), str):
+                    return f'{where}.qas[{q}] needs an "id" and a "question"'
+                answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
+                if not isinstance(answers, list) or not all(
+                    isinstance(x, dict) and isinstance(x.get("text"), str) and "answer_start" in x for x in answers
+                ):
+                    return f'{where}.qas[{q}] (id {qa["id"]!r}): answers must be a list of {{"text", "answer_start"}}'
+                for x in answers:
+                    try:
+                        int(x["answer_start"])
+                    except (TypeError, ValueError):
+                        return f'{where}.qas[{q}] (id {qa["id"]!r}): answer_start {x["answer_start"]!r} is not a number'
+    return None
+
+
+def _answers_as_lists(example, answer_column):
+    """[{"text": t, "answer_start": s}, ...] (one dict per answer, as in the original SQuAD layout) as
+    {"text": [...], "answer_start": [...]}."""
+    answers = example[answer_column] or []
+    return {
+        answer_column: {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]}
+    }
 
 
 def _parse_csv_answers(example):
@@ -295,7 +565,421 @@ def load_qa_file(path: str, cache_dir: Optional[str] = None):
             dataset = dataset.map(_parse_csv_answers, desc=f"Parsing CSV answers of {os.path.basename(path)}")
     if "id" in dataset.column_names and dataset.features["id"].dtype != "string":
         dataset = dataset.cast_column("id", datasets.Value("string"))
+    answers_feature = dataset.features.get("answers")
+    if isinstance(answers_feature, datasets.List) and isinstance(answers_feature.feature, dict):
+        dataset = dataset.map(
+            _answers_as_lists, fn_kwargs={"answer_column": "answers"}, desc=f"Reading answers of {os.path.basename(path)}"
+        )
     return dataset
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 2b. Checks of the command line and of the data, before the model is loaded
+# ----------------------------------------------------------------------------------------------------------------------
+# Each check raises a UsageError that says what is wrong and how to fix it, before anything expensive runs. They read
+# the data once in Python and use no random number generator, so a run on valid input is unchanged by them.
+
+
+def check_numeric_args(positive=(), non_negative=()):
+    """(flag, value) pairs: `positive` values must be >= 1 when set, `non_negative` ones >= 0."""
+    for flag, value in positive:
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} {value} must be a positive number.")
+    for flag, value in non_negative:
+        if value is not None and value < 0:
+            raise UsageError(f"{flag} {value} must not be negative.")
+
+
+def _looks_like_local_path(name: str) -> bool:
+    """A path, not a Hub id ("org/name"): absolute, relative with ./ or ../, home-relative, or several levels deep."""
+    return name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or "\\" in name or name.count("/") >= 2
+
+
+def _adapter_folders_inside(folder: str, depth: int = 2) -> list:
+    """Sub-folders (up to `depth` levels down) that hold an adapter_config.json, relative to folder."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        level = os.path.relpath(root, folder).count(os.sep) + (root != folder)
+        if root != folder and "adapter_config.json" in files:
+            found.append(os.path.relpath(root, folder))
+        if level >= depth:
+            dirs[:] = []
+    return sorted(found)
+
+
+def check_model_source(name: Optional[str], flag: str, required_file: Optional[str] = "config.json"):
+    """A local --model_name_or_path/--config_name/--tokenizer_name must exist and be a model folder. Hub ids are left
+    to from_pretrained (which fails with its own message offline)."""
+    if name is None:
+        return
+    if os.path.isdir(name):
+        if required_file and not os.path.isfile(os.path.join(name, required_file)):
+            adapters_inside = _adapter_folders_inside(name)
+            hint = (
+                f" It holds adapters ({', '.join(adapters_inside)}): pass the base model as {flag} and the adapter "
+                f"folder as --load_adapter (with --train_adapter)."
+                if adapters_inside
+                else " Pass a folder saved with save_pretrained() or a Hugging Face Hub model id."
+            )
+            raise UsageError(f"{flag} {name} is not a model folder: it has no {required_file}.{hint}")
+    elif os.path.isfile(name) and required_file:
+        raise UsageError(f"{flag} {name} is a file; pass the folder that holds {required_file} (or a Hub model id).")
+    elif _looks_like_local_path(name):
+        raise UsageError(f"{flag} {name} does not exist. Pass an existing model folder or a Hugging Face Hub model id.")
+
+
+def check_adapter_sources(adapter_args):
+    """--load_adapter/--load_lang_adapter given as a local path must be a folder written by save_adapter (with
+    adapter_config.json); the common mistake of passing the run's output or checkpoint folder names the adapter
+    folders inside it."""
+    for flag, source in (
+        ("--load_adapter", getattr(adapter_args, "load_adapter", None)),
+        ("--load_lang_adapter", getattr(adapter_args, "load_lang_adapter", None)),
+    ):
+        if not source:
+            continue
+        if os.path.isdir(source):
+            if os.path.isfile(os.path.join(source, "adapter_config.json")):
+                continue
+            inside = _adapter_folders_inside(source)
+            hint = (
+                f" It contains adapter folders: {', '.join(os.path.join(source, a) for a in inside)}; pass one of them."
+                if inside
+                else " Pass a folder written by --train_adapter (it holds adapter_config.json and pytorch_adapter.bin)."
+            )
+            raise UsageError(f"{flag} {source} is not an adapter folder: it has no adapter_config.json.{hint}")
+        if os.path.isfile(source) or _looks_like_local_path(source):
+            raise UsageError(
+                f"{flag} {source} is not an adapter folder ({'a file' if os.path.isfile(source) else 'it does not exist'}). "
+                "Pass a folder written by --train_adapter (it holds adapter_config.json), or an AdapterHub / "
+                "Hugging Face Hub adapter id."
+            )
+
+
+def adapters_supported_model_types() -> list:
+    """Model types that adapters.init() knows (adapters' model packages and its built-in interfaces)."""
+    import pkgutil
+
+    import adapters.models
+
+    types = {m.name for m in pkgutil.iter_modules(adapters.models.__path__) if m.ispkg and m.name != "auto"}
+    try:
+        from adapters.wrappers.interfaces import CUSTOM_INTERFACES
+
+        types |= set(CUSTOM_INTERFACES)
+    except ImportError:
+        pass
+    return sorted(types)
+
+
+def check_adapters_support(config, name: str, hint: str = ""):
+    """adapters.init() raises "Model x not pre-supported" deep in model loading: say it before the model is loaded."""
+    try:
+        from adapters.wrappers.interfaces import get_adapter_interface
+        from adapters.wrappers.model import get_module_name
+    except ImportError:
+        return
+    model_type = config.model_type
+    supported = adapters_supported_model_types()
+    if get_adapter_interface(model_type) is not None or get_module_name(model_type) in supported:
+        return
+    raise UsageError(
+        f"{name} is a '{model_type}' model, which the adapters library (installed version) does not support. "
+        f"Supported model types: {', '.join(supported)}.{(' ' + hint) if hint else ''}"
+    )
+
+
+def check_task_head(config, head_names: dict, task: str, name: str, also_supported=None):
+    """The model type has a head for the task (head_names: transformers' MODEL_FOR_<TASK>_MAPPING_NAMES).
+    also_supported (e.g. the adapters-supported types) narrows the list of alternatives that the message names."""
+    if config.model_type in head_names:
+        return
+    if also_supported:
+        supported = {name.replace("-", "_") for name in also_supported}
+        alternatives = sorted(t for t in head_names if t.replace("-", "_") in supported)
+    else:
+        alternatives = sorted(head_names)
+    raise UsageError(
+        f"{name} is a '{config.model_type}' model, which has no {task} head in transformers. "
+        f"Use a model of one of these types: {', '.join(alternatives)}."
+    )
+
+
+def qa_split_source(data_args, split: str) -> str:
+    """How to name a split in a message: the flag and file it came from, or the hub dataset."""
+    flag, path = {
+        "train": ("--train_file", data_args.train_file),
+        "validation": ("--validation_file", data_args.validation_file),
+        "test": ("--test_file", data_args.test_file),
+    }[split]
+    if path is not None:
+        return f"{flag} {path}"
+    return f"the {split} split of {data_args.dataset_name}"
+
+
+def _is_string_feature(feature) -> bool:
+    return getattr(feature, "dtype", None) in ("string", "large_string")
+
+
+def _answer_fields(feature) -> Optional[set]:
+    """The sub-fields of a struct answers column ({"text": [...], "answer_start": [...]}), else None."""
+    if isinstance(feature, dict):
+        return set(feature)
+    return None
+
+
+def _realign_answer(context: str, text: str, start: int, window: int = 100):
+    """(text, start) of the answer as it appears in the context near `start`, or None.
+
+    First the exact text nearest to start (within `window` characters); then the same words with any whitespace
+    between them (a non-breaking or doubled space in the context, spaces around the answer), taken verbatim from the
+    context."""
+    if not text or not text.strip():
+        return None
+    best = None
+    position = context.find(text, max(0, start - window))
+    while position != -1 and position <= start + window:
+        if best is None or abs(position - start) < abs(best - start):
+            best = position
+        position = context.find(text, position + 1)
+    if best is not None:
+        return text, best
+    pattern = re.compile(r"\s+".join(re.escape(word) for word in text.split()))
+    region_start = max(0, start - window)
+    matches = [m for m in pattern.finditer(context, region_start, start + window + len(text) * 2)]
+    if not matches:
+        return None
+    match = min(matches, key=lambda m: abs(m.start() - start))
+    return context[match.start() : match.end()], match.start()
+
+
+def _apply_answer_fixes(example, index, answer_column, fixes):
+    fix = fixes.get(str(index))
+    if fix is None:
+        return {}
+    return {answer_column: {"text": fix[0], "answer_start": fix[1]}}
+
+
+def check_qa_examples(
+    examples,
+    source: str,
+    columns,
+    *,
+    stage: str,
+    version_2_with_negative: bool,
+    max_samples: Optional[int] = None,
+):
+    """Check (and for training, repair) the raw QA examples of one split before the model is loaded.
+
+    columns: (question, context, answers) column names (answers may be None: a test file without answers).
+    stage: "train", "eval" or "predict". Returns the examples to use: the first max_samples of them (as the scripts
+    select anyway), with training answers realigned or skipped.
+
+    - no examples (also after --max_*_samples) → error;
+    - question/context columns missing, not text, or empty (null) in some record → error naming the record;
+    - eval/predict: an "id" column with no repeated id (answers are matched to questions by id);
+    - answers: {"text": [...], "answer_start": [...]} with as many starts as texts; training needs them;
+    - unanswerable questions (empty answers) in train/eval data without --version_2_with_negative → error: this is
+      SQuAD v2.0 data, and scoring it as v1.1 is wrong (see README "Errors and reliability");
+    - training answers must be at answer_start in the context: realigned when the text is found nearby (exactly, or
+      up to whitespace), else the answer is dropped (the example is skipped when none is left); counts are logged.
+      Evaluation only compares answer texts, so eval answers are left as they are (mismatches are counted).
+    """
+    question_column, context_column, answer_column = columns
+    if max_samples is not None:
+        examples = examples.select(range(min(len(examples), max_samples)))
+    if len(examples) == 0:
+        raise UsageError(f"{source} has no examples. Check the file (or --max_{stage}_samples).")
+    found = examples.column_names
+    found_text = ", ".join(f"{name} ({getattr(examples.features[name], 'dtype', 'structure')})" for name in found)
+    for role, column in (("question", question_column), ("context", context_column)):
+        if column not in found or not _is_string_feature(examples.features[column]):
+            raise UsageError(
+                f"{source}: the {role} column '{column}' is missing or not text. Found columns: {found_text}. "
+                "QA data needs text columns 'question' and 'context' (and 'answers', 'id')."
+            )
+    named = [name for name in ("question", "context") if name in found]
+    if len(named) == 1 or question_column == context_column or {question_column, context_column} & {"id", "title"}:
+        raise UsageError(
+            f"{source} has no 'question' and 'context' columns (found: {found_text}); the columns taken by "
+            f"position ('{question_column}', '{context_column}') are not question and context. Rename the columns "
+            "to 'question', 'context' and 'answers'."
+        )
+    for role, column in (("question", question_column), ("context", context_column)):
+        for i, value in enumerate(examples[column]):
+            if value is None:
+                raise UsageError(f"{source}: record {i} has no {role} (column '{column}' is empty there).")
+    if stage != "train":
+        if "id" not in found:
+            raise UsageError(
+                f"{source} has no 'id' column (found: {found_text}). Evaluation and prediction match answers to "
+                "questions by id: give every record a unique id."
+            )
+        seen = set()
+        for i, example_id in enumerate(examples["id"]):
+            if example_id is None:
+                raise UsageError(f"{source}: record {i} has no id.")
+            if example_id in seen:
+                raise UsageError(
+                    f"{source}: id {example_id!r} appears more than once (again at record {i}). Predictions are "
+                    "stored per id, so every question needs its own id."
+                )
+            seen.add(example_id)
+
+    if answer_column is None or answer_column not in found:
+        if stage == "train":
+            raise UsageError(
+                f"{source} has no 'answers' column (found: {found_text}); training needs answers as "
+                '{"text": ["..."], "answer_start": [character offset in the context]}.'
+            )
+        return examples
+    fields = _answer_fields(examples.features[answer_column])
+    if fields is None or not {"text", "answer_start"} <= fields:
+        raise UsageError(
+            f"{source}: the answers column '{answer_column}' is {examples.features[answer_column]}, not "
+            '{"text": [...], "answer_start": [...]}. Write answers in the SQuAD layout, e.g. '
+            '"answers": {"text": ["Paris"], "answer_start": [17]} (empty lists for an unanswerable question).'
+        )
+
+    answers = list(examples[answer_column])
+    contexts = list(examples[context_column])
+    unanswerable, first_unanswerable = 0, None
+    mismatched = []  # (row, answer index)
+    for i, (answer, context) in enumerate(zip(answers, contexts)):
+        texts, starts = answer["text"], answer["answer_start"]
+        if texts is None or starts is None or len(texts) != len(starts):
+            raise UsageError(
+                f"{source}: record {i} has {len(texts or [])} answer texts but {len(starts or [])} answer_start "
+                "values; give one start (a character offset in the context) per answer text."
+            )
+        if len(texts) == 0:
+            unanswerable += 1
+            first_unanswerable = i if first_unanswerable is None else first_unanswerable
+            continue
+        for k, (text, start) in enumerate(zip(texts, starts)):
+            if text is None or start is None:
+                raise UsageError(f"{source}: record {i} has an answer without text or answer_start.")
+            if context[start : start + len(text)] != text or start < 0:
+                mismatched.append((i, k))
+
+    if unanswerable and stage in ("train", "eval") and not version_2_with_negative:
+        example_id = examples[first_unanswerable]["id"] if "id" in found else first_unanswerable
+        everything = (
+            " If the file has no answers at all, pass it as --test_file with --do_predict instead."
+            if unanswerable == len(examples) and stage == "eval"
+            else ""
+        )
+        raise UsageError(
+            f"{source}: {unanswerable} of {len(examples)} questions have no answer (e.g. {example_id!r}): this is "
+            "SQuAD v2.0-style data. Pass --version_2_with_negative to train and score unanswerable questions "
+            f"(SQuAD v1.1 scoring would count them wrongly).{everything}"
+        )
+
+    if not mismatched:
+        return examples
+    if stage != "train":
+        logger.warning(
+            f"{source}: {len(mismatched)} answer(s) are not found at their answer_start in the context (first: record "
+            f"{mismatched[0][0]}). Evaluation compares answer texts only, so they are kept as they are."
+        )
+        return examples
+
+    fixes, skipped, realigned, dropped = {}, [], 0, 0
+    for i, _ in mismatched:
+        if str(i) in fixes or i in skipped:
+            continue
+        answer, context = answers[i], contexts[i]
+        texts, starts = [], []
+        for text, start in zip(answer["text"], answer["answer_start"]):
+            if start >= 0 and context[start : start + len(text)] == text:
+                texts.append(text)
+                starts.append(start)
+                continue
+            new = _realign_answer(context, text, start)
+            if new is None:
+                dropped += 1
+                continue
+            realigned += 1
+            texts.append(new[0])
+            starts.append(new[1])
+        if texts:
+            fixes[str(i)] = (texts, starts)
+        else:
+            skipped.append(i)
+    logger.warning(
+        f"{source}: {len(mismatched)} answer(s) did not match the context at their answer_start: {realigned} "
+        f"realigned (text found nearby), {dropped} dropped (not found); {len(skipped)} example(s) skipped for having "
+        "no answer left."
+    )
+    if fixes:
+        examples = examples.map(
+            _apply_answer_fixes,
+            with_indices=True,
+            fn_kwargs={"answer_column": answer_column, "fixes": fixes},
+            desc="Realigning answers",
+        )
+    if skipped:
+        skip = set(skipped)
+        examples = examples.select([i for i in range(len(examples)) if i not in skip])
+        if len(examples) == 0:
+            raise UsageError(f"{source}: no example is left after skipping those whose answer is not in the context.")
+    return examples
+
+
+def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length: int, doc_stride: int):
+    """Every question must leave room in a window for more than doc_stride context tokens, or the fast tokenizer
+    stops the preprocessing with a Rust panic ("`stride` must be strictly less than `max_len`").
+
+    The tokenizer (pair encoding, truncating the context) fails exactly when doc_stride > max_seq_length - the special
+    tokens of one sequence, or when question + context + special tokens exceed max_seq_length while the context room
+    (max_seq_length - question - special tokens of a pair) is <= doc_stride. Questions are bounded by their UTF-8
+    size first (a token is at least one byte, plus at most one word-start marker per byte), so only the few long
+    questions are tokenized."""
+    single = tokenizer.num_special_tokens_to_add(pair=False)
+    pair = tokenizer.num_special_tokens_to_add(pair=True)
+    if doc_stride > max_seq_length - single:
+        raise UsageError(
+            f"--doc_stride ({doc_stride}) must be smaller than --max_seq_length ({max_seq_length}) minus the {single} "
+            "special tokens the tokenizer adds."
+        )
+    question_column, context_column, _ = columns
+    # The room for context is max_seq_length - pair - question tokens; trouble needs question tokens >= threshold.
+    threshold = max_seq_length - pair - doc_stride
+    questions = list(examples[question_column])
+    candidates = [i for i, q in enumerate(questions) if 2 * len(q.lstrip().encode("utf-8")) + 1 >= threshold]
+    if not candidates:
+        return
+    question_tokens = tokenizer([questions[i].lstrip() for i in candidates], add_special_tokens=False)["input_ids"]
+    long_questions = [(i, len(ids)) for i, ids in zip(candidates, question_tokens) if len(ids) >= threshold]
+    if not long_questions:
+        return
+    contexts = examples.select([i for i, _ in long_questions])[context_column]
+    context_tokens = tokenizer(list(contexts), add_special_tokens=False)["input_ids"]
+    for (i, n_question), context_ids in zip(long_questions, context_tokens):
+        if n_question + len(context_ids) + pair <= max_seq_length:
+            continue  # fits in one window: nothing is truncated
+        room = max_seq_length - pair - n_question
+        example_id = examples[i]["id"] if "id" in examples.column_names else i
+        raise UsageError(
+            f"{source}: question {example_id!r} (record {i}) is {n_question} tokens long, so a window of "
+            f"--max_seq_length {max_seq_length} keeps only {max(room, 0)} context tokens, which must be more than "
+            f"--doc_stride {doc_stride}. Use a larger --max_seq_length, a --doc_stride below {max(room, 0)} or "
+            "a shorter question."
+        )
+
+
+def check_best_model_metric(training_args, valid_metrics):
+    """--load_best_model_at_end compares eval metrics; the QA scripts report no eval_loss, so the default ("loss") or a
+    metric the script does not report would fail with a KeyError at the first evaluation, after training."""
+    if not training_args.load_best_model_at_end:
+        return
+    metric = training_args.metric_for_best_model
+    name = metric[len("eval_"):] if metric and metric.startswith("eval_") else metric
+    if name not in valid_metrics:
+        raise UsageError(
+            f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports: "
+            f"{', '.join(valid_metrics)} (got {metric!r})."
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,340 @@
+"""Bad input is answered with one clear line, before the model is loaded, with the output folder left as it was.
+
+Table-driven: each case writes its input, runs the script's main() in-process with the model loaders patched to fail
+the test if they are reached ("failed fast": every check runs before the model is loaded), and asserts the UsageError
+message's key words and that the output folder (holding an earlier run's results, with --overwrite_output_dir in the
+command) is byte-for-byte unchanged. A few cases run as a subprocess to check the CLI itself: exit code 1, the
+message as the last line of stderr prefixed with "error:", no traceback, no model weights loaded.
+"""
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import toy_data
+from utils_qa import UsageError
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _records(n=6, seed=0, version_2=False):
+    return toy_data.make_templated_qa(n, seed=seed, version_2=version_2)
+
+
+def _flat(records):
+    return json.dumps({"version": "1.1", "data": records})
+
+
+def _jsonl(records):
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def _renamed(records, old, new):
+    out = copy.deepcopy(records)
+    for r in out:
+        r[new] = r.pop(old)
+    return out
+
+
+def _with(records, index, **changes):
+    out = copy.deepcopy(records)
+    out[index].update(changes)
+    return out
+
+
+def _nested_without_qas():
+    return json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Alice lives in Paris."}]}]})
+
+
+def _csv_bad_answers():
+    return (
+        "id,title,context,question,answers\n"
+        'a1,t,Alice lives in Paris.,Where does Alice live?,"{""text"": [""Paris""], ""answer_start"": [15]}"\n'
+        "a2,t,Bob lives in Rome.,Where does Bob live?,Rome at 13\n"
+    )
+
+
+def _long_question(records):
+    return _with(records, 2, question="Where does Alice live " + "and work " * 40 + "?")
+
+
+def _unfixable(records):
+    out = copy.deepcopy(records)
+    for r in out:
+        r["answers"] = {"text": ["Atlantis"], "answer_start": [3]}
+    return out
+
+
+# name -> content (str or bytes); {"records": ...} helpers are evaluated once per session.
+def _input_files():
+    good = _records(8, seed=1)
+    return {
+        "train.json": _flat(good),
+        "dev.json": _flat(_records(6, seed=2)),
+        "train.txt": "Alice lives in Paris.\n",
+        "broken.json": '{"version": "1.1", "data": [\n  {"id": "x", "question": "q"\n',
+        "broken.jsonl": _jsonl(good[:2]) + '{"id": "x", "question": \n' + _jsonl(good[2:3]),
+        "bad_answers.csv": _csv_bad_answers(),
+        "nested_no_qas.json": _nested_without_qas(),
+        "empty_data.json": json.dumps({"version": "1.1", "data": []}),
+        "empty.json": "",
+        "latin1.json": _flat(good).replace("Alice", "Alic\u00e9").encode("latin-1"),
+        "query_column.json": _flat(_renamed(good, "question", "query")),
+        "no_answers.jsonl": _jsonl([{k: v for k, v in r.items() if k != "answers"} for r in good]),
+        "answers_as_text.jsonl": _jsonl([{**r, "answers": r["answers"]["text"][0]} for r in good]),
+        "uneven_answers.json": _flat(_with(good, 3, answers={"text": ["Paris", "Rome"], "answer_start": [3]})),
+        "null_question.jsonl": _jsonl(_with(good, 4, question=None)),
+        "v2_train.json": _flat(_records(9, seed=3, version_2=True)),
+        "v2_dev.json": _flat(_records(9, seed=4, version_2=True)),
+        "duplicate_ids.json": _flat(_with(_records(6, seed=2), 4, id=_records(6, seed=2)[1]["id"])),
+        "unfixable.json": _flat(_unfixable(good)),
+        "long_question.json": _flat(_long_question(good)),
+        "args_broken.json": '{"model_name_or_path": "x", ',
+    }
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_model):
+    """Data files, an adapter folder and model folders for the cases; an earlier run's output to protect."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    data = root / "data"
+    data.mkdir()
+    for name, content in _input_files().items():
+        (data / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+
+    bert = tiny_model("bert")
+    models = root / "models"
+    from transformers import ViTConfig, XLNetConfig
+
+    small = {"num_hidden_layers": 1, "num_attention_heads": 2}
+    for model_type, config in (("xlnet", XLNetConfig(d_model=32, n_layer=1, n_head=2, d_inner=37)),
+                               ("vit", ViTConfig(hidden_size=32, intermediate_size=37, **small))):
+        folder = models / model_type  # the bert tokenizer with a config of another model type
+        shutil.copytree(bert, folder)
+        config.save_pretrained(folder)
+    # What an adapter run leaves: tokenizer files and an adapter folder, no config.json.
+    adapter_run = models / "adapter_run"
+    (adapter_run / "squad").mkdir(parents=True)
+    (adapter_run / "squad" / "adapter_config.json").write_text("{}")
+    (adapter_run / "tokenizer.json").write_text("{}")
+    incomplete = models / "checkpoint-4"  # killed while saving: no trainer_state.json yet
+    (incomplete / "squad").mkdir(parents=True)
+    return {"root": root, "data": data, "model": bert, "models": models}
+
+
+def _earlier_run(folder):
+    """An output folder holding an earlier run's results (which --overwrite_output_dir will replace, but only once
+    every check has passed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "all_results.json").write_text(json.dumps({"eval_f1": 12.5}))
+    (folder / "eval_predictions.json").write_text(json.dumps({"q1": "Paris"}))
+    (folder / "checkpoint-7" / "squad").mkdir(parents=True, exist_ok=True)  # killed while saving it
+    (folder / "checkpoint-7" / "squad" / "adapter_config.json").write_text("{}")
+    return folder
+
+
+def _snapshot(folder):
+    """Every file and folder under `folder` with its content hash and modification time."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames:
+            state[os.path.relpath(os.path.join(dirpath, name), folder)] = "dir"
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                state[os.path.relpath(path, folder)] = (hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------------------------------
+
+# Placeholders: {data} data folder, {model} tiny bert, {models} other model folders, {out} output folder.
+BASE = {
+    "--model_name_or_path": "{model}",
+    "--train_file": "{data}/train.json",
+    "--validation_file": "{data}/dev.json",
+    "--do_train": None,
+    "--do_eval": None,
+    "--max_seq_length": "64",
+    "--doc_stride": "16",
+    "--max_steps": "2",
+    "--output_dir": "{out}",
+    "--overwrite_output_dir": None,
+    "--report_to": "none",
+}
+
+# (id, changes to BASE (value DROP removes the flag), key words of the message)
+DROP = object()
+RUN_QA_CASES = [
+    ("missing file", {"--train_file": "{data}/nope.json"}, ["nope.json", "does not exist"]),
+    ("unsupported extension", {"--train_file": "{data}/train.txt"}, ["train.txt", "unsupported extension", ".jsonl"]),
+    ("empty file", {"--train_file": "{data}/empty.json"}, ["empty.json", "is empty"]),
+    ("broken JSON", {"--train_file": "{data}/broken.json"}, ["broken.json", "not valid JSON", "line 3"]),
+    ("broken JSON Lines", {"--train_file": "{data}/broken.jsonl"}, ["broken.jsonl", "line 3", "not valid JSON"]),
+    ("CSV answers not JSON", {"--train_file": "{data}/bad_answers.csv"}, ["bad_answers.csv", "row 2", "answers"]),
+    ("nested SQuAD without qas", {"--train_file": "{data}/nested_no_qas.json"}, ["SQuAD layout", "paragraphs[0]", "qas"]),
+    ("empty data list", {"--train_file": "{data}/empty_data.json"}, ["empty_data.json", "no examples"]),
+    ("not UTF-8", {"--train_file": "{data}/latin1.json"}, ["latin1.json", "UTF-8"]),
+    ("question column renamed", {"--train_file": "{data}/query_column.json"}, ["query_column.json", "question", "query"]),
+    ("no answers to train on", {"--train_file": "{data}/no_answers.jsonl"}, ["no_answers.jsonl", "answers", "training"]),
+    ("answers as plain text", {"--train_file": "{data}/answers_as_text.jsonl"}, ["answers", "answer_start", "SQuAD layout"]),
+    ("answer texts without starts", {"--train_file": "{data}/uneven_answers.json"}, ["record 3", "2 answer texts", "1 answer_start"]),
+    ("record without question", {"--train_file": "{data}/null_question.jsonl"}, ["record 4", "no question"]),
+    ("v2 train data without flag", {"--train_file": "{data}/v2_train.json"}, ["v2_train.json", "3 of 9", "--version_2_with_negative"]),
+    ("v2 eval data without flag", {"--validation_file": "{data}/v2_dev.json"}, ["v2_dev.json", "no answer", "--version_2_with_negative"]),
+    ("duplicate ids", {"--validation_file": "{data}/duplicate_ids.json"}, ["duplicate_ids.json", "more than once", "record 4"]),
+    ("no answer found in context", {"--train_file": "{data}/unfixable.json"}, ["unfixable.json", "no example is left"]),
+    ("no train file", {"--train_file": DROP}, ["--do_train", "train"]),
+    ("no validation file", {"--validation_file": DROP}, ["--do_eval", "validation"]),
+    ("empty selection", {"--max_train_samples": "0"}, ["--max_train_samples", "positive"]),
+    ("negative stride", {"--doc_stride": "-1"}, ["--doc_stride", "negative"]),
+    ("stride not below length", {"--doc_stride": "64"}, ["--doc_stride", "--max_seq_length"]),
+    ("question too long for stride", {"--train_file": "{data}/long_question.json"}, ["tokens long", "--doc_stride", "--max_seq_length", "record 2"]),
+    ("nothing to do", {"--do_train": DROP, "--do_eval": DROP}, ["--do_train", "--do_eval", "--do_predict"]),
+    ("unknown flag", {"--adapter_reduction_factor": "16"}, ["--adapter_reduction_factor", "not used"]),
+    ("invalid adapter config", {"--train_adapter": None, "--adapter_config": "seq_bnn"}, ["seq_bnn", "not a valid adapter configuration", "seq_bn"]),
+    ("adapter config unquoted string", {"--train_adapter": None, "--adapter_config": "seq_bn[non_linearity=gelu]"}, ["quoted"]),
+    ("load_adapter without train_adapter", {"--load_adapter": "{models}/adapter_run/squad"}, ["--train_adapter"]),
+    ("load_adapter missing", {"--train_adapter": None, "--load_adapter": "{models}/nope"}, ["--load_adapter", "does not exist"]),
+    ("load_adapter is a run folder", {"--train_adapter": None, "--load_adapter": "{models}/adapter_run"}, ["adapter_config.json", "adapter_run/squad"]),
+    ("model folder missing", {"--model_name_or_path": "{models}/nope"}, ["nope", "does not exist"]),
+    ("model folder is an adapter run", {"--model_name_or_path": "{models}/adapter_run"}, ["config.json", "--load_adapter", "squad"]),
+    ("architecture without adapters", {"--model_name_or_path": "{models}/xlnet"}, ["xlnet", "adapters", "Supported model types", "bert"]),
+    ("architecture without QA head", {"--model_name_or_path": "{models}/vit"}, ["vit", "question-answering head", "roberta"]),
+    ("best model without metric", {"--load_best_model_at_end": None, "--eval_strategy": "steps", "--save_steps": "1", "--eval_steps": "1"}, ["--metric_for_best_model", "exact_match", "f1"]),
+    ("best model with v2-only metric", {"--load_best_model_at_end": None, "--eval_strategy": "steps", "--save_steps": "1", "--eval_steps": "1", "--metric_for_best_model": "HasAns_f1"}, ["--metric_for_best_model", "HasAns_f1"]),
+    ("best model with mismatched strategies", {"--load_best_model_at_end": None, "--metric_for_best_model": "f1", "--eval_strategy": "epoch"}, ["load_best_model_at_end", "strategy"]),
+    ("resume from missing checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-99"}, ["--resume_from_checkpoint", "not a folder"]),
+    ("resume from half-written checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-4"}, ["checkpoint-4", "trainer_state.json"]),
+    ("output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty", "--overwrite_output_dir"]),
+]
+
+
+def _argv(changes, env, out):
+    flags = dict(BASE)
+    flags.update(changes)
+    argv = []
+    for flag, value in flags.items():
+        if value is DROP:
+            continue
+        argv.append(flag)
+        if value is not None:
+            argv.append(value)
+    fill = {"data": env["data"], "model": env["model"], "models": env["models"], "out": out}
+    return [a.format(**fill) for a in argv]
+
+
+@pytest.fixture
+def model_loading_fails(monkeypatch):
+    """Reaching the model loaders means the check came too late: fail the test."""
+    import adapters
+    from transformers import modeling_utils
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(modeling_utils.PreTrainedModel, "from_pretrained", classmethod(loaded))
+    monkeypatch.setattr(adapters, "init", loaded)
+
+
+@pytest.mark.parametrize("case_id, changes, keywords", RUN_QA_CASES, ids=[c[0] for c in RUN_QA_CASES])
+def test_run_qa_bad_input(case_id, changes, keywords, env, tmp_path, model_loading_fails):
+    import run_qa
+
+    out = _earlier_run(tmp_path / "out")
+    before = _snapshot(out)
+    with pytest.raises(UsageError) as error:
+        run_qa.main(_argv(changes, env, str(out)))
+    message = str(error.value)
+    assert "\n" not in message
+    for word in keywords:
+        assert word in message, f"{word!r} not in {message!r}"
+    assert _snapshot(out) == before
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The command line itself
+# ----------------------------------------------------------------------------------------------------------------------
+
+CLI_CASES = [
+    ("run_qa.py", {"--train_file": "{data}/v2_train.json"}, ["--version_2_with_negative"]),
+    ("run_qa.py", {"--train_adapter": None, "--adapter_config": "seq_bnn"}, ["not a valid adapter configuration"]),
+]
+
+
+@pytest.mark.parametrize("script, changes, keywords", CLI_CASES, ids=["v2 data", "adapter config"])
+def test_cli_prints_one_line_and_exits_1(script, changes, keywords, env, tmp_path, repo_root):
+    out = _earlier_run(tmp_path / "out")
+    before = _snapshot(out)
+    result = subprocess.run(
+        [sys.executable, str(repo_root / script)] + _argv(changes, env, str(out)),
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ")
+    for word in keywords:
+        assert word in last_line
+    assert "Traceback" not in result.stderr
+    assert "loading weights file" not in result.stdout + result.stderr  # failed before the model was loaded
+    assert _snapshot(out) == before
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Repairs that let the run go on
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_training_answers_are_realigned_or_skipped(tmp_path, caplog):
+    """An answer off by a few characters or differing by whitespace is moved onto the context; one that is not in
+    the context is dropped (its example skipped); correct answers are untouched."""
+    import datasets
+
+    from utils_qa import check_qa_examples
+
+    context = "Alice lives in\u00a0New York. Bob works at the bank."
+    records = [
+        {"id": "ok", "question": "Where does Bob work?", "context": context, "answers": {"text": ["bank"], "answer_start": [context.index("bank")]}},
+        {"id": "shifted", "question": "Who works?", "context": context, "answers": {"text": ["Bob"], "answer_start": [context.index("Bob") + 3]}},
+        {"id": "nbsp", "question": "Where does Alice live?", "context": context, "answers": {"text": ["in New York"], "answer_start": [12]}},
+        {"id": "absent", "question": "Where is Rome?", "context": context, "answers": {"text": ["Rome"], "answer_start": [0]}},
+    ]
+    examples = datasets.Dataset.from_list(records)
+    with caplog.at_level("WARNING"):
+        fixed = check_qa_examples(examples, "--train_file x.json", ("question", "context", "answers"),
+                                  stage="train", version_2_with_negative=False)
+    assert fixed["id"] == ["ok", "shifted", "nbsp"]
+    answers = {r["id"]: r["answers"] for r in fixed}
+    assert answers["ok"] == records[0]["answers"]
+    assert answers["shifted"] == {"text": ["Bob"], "answer_start": [context.index("Bob")]}
+    assert answers["nbsp"] == {"text": ["in\u00a0New York"], "answer_start": [context.index("in\u00a0New")]}
+    for r in fixed:
+        start, text = r["answers"]["answer_start"][0], r["answers"]["text"][0]
+        assert r["context"][start : start + len(text)] == text
+    assert "2 realigned" in caplog.text and "1 dropped" in caplog.text and "1 example(s) skipped" in caplog.text
+
+
+def test_arcd_mismatched_answers_are_realigned(shared_data, tmp_path, caplog):
+    """The real ARCD files have 3 answers per file that differ from the context by a non-breaking or doubled space:
+    all 3 are realigned, none skipped."""
+    from utils_qa import check_qa_examples, load_qa_file
+
+    examples = load_qa_file(str(shared_data / "arcd_train.json"), cache_dir=str(tmp_path / "cache"))
+    with caplog.at_level("WARNING"):
+        fixed = check_qa_examples(examples, "--train_file arcd_train.json", ("question", "context", "answers"),
+                                  stage="train", version_2_with_negative=False)
+    assert len(fixed) == len(examples) == 693
+    assert "3 answer(s) did not match" in caplog.text and "3 realigned" in caplog.text and "0 dropped" in caplog.text
+    for r in fixed:
+        start, text = r["answers"]["answer_start"][0], r["answers"]["text"][0]
+        assert r["context"][start : start + len(text)] == text
