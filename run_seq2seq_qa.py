@@ -1,0 +1,717 @@
+#!/usr/bin/env python
+# coding=utf-8
+"""Fine-tune an encoder-decoder model (T5, BART, ...) to answer SQuAD-style questions by generating the answer text,
+training an adapter (`--train_adapter`) or the full model.
+
+    python run_seq2seq_qa.py --model_name_or_path t5-small --dataset_name squad_v2 --version_2_with_negative \
+        --context_column context --question_column question --answer_column answers \
+        --do_train --do_eval --max_seq_length 384 --doc_stride 128 --output_dir /tmp/debug_seq2seq_squad/ \
+        --train_adapter --adapter_config seq_bn
+
+The model reads "question: <question> context: <context>" and is trained to write the first gold answer ("" for an
+unanswerable question). Evaluation generates the answers and scores them with SQuAD exact match / F1; the answers go
+to eval_predictions.json / predict_predictions.json. Local files (--train_file/--validation_file/--test_file) may be
+the flattened Hugging Face JSON ({"data": [...]}), the original nested SQuAD v1.1/v2.0 JSON, JSON Lines or CSV.
+A single `.json` argument is read as a file of arguments.
+
+main() reads as a table of contents: arguments, data, model, preprocessing, trainer, train/eval/predict.
+"""
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Optional
+
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    EvalPrediction,
+    PreTrainedTokenizerFast,
+    Seq2SeqTrainingArguments,
+    set_seed,
+)
+from transformers.utils import check_min_version
+from transformers.utils.versions import require_version
+
+import adapters
+from adapters import AdapterArguments, AdapterConfig, setup_adapter_training
+from trainer_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
+from utils_qa import (
+    UsageError,
+    check_qa_data_files,
+    checkpoint_to_resume,
+    compute_squad_metrics,
+    detect_last_checkpoint,
+    load_qa_raw_datasets,
+    model_card_kwargs,
+    parse_args,
+    setup_logging,
+    write_prediction_files,
+)
+
+
+check_min_version("4.44.0")
+require_version("datasets>=1.8.0", "To fix: pip install -r requirements.txt")
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelArguments:
+    """Arguments pertaining to which model/config/tokenizer we are going to fine-tune from."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Path to pretrained model or model identifier from huggingface.co/models"}
+    )
+    config_name: Optional[str] = field(
+        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name"}
+    )
+    tokenizer_name: Optional[str] = field(
+        default=None, metadata={"help": "Pretrained tokenizer name or path if not the same as model_name"}
+    )
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Path to directory to store the pretrained models downloaded from huggingface.co"},
+    )
+    use_fast_tokenizer: bool = field(
+        default=True,
+        metadata={"help": "Whether to use one of the fast tokenizer (backed by the tokenizers library) or not."},
+    )
+    model_revision: str = field(
+        default="main",
+        metadata={"help": "The specific model version to use (can be a branch name, tag name or commit id)."},
+    )
+    token: str = field(
+        default=None,
+        metadata={"help": "The token to use as HTTP bearer authorization for remote files."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow custom models defined on the Hub in their own modeling files. Off unless asked."},
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    """Arguments pertaining to what data we are going to input our model for training and eval."""
+
+    dataset_name: Optional[str] = field(
+        default=None, metadata={"help": "The name of the dataset to use (via the datasets library)."}
+    )
+    dataset_config_name: Optional[str] = field(
+        default=None, metadata={"help": "The configuration name of the dataset to use (via the datasets library)."}
+    )
+    context_column: Optional[str] = field(
+        default="context",
+        metadata={"help": "The name of the column in the datasets containing the contexts (for question answering)."},
+    )
+    question_column: Optional[str] = field(
+        default="question",
+        metadata={"help": "The name of the column in the datasets containing the questions (for question answering)."},
+    )
+    answer_column: Optional[str] = field(
+        default="answers",
+        metadata={"help": "The name of the column in the datasets containing the answers (for question answering)."},
+    )
+    train_file: Optional[str] = field(
+        default=None, metadata={"help": "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV)."}
+    )
+    validation_file: Optional[str] = field(
+        default=None, metadata={"help": "An optional input evaluation data file (same formats as --train_file)."}
+    )
+    test_file: Optional[str] = field(
+        default=None, metadata={"help": "An optional input test data file (answers not needed)."}
+    )
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
+    )
+    preprocessing_num_workers: Optional[int] = field(
+        default=None, metadata={"help": "The number of processes to use for the preprocessing."}
+    )
+    max_seq_length: int = field(
+        default=384,
+        metadata={
+            "help": "The maximum total input sequence length after tokenization. Longer inputs are truncated for "
+            "training and split into overlapping windows (see --doc_stride) for evaluation and prediction."
+        },
+    )
+    max_answer_length: int = field(
+        default=30,
+        metadata={
+            "help": "The maximum total sequence length for target text after tokenization. Sequences longer "
+            "than this will be truncated, sequences shorter will be padded."
+        },
+    )
+    val_max_answer_length: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "The maximum length of a generated answer, in tokens, for evaluation and prediction. Will default "
+            "to `max_answer_length`. Overridden by --generation_max_length."
+        },
+    )
+    pad_to_max_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Whether to pad all samples to `max_seq_length`. If False, will pad the samples dynamically when"
+            " batching to the maximum length in the batch (which can be faster on GPU but will be slower on TPU)."
+        },
+    )
+    max_train_samples: Optional[int] = field(
+        default=None, metadata={"help": "Truncate the number of training examples to this value if set."}
+    )
+    max_eval_samples: Optional[int] = field(
+        default=None, metadata={"help": "Truncate the number of evaluation examples to this value if set."}
+    )
+    max_predict_samples: Optional[int] = field(
+        default=None, metadata={"help": "Truncate the number of prediction examples to this value if set."}
+    )
+    version_2_with_negative: bool = field(
+        default=False, metadata={"help": "If true, some of the examples do not have an answer."}
+    )
+    null_score_diff_threshold: float = field(
+        default=0.0,
+        metadata={"help": "Accepted for compatibility with run_qa.py; unused by generative QA (as in the reference)."},
+    )
+    doc_stride: int = field(
+        default=128,
+        metadata={
+            "help": "When an evaluation/prediction input is longer than --max_seq_length, its context is split into "
+            "windows, each with the question, overlapping by this many tokens."
+        },
+    )
+    n_best_size: int = field(
+        default=20,
+        metadata={"help": "Accepted for compatibility with run_qa.py; unused by generative QA (as in the reference)."},
+    )
+    num_beams: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Number of beams to use for evaluation and prediction. Defaults to --generation_num_beams, "
+            "then to the model's generation config."
+        },
+    )
+    ignore_pad_token_for_loss: bool = field(
+        default=True,
+        metadata={
+            "help": "Whether to ignore the tokens corresponding to padded labels in the loss computation or not."
+        },
+    )
+
+    def __post_init__(self):
+        check_qa_data_files(self)
+        if self.val_max_answer_length is None:
+            self.val_max_answer_length = self.max_answer_length
+
+
+def explicitly_given(argv, name: str) -> bool:
+    """Whether the command line (or the .json arguments file) sets `name` itself rather than leaving its default."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        with open(argv[0], encoding="utf-8") as f:
+            return name in json.load(f)
+    spellings = {f"--{name}", f"--{name.replace('_', '-')}", f"--no_{name}", f"--no-{name.replace('_', '-')}"}
+    return any(arg.split("=", 1)[0] in spellings for arg in argv)
+
+
+def resolve_generation(training_args, argv) -> bool:
+    """Evaluation generates answers unless the user explicitly passed `--predict_with_generate False`.
+
+    The reference generated (and computed exact match/F1) only with --predict_with_generate; without it evaluation
+    reported the loss alone. Here generation is on unless explicitly switched off. Returns whether answers are
+    generated.
+    """
+    if not explicitly_given(argv, "predict_with_generate"):
+        training_args.predict_with_generate = True
+    if training_args.prediction_loss_only:
+        return False
+    return training_args.predict_with_generate
+
+
+def check_arguments(model_args, data_args, training_args, adapter_args):
+    """Cheap checks of the command line, before any data or model is loaded."""
+    if adapter_args.train_adapter:
+        try:
+            AdapterConfig.load(adapter_args.adapter_config)
+        except (ValueError, TypeError, SyntaxError) as err:
+            valid = ", ".join(sorted(adapters.ADAPTER_CONFIG_MAP))
+            raise UsageError(
+                f"--adapter_config {adapter_args.adapter_config!r} is not a valid adapter configuration ({err}). "
+                f"Use one of: {valid}; a JSON file; or a config string such as 'seq_bn[reduction_factor=8]' "
+                "(string values quoted: 'seq_bn[non_linearity=\"gelu\"]')."
+            ) from err
+    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
+        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+    if not model_args.use_fast_tokenizer and (training_args.do_eval or training_args.do_predict):
+        raise UsageError(
+            "--use_fast_tokenizer False: evaluation and prediction need a fast tokenizer (its offsets split long "
+            "contexts into windows). Drop the flag."
+        )
+
+
+def log_generation_mode(generate: bool, training_args):
+    if generate:
+        logger.info(
+            "Evaluation and prediction generate the answers and score them with SQuAD exact match/F1 "
+            "(--predict_with_generate is on unless you pass --predict_with_generate False)."
+        )
+    elif training_args.do_eval or training_args.do_predict:
+        reason = "--prediction_loss_only" if training_args.prediction_loss_only else "--predict_with_generate False"
+        logger.warning(
+            f"{reason}: no answers are generated, so evaluation and prediction report only the teacher-forced loss "
+            "on the gold answers (eval_loss/test_loss) and the speed metrics: no exact match/F1 and no "
+            "*_predictions.json. Drop the flag to get them."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_config_and_tokenizer(model_args):
+    hub_kwargs = {
+        "cache_dir": model_args.cache_dir,
+        "revision": model_args.model_revision,
+        "token": model_args.token,
+        "trust_remote_code": model_args.trust_remote_code,
+    }
+    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs)
+    if not getattr(config, "is_encoder_decoder", False):
+        raise UsageError(
+            f"{model_args.model_name_or_path} is a '{config.model_type}' model, not an encoder-decoder: "
+            "run_seq2seq_qa.py generates answers with T5, BART and the like. For extractive QA with BERT-like "
+            "models use run_qa.py."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        use_fast=model_args.use_fast_tokenizer,
+        **hub_kwargs,
+    )
+    return config, tokenizer
+
+
+def load_model(model_args, config, tokenizer):
+    model = AutoModelForSeq2SeqLM.from_pretrained(
+        model_args.model_name_or_path,
+        from_tf=bool(".ckpt" in model_args.model_name_or_path),
+        config=config,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+    )
+    # Convert the model into an adapter model (the reference does this even without --train_adapter).
+    adapters.init(model)
+
+    # We resize the embeddings only when necessary to avoid index errors.
+    embedding_size = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > embedding_size:
+        model.resize_token_embeddings(len(tokenizer))
+
+    if model.config.decoder_start_token_id is None:
+        raise UsageError(
+            "The model config has no decoder_start_token_id: set `decoder_start_token_id` in its config.json "
+            "(T5 uses the pad token id, BART the eos token id)."
+        )
+    return model
+
+
+def effective_max_seq_length(data_args, tokenizer) -> int:
+    if data_args.max_seq_length > tokenizer.model_max_length:
+        logger.warning(
+            f"The max_seq_length passed ({data_args.max_seq_length}) is larger than the maximum length for the "
+            f"model ({tokenizer.model_max_length}). Using max_seq_length={tokenizer.model_max_length}."
+        )
+    return min(data_args.max_seq_length, tokenizer.model_max_length)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Preprocessing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def qa_columns(raw_datasets, data_args, split):
+    """(question, context, answer) column names for a split. Training and validation data need all three; a test
+    file without answers is fine (its predictions are written, not scored), so its answer column may be None."""
+    column_names = raw_datasets[split].column_names
+    names = (data_args.question_column, data_args.context_column, data_args.answer_column)
+    flags = ("--question_column", "--context_column", "--answer_column")
+    for flag, name in zip(flags, names):
+        if name in column_names:
+            continue
+        if flag == "--answer_column" and split == "test":
+            return names[0], names[1], None
+        raise UsageError(
+            f"{flag} '{name}' is not a column of the {split} data: use one of {', '.join(column_names)}."
+        )
+    return names
+
+
+def squad_inputs_and_targets(examples, columns):
+    """The reference's input text "question: <q> context: <c>" and target (first gold answer, "" if none).
+
+    Returns (inputs, targets, context_starts); targets is None without an answer column; context_starts[i] is the
+    character where the context begins in inputs[i].
+    """
+    question_column, context_column, answer_column = columns
+    inputs, context_starts = [], []
+    for question, context in zip(examples[question_column], examples[context_column]):
+        text = " ".join(["question:", question.lstrip(), "context:", context.lstrip()])
+        inputs.append(text)
+        context_starts.append(len(text) - len(context.lstrip()))
+    targets = None
+    if answer_column is not None:
+        targets = [answer["text"][0] if len(answer["text"]) > 0 else "" for answer in examples[answer_column]]
+    return inputs, targets, context_starts
+
+
+def tokenize_targets(targets, tokenizer, max_answer_length, padding, ignore_pad_token_for_loss):
+    labels = tokenizer(text_target=targets, max_length=max_answer_length, padding=padding, truncation=True)
+    # If we are padding here, replace all tokenizer.pad_token_id in the labels by -100 when we want to ignore
+    # padding in the loss.
+    if padding == "max_length" and ignore_pad_token_for_loss:
+        return [[(t if t != tokenizer.pad_token_id else -100) for t in label] for label in labels["input_ids"]]
+    return labels["input_ids"]
+
+
+def prepare_train_features(examples, tokenizer, columns, max_seq_length, max_answer_length, padding,
+                           ignore_pad_token_for_loss):
+    """Training features, as the reference: the input truncated to max_seq_length, the answer as labels."""
+    inputs, targets, _ = squad_inputs_and_targets(examples, columns)
+    model_inputs = tokenizer(inputs, max_length=max_seq_length, padding=padding, truncation=True)
+    model_inputs["labels"] = tokenize_targets(targets, tokenizer, max_answer_length, padding,
+                                              ignore_pad_token_for_loss)
+    return model_inputs
+
+
+def split_into_windows(input_ids, offsets, special_tokens_mask, context_start, max_length, doc_stride):
+    """Token id lists of at most max_length tokens, each holding the special tokens, the whole "question: ...
+    context:" part and a slice of the context; consecutive slices overlap by doc_stride tokens (fewer when the
+    question leaves less room than that). An input that fits is returned unchanged, as the only window. If the
+    question alone fills max_length, the input is truncated instead, like training inputs."""
+    if len(input_ids) <= max_length:
+        return [list(input_ids)]
+    n_lead = 0
+    while special_tokens_mask[n_lead]:
+        n_lead += 1
+    n_trail = 0
+    while special_tokens_mask[len(input_ids) - 1 - n_trail]:
+        n_trail += 1
+    end = len(input_ids) - n_trail
+    context_begin = n_lead
+    while context_begin < end and offsets[context_begin][0] < context_start:
+        context_begin += 1
+    lead, head, body, trail = (input_ids[:n_lead], input_ids[n_lead:context_begin], input_ids[context_begin:end],
+                               input_ids[end:])
+    room = max_length - len(lead) - len(head) - len(trail)
+    if room <= 0 or not body:
+        return [list(input_ids[: max_length - n_trail]) + list(trail)]
+    step = room - min(doc_stride, room - 1)
+    windows, start = [], 0
+    while True:
+        windows.append(list(lead) + list(head) + list(body[start : start + room]) + list(trail))
+        if start + room >= len(body):
+            return windows
+        start += step
+
+
+def prepare_validation_features(examples, tokenizer, columns, max_seq_length, max_answer_length, doc_stride,
+                                padding, ignore_pad_token_for_loss):
+    """Evaluation/prediction features: one per window of the input (one window unless it is longer than
+    max_seq_length), each with the example id and the example's labels.
+
+    An input that fits gives exactly the reference's feature. A longer one is split by `split_into_windows`, so that
+    every window sees the question (the reference cut the tokenized text into consecutive chunks, without the
+    question after the first one, and ignored --doc_stride).
+    """
+    inputs, targets, context_starts = squad_inputs_and_targets(examples, columns)
+    encoded = tokenizer(inputs, return_offsets_mapping=True, return_special_tokens_mask=True, verbose=False)
+    labels = None
+    if targets is not None:
+        labels = tokenize_targets(targets, tokenizer, max_answer_length, padding, ignore_pad_token_for_loss)
+
+    features = {"input_ids": [], "example_id": []}
+    if labels is not None:
+        features["labels"] = []
+    for i, input_ids in enumerate(encoded["input_ids"]):
+        windows = split_into_windows(input_ids, encoded["offset_mapping"][i], encoded["special_tokens_mask"][i],
+                                     context_starts[i], max_seq_length, doc_stride)
+        for window in windows:
+            features["input_ids"].append(window)
+            features["example_id"].append(examples["id"][i])
+            if labels is not None:
+                features["labels"].append(labels[i])
+    features["attention_mask"] = [[1] * len(ids) for ids in features["input_ids"]]
+    if padding == "max_length":
+        for i, (ids, mask) in enumerate(zip(features["input_ids"], features["attention_mask"])):
+            features["input_ids"][i], features["attention_mask"][i] = pad_to_length(ids, mask, tokenizer,
+                                                                                   max_seq_length)
+    return features
+
+
+def pad_to_length(input_ids, attention_mask, tokenizer, length):
+    """Pad as the tokenizer's padding="max_length" does, on its padding side."""
+    n = length - len(input_ids)
+    if tokenizer.padding_side == "left":
+        return [tokenizer.pad_token_id] * n + input_ids, [0] * n + attention_mask
+    return input_ids + [tokenizer.pad_token_id] * n, attention_mask + [0] * n
+
+
+def build_features(examples, prepare_function, feature_kwargs, data_args, training_args, max_samples, desc):
+    """Tokenize examples into features (cached by datasets; once per node in distributed runs). max_samples caps
+    the examples before tokenization and the features after, as in the reference."""
+    if max_samples is not None:
+        examples = examples.select(range(min(len(examples), max_samples)))
+    with training_args.main_process_first(desc=desc):
+        features = examples.map(
+            prepare_function,
+            fn_kwargs=feature_kwargs,
+            batched=True,
+            num_proc=data_args.preprocessing_num_workers,
+            remove_columns=examples.column_names,
+            load_from_cache_file=not data_args.overwrite_cache,
+            desc=f"Running tokenizer on {desc}",
+        )
+    if max_samples is not None:
+        features = features.select(range(min(len(features), max_samples)))
+    return examples, features
+
+
+def split_or_fail(raw_datasets, split, flag):
+    if split not in raw_datasets:
+        raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that has it).")
+    return raw_datasets[split]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Post-processing and metric
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def select_window_answers(example_ids, feature_example_ids, texts, scores):
+    """One answer per example from the answers generated for its windows (features).
+
+    Rule: the window whose answer has the highest score (mean log-probability per generated token, or the beam
+    score) wins; on a tie the earlier window. With one window per example this is simply its answer. Examples with
+    no feature at all (cut off by --max_eval_samples/--max_predict_samples, which cap features) get no answer.
+    Returns ({id: answer}, {id: [{"window", "text", "score"}, ...] best first}).
+    """
+    candidates = {}
+    for feature_index, example_id in enumerate(feature_example_ids):
+        window = len(candidates.setdefault(example_id, []))
+        candidates[example_id].append(
+            {"window": window, "text": texts[feature_index], "score": float(scores[feature_index])}
+        )
+    predictions, windows = {}, {}
+    for example_id in example_ids:
+        if example_id not in candidates:
+            continue
+        ranked = sorted(candidates[example_id], key=lambda c: -c["score"])  # stable: earlier window on ties
+        predictions[example_id] = ranked[0]["text"]
+        windows[example_id] = ranked
+    return predictions, windows
+
+
+def post_processing_function(examples, features, answers, stage="eval", *, version_2_with_negative, answer_column,
+                             output_dir):
+    """Generated answers (a trainer_qa.GeneratedAnswers, one per feature) as one answer per question: written to
+    {stage}_predictions.json (and every window's answer and score to {stage}_nbest_predictions.json), formatted for
+    the SQuAD metric, with references when the examples have answers."""
+    example_ids = [str(i) for i in examples["id"]]
+    predictions, windows = select_window_answers(
+        example_ids, [str(i) for i in features["example_id"]], answers.texts, answers.scores
+    )
+    if len(predictions) < len(example_ids):
+        logger.warning(
+            f"{len(example_ids) - len(predictions)} of {len(example_ids)} {stage} questions have no feature left "
+            "(--max_eval_samples/--max_predict_samples cap features, and long contexts make several per question): "
+            "they are left out of the predictions and the score."
+        )
+    write_prediction_files(output_dir, stage, predictions, windows)
+
+    if version_2_with_negative:
+        formatted_predictions = [
+            {"id": k, "prediction_text": v, "no_answer_probability": 0.0} for k, v in predictions.items()
+        ]
+    else:
+        formatted_predictions = [{"id": k, "prediction_text": v} for k, v in predictions.items()]
+    references = None
+    if answer_column in examples.column_names:  # a test file may have no answers: nothing to score then
+        references = [
+            {"id": str(ex_id), "answers": answer}
+            for ex_id, answer in zip(examples["id"], examples[answer_column])
+            if str(ex_id) in predictions
+        ]
+    return EvalPrediction(predictions=formatted_predictions, label_ids=references)
+
+
+def compute_metrics(p: EvalPrediction, version_2_with_negative: bool):
+    return compute_squad_metrics(p.predictions, p.label_ids, version_2_with_negative)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Train / evaluate / predict
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def train(trainer, training_args, data_args, train_dataset, last_checkpoint):
+    train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, last_checkpoint))
+    trainer.save_model()  # Saves the tokenizer too for easy upload (adapter mode: the adapter and its head)
+    metrics = train_result.metrics
+    max_train_samples = data_args.max_train_samples if data_args.max_train_samples is not None else len(train_dataset)
+    metrics["train_samples"] = min(max_train_samples, len(train_dataset))
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+
+def evaluate(trainer, data_args, eval_dataset):
+    logger.info("*** Evaluate ***")
+    metrics = trainer.evaluate(metric_key_prefix="eval")
+    max_eval_samples = data_args.max_eval_samples if data_args.max_eval_samples is not None else len(eval_dataset)
+    metrics["eval_samples"] = min(max_eval_samples, len(eval_dataset))
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+
+
+def predict(trainer, data_args, predict_dataset, predict_examples):
+    logger.info("*** Predict ***")
+    results = trainer.predict(predict_dataset, predict_examples)
+    metrics = results.metrics
+    max_predict_samples = (
+        data_args.max_predict_samples if data_args.max_predict_samples is not None else len(predict_dataset)
+    )
+    metrics["predict_samples"] = min(max_predict_samples, len(predict_dataset))
+    trainer.log_metrics("predict", metrics)
+    trainer.save_metrics("predict", metrics)
+
+
+def main(argv=None):
+    # Arguments
+    model_args, data_args, training_args, adapter_args = parse_args(
+        (ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments, AdapterArguments), argv
+    )
+    generate = resolve_generation(training_args, argv)
+    check_arguments(model_args, data_args, training_args, adapter_args)
+    setup_logging(training_args, logger)
+    log_generation_mode(generate, training_args)
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        logger.info("There is nothing to do. Please pass `do_train`, `do_eval` and/or `do_predict`.")
+        return
+    last_checkpoint = detect_last_checkpoint(training_args)
+    set_seed(training_args.seed)  # before the model is created, so the adapter weights are reproducible
+
+    # Data
+    raw_datasets = load_qa_raw_datasets(data_args, model_args)
+    train_examples = split_or_fail(raw_datasets, "train", "--do_train") if training_args.do_train else None
+    eval_examples = split_or_fail(raw_datasets, "validation", "--do_eval") if training_args.do_eval else None
+    predict_examples = split_or_fail(raw_datasets, "test", "--do_predict") if training_args.do_predict else None
+    train_columns = qa_columns(raw_datasets, data_args, "train") if training_args.do_train else None
+    eval_columns = qa_columns(raw_datasets, data_args, "validation") if training_args.do_eval else None
+    predict_columns = qa_columns(raw_datasets, data_args, "test") if training_args.do_predict else None
+
+    # Model
+    config, tokenizer = load_config_and_tokenizer(model_args)
+    model = load_model(model_args, config, tokenizer)
+    if training_args.label_smoothing_factor > 0 and not hasattr(model, "prepare_decoder_input_ids_from_labels"):
+        logger.warning(
+            "label_smoothing is enabled but the `prepare_decoder_input_ids_from_labels` method is not defined for "
+            f"`{model.__class__.__name__}`. This will lead to loss being calculated twice and will take up more memory"
+        )
+    max_seq_length = effective_max_seq_length(data_args, tokenizer)
+    if (training_args.do_eval or training_args.do_predict) and not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise UsageError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer: evaluation and prediction need one (its offsets "
+            "split long contexts into windows). Use a model folder with a tokenizer.json."
+        )
+
+    # Preprocessing
+    padding = "max_length" if data_args.pad_to_max_length else False
+    target_kwargs = {
+        "tokenizer": tokenizer,
+        "max_seq_length": max_seq_length,
+        "max_answer_length": data_args.max_answer_length,
+        "padding": padding,
+        "ignore_pad_token_for_loss": data_args.ignore_pad_token_for_loss,
+    }
+    window_kwargs = {**target_kwargs, "doc_stride": data_args.doc_stride}
+    build = partial(build_features, data_args=data_args, training_args=training_args)
+    train_dataset = eval_dataset = predict_dataset = None
+    if training_args.do_train:
+        _, train_dataset = build(train_examples, prepare_train_features, {**target_kwargs, "columns": train_columns},
+                                 max_samples=data_args.max_train_samples, desc="train dataset")
+    if training_args.do_eval:
+        eval_examples, eval_dataset = build(eval_examples, prepare_validation_features,
+                                            {**window_kwargs, "columns": eval_columns},
+                                            max_samples=data_args.max_eval_samples, desc="validation dataset")
+    if training_args.do_predict:
+        predict_examples, predict_dataset = build(predict_examples, prepare_validation_features,
+                                                  {**window_kwargs, "columns": predict_columns},
+                                                  max_samples=data_args.max_predict_samples, desc="prediction dataset")
+
+    # Trainer
+    label_pad_token_id = -100 if data_args.ignore_pad_token_for_loss else tokenizer.pad_token_id
+    data_collator = DataCollatorForSeq2Seq(
+        tokenizer,
+        model=model,
+        label_pad_token_id=label_pad_token_id,
+        pad_to_multiple_of=8 if training_args.fp16 else None,
+    )
+    # The adapter is named after the task ("squad" for local files; the reference used "mlm").
+    setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
+    trainer_class = (
+        QuestionAnsweringSeq2SeqAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringSeq2SeqTrainer
+    )
+    trainer = trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        eval_examples=eval_examples,
+        processing_class=tokenizer,
+        data_collator=data_collator,
+        compute_metrics=(
+            partial(compute_metrics, version_2_with_negative=data_args.version_2_with_negative) if generate else None
+        ),
+        post_process_function=partial(
+            post_processing_function,
+            version_2_with_negative=data_args.version_2_with_negative,
+            answer_column=data_args.answer_column,
+            output_dir=training_args.output_dir,
+        ),
+        generation_kwargs={
+            "max_length": (
+                training_args.generation_max_length
+                if training_args.generation_max_length is not None
+                else data_args.val_max_answer_length
+            ),
+            "num_beams": data_args.num_beams if data_args.num_beams is not None else training_args.generation_num_beams,
+        },
+    )
+
+    # Train / evaluate / predict
+    if training_args.do_train:
+        train(trainer, training_args, data_args, train_dataset, last_checkpoint)
+    if training_args.do_eval:
+        evaluate(trainer, data_args, eval_dataset)
+    if training_args.do_predict:
+        predict(trainer, data_args, predict_dataset, predict_examples)
+
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**model_card_kwargs(model_args, data_args, "question-answering"))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as err:
+        sys.exit(f"error: {err}")
