@@ -18,7 +18,6 @@ main() reads as a table of contents: arguments, data, model, preprocessing, trai
 """
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,17 +37,28 @@ from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
 import adapters
-from adapters import AdapterArguments, AdapterConfig, setup_adapter_training
+from adapters import AdapterArguments, setup_adapter_training
 from trainer_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
 from utils_qa import (
     UsageError,
+    check_adapter_arguments,
+    check_adapter_sources,
+    check_adapters_support,
+    check_best_model_metric,
+    check_fits_positions,
+    check_model_source,
+    check_numeric_args,
     check_qa_data_files,
+    check_qa_examples,
     checkpoint_to_resume,
     compute_squad_metrics,
     detect_last_checkpoint,
+    from_pretrained_or_fail,
     load_qa_raw_datasets,
     model_card_kwargs,
     parse_args,
+    prepare_output_dir,
+    qa_split_source,
     setup_logging,
     write_prediction_files,
 )
@@ -236,20 +246,32 @@ def resolve_generation(training_args, argv) -> bool:
     return training_args.predict_with_generate
 
 
-def check_arguments(model_args, data_args, training_args, adapter_args):
+def check_arguments(model_args, data_args, training_args, adapter_args, generate):
     """Cheap checks of the command line, before any data or model is loaded."""
-    if adapter_args.train_adapter:
-        try:
-            AdapterConfig.load(adapter_args.adapter_config)
-        except (ValueError, TypeError, SyntaxError) as err:
-            valid = ", ".join(sorted(adapters.ADAPTER_CONFIG_MAP))
-            raise UsageError(
-                f"--adapter_config {adapter_args.adapter_config!r} is not a valid adapter configuration ({err}). "
-                f"Use one of: {valid}; a JSON file; or a config string such as 'seq_bn[reduction_factor=8]' "
-                "(string values quoted: 'seq_bn[non_linearity=\"gelu\"]')."
-            ) from err
-    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
-        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+    check_adapter_arguments(adapter_args)
+    check_adapter_sources(adapter_args)
+    # eval_loss is always reported; the SQuAD metrics only when answers are generated.
+    squad_metrics = ("exact", "f1", "HasAns_exact", "HasAns_f1") if data_args.version_2_with_negative else (
+        "exact_match", "f1")
+    check_best_model_metric(training_args, ("loss",) + (squad_metrics if generate else ()))
+    check_numeric_args(
+        positive=[
+            ("--max_seq_length", data_args.max_seq_length),
+            ("--max_answer_length", data_args.max_answer_length),
+            ("--val_max_answer_length", data_args.val_max_answer_length),
+            ("--generation_max_length", training_args.generation_max_length),
+            ("--num_beams", data_args.num_beams),
+            ("--generation_num_beams", training_args.generation_num_beams),
+            ("--max_train_samples", data_args.max_train_samples),
+            ("--max_eval_samples", data_args.max_eval_samples),
+            ("--max_predict_samples", data_args.max_predict_samples),
+            ("--preprocessing_num_workers", data_args.preprocessing_num_workers),
+        ],
+        non_negative=[("--doc_stride", data_args.doc_stride)],
+    )
+    check_model_source(model_args.model_name_or_path, "--model_name_or_path")
+    check_model_source(model_args.config_name, "--config_name")
+    check_model_source(model_args.tokenizer_name, "--tokenizer_name", required_file=None)
     if not model_args.use_fast_tokenizer and (training_args.do_eval or training_args.do_predict):
         raise UsageError(
             "--use_fast_tokenizer False: evaluation and prediction need a fast tokenizer (its offsets split long "
@@ -284,19 +306,34 @@ def load_config_and_tokenizer(model_args):
         "token": model_args.token,
         "trust_remote_code": model_args.trust_remote_code,
     }
-    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs)
+    config = from_pretrained_or_fail(
+        AutoConfig.from_pretrained, model_args.config_name or model_args.model_name_or_path, "config", **hub_kwargs
+    )
     if not getattr(config, "is_encoder_decoder", False):
         raise UsageError(
             f"{model_args.model_name_or_path} is a '{config.model_type}' model, not an encoder-decoder: "
             "run_seq2seq_qa.py generates answers with T5, BART and the like. For extractive QA with BERT-like "
             "models use run_qa.py."
         )
-    tokenizer = AutoTokenizer.from_pretrained(
+    check_adapters_support(config, model_args.model_name_or_path)
+    tokenizer = from_pretrained_or_fail(
+        AutoTokenizer.from_pretrained,
         model_args.tokenizer_name or model_args.model_name_or_path,
+        "tokenizer",
         use_fast=model_args.use_fast_tokenizer,
         **hub_kwargs,
     )
     return config, tokenizer
+
+
+def check_lengths(config, data_args, training_args, max_seq_length):
+    """Inputs, labels and generated answers must fit the model's position table (BART has a fixed one)."""
+    check_fits_positions(max_seq_length, config, "--max_seq_length")
+    check_fits_positions(data_args.max_answer_length, config, "--max_answer_length")
+    if training_args.generation_max_length is not None:
+        check_fits_positions(training_args.generation_max_length, config, "--generation_max_length")
+    else:
+        check_fits_positions(data_args.val_max_answer_length, config, "--val_max_answer_length")
 
 
 def load_model(model_args, config, tokenizer):
@@ -601,13 +638,13 @@ def main(argv=None):
         (ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments, AdapterArguments), argv
     )
     generate = resolve_generation(training_args, argv)
-    check_arguments(model_args, data_args, training_args, adapter_args)
+    check_arguments(model_args, data_args, training_args, adapter_args, generate)
     setup_logging(training_args, logger)
     log_generation_mode(generate, training_args)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         logger.info("There is nothing to do. Please pass `do_train`, `do_eval` and/or `do_predict`.")
         return
-    last_checkpoint = detect_last_checkpoint(training_args)
+    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
     set_seed(training_args.seed)  # before the model is created, so the adapter weights are reproducible
 
     # Data
@@ -618,20 +655,33 @@ def main(argv=None):
     train_columns = qa_columns(raw_datasets, data_args, "train") if training_args.do_train else None
     eval_columns = qa_columns(raw_datasets, data_args, "validation") if training_args.do_eval else None
     predict_columns = qa_columns(raw_datasets, data_args, "test") if training_args.do_predict else None
+    # Checked before the model is loaded (ids, answer layout, v2 data without --version_2_with_negative, ...);
+    # training answers that are not at their answer_start are realigned or dropped, as in run_qa.py.
+    checked = partial(check_qa_examples, version_2_with_negative=data_args.version_2_with_negative)
+    if training_args.do_train:
+        train_examples = checked(train_examples, qa_split_source(data_args, "train"), train_columns, stage="train",
+                                 max_samples=data_args.max_train_samples)
+    if training_args.do_eval:
+        eval_examples = checked(eval_examples, qa_split_source(data_args, "validation"), eval_columns, stage="eval",
+                                max_samples=data_args.max_eval_samples)
+    if training_args.do_predict:
+        predict_examples = checked(predict_examples, qa_split_source(data_args, "test"), predict_columns,
+                                   stage="predict", max_samples=data_args.max_predict_samples)
 
     # Model
     config, tokenizer = load_config_and_tokenizer(model_args)
+    max_seq_length = effective_max_seq_length(data_args, tokenizer)
+    check_lengths(config, data_args, training_args, max_seq_length)
+    if (training_args.do_eval or training_args.do_predict) and not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise UsageError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer: evaluation and prediction need one (its offsets "
+            "split long contexts into windows). Use a model folder with a tokenizer.json."
+        )
     model = load_model(model_args, config, tokenizer)
     if training_args.label_smoothing_factor > 0 and not hasattr(model, "prepare_decoder_input_ids_from_labels"):
         logger.warning(
             "label_smoothing is enabled but the `prepare_decoder_input_ids_from_labels` method is not defined for "
             f"`{model.__class__.__name__}`. This will lead to loss being calculated twice and will take up more memory"
-        )
-    max_seq_length = effective_max_seq_length(data_args, tokenizer)
-    if (training_args.do_eval or training_args.do_predict) and not isinstance(tokenizer, PreTrainedTokenizerFast):
-        raise UsageError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer: evaluation and prediction need one (its offsets "
-            "split long contexts into windows). Use a model folder with a tokenizer.json."
         )
 
     # Preprocessing
@@ -659,6 +709,7 @@ def main(argv=None):
                                                   max_samples=data_args.max_predict_samples, desc="prediction dataset")
 
     # Trainer
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
     label_pad_token_id = -100 if data_args.ignore_pad_token_for_loss else tokenizer.pad_token_id
     data_collator = DataCollatorForSeq2Seq(
         tokenizer,

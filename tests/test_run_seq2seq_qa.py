@@ -1,6 +1,7 @@
 """run_seq2seq_qa.py: generative QA with tiny T5/BART, adapters or full fine-tuning, trained and scored in-process."""
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -220,7 +221,8 @@ def test_long_context_windows_all_see_the_question(tiny_model, data, arch):
         assert text.startswith(f"question: {record['question']} context:")
         assert " ".join(text.split("context:", 1)[1].split()[1:-1]) in record["context"]
     # consecutive windows of one question overlap by doc_stride context tokens
-    first, second = [ids for ids, ex in zip(features["input_ids"], features["example_id"]) if ex == records[0]["id"]][:2]
+    first, second = [ids for ids, ex in zip(features["input_ids"], features["example_id"])
+                     if ex == records[0]["id"]][:2]
     question = tokenizer(f"question: {records[0]['question']} context:", add_special_tokens=False)["input_ids"]
     content = [t for t in first if t not in tokenizer.all_special_ids]
     following = [t for t in second if t not in tokenizer.all_special_ids]
@@ -337,11 +339,17 @@ def test_every_data_format_and_a_test_file_without_answers(tiny_model, data, tmp
     (["--question_column", "query"], "--question_column 'query' is not a column of the validation data"),
     (["--train_adapter", "--adapter_config", "seq_bnn"], "not a valid adapter configuration"),
     (["--load_adapter", "somewhere"], "need --train_adapter"),
+    (["--validation_file", "{dev_v2}"], "Pass --version_2_with_negative"),
+    (["--load_best_model_at_end", "--eval_strategy", "steps", "--save_strategy", "steps", "--metric_for_best_model",
+      "exact"],
+     "--metric_for_best_model set to a metric this script reports: loss, exact_match, f1"),
 ])
 def test_usage_errors(tiny_model, data, tmp_path, args, message):
-    with pytest.raises(UsageError, match=message):
+    args = [arg.format(**data) for arg in args]
+    with pytest.raises(UsageError, match=re.escape(message)):
         run(tmp_path / "out", "--model_name_or_path", tiny_model("t5"), "--validation_file", data["dev"], "--do_eval",
             *args)
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_cli_rejects_an_encoder_only_model_in_one_line(tiny_model, data, tmp_path, repo_root):
@@ -376,3 +384,14 @@ def test_reference_ci_command_on_the_squad_sample(tiny_model, shared_data, tmp_p
     assert {"eval_exact", "eval_f1", "eval_loss"} <= set(results) and results["eval_total"] == 14
     predictions = read(tmp_path / "out" / "eval_predictions.json")
     assert len(predictions) == 14 and set(predictions) == set(read(tmp_path / "out" / "eval_nbest_predictions.json"))
+
+
+def test_padding_is_masked_for_adapters_t5(tiny_model, data, tmp_path):
+    """adapters' T5 wrapper hides forward()'s attention_mask from the Trainer, which would then drop it: padded
+    inputs would change the loss. With it kept, padding to --max_seq_length or not gives the same results."""
+    common = ["--model_name_or_path", tiny_model("t5"), "--validation_file", data["dev"], "--do_eval",
+              "--generation_max_length", "4", "--per_device_eval_batch_size", "4"]
+    padded = read(run(tmp_path / "padded", *common) / "eval_results.json")
+    dynamic = read(run(tmp_path / "dynamic", *common, "--pad_to_max_length", "False") / "eval_results.json")
+    assert padded["eval_loss"] == pytest.approx(dynamic["eval_loss"], rel=1e-5)
+    assert read(tmp_path / "padded" / "eval_predictions.json") == read(tmp_path / "dynamic" / "eval_predictions.json")
