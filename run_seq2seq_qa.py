@@ -393,6 +393,31 @@ def qa_columns(raw_datasets, data_args, split):
     return names
 
 
+def use_v2_scoring_for_unanswerable_data(data_args, splits):
+    """Questions without an answer in the training/validation data, without --version_2_with_negative: switch to
+    SQuAD v2.0 scoring, with a warning.
+
+    The seed's T5 command trains on squad_v2 without the flag. Generative QA handles such questions by itself (the
+    target is the empty answer), and the flag only picks the metric; v1.1 scoring cannot score an empty gold answer.
+    """
+    if data_args.version_2_with_negative:
+        return
+    for examples, columns, split in splits:
+        if examples is None or columns[2] not in examples.column_names:
+            continue
+        unanswerable = sum(
+            1 for answer in examples[columns[2]] if isinstance(answer, dict) and not (answer.get("text") or [])
+        )
+        if unanswerable:
+            logger.warning(
+                f"{unanswerable} of {len(examples)} {split} questions have no answer: this is SQuAD v2.0-style data, "
+                "so answers are scored with the SQuAD v2.0 metric (eval_exact, eval_f1, eval_HasAns_*, ...) as with "
+                "--version_2_with_negative. Pass that flag to say so explicitly."
+            )
+            data_args.version_2_with_negative = True
+            return
+
+
 def squad_inputs_and_targets(examples, columns):
     """The reference's input text "question: <q> context: <c>" and target (first gold answer, "" if none).
 
@@ -655,8 +680,10 @@ def main(argv=None):
     train_columns = qa_columns(raw_datasets, data_args, "train") if training_args.do_train else None
     eval_columns = qa_columns(raw_datasets, data_args, "validation") if training_args.do_eval else None
     predict_columns = qa_columns(raw_datasets, data_args, "test") if training_args.do_predict else None
-    # Checked before the model is loaded (ids, answer layout, v2 data without --version_2_with_negative, ...);
-    # training answers that are not at their answer_start are realigned or dropped, as in run_qa.py.
+    use_v2_scoring_for_unanswerable_data(data_args, [(train_examples, train_columns, "train"),
+                                                     (eval_examples, eval_columns, "validation")])
+    # Checked before the model is loaded (ids, answer layout, columns, ...); training answers that are not at their
+    # answer_start are realigned or dropped, as in run_qa.py.
     checked = partial(check_qa_examples, version_2_with_negative=data_args.version_2_with_negative)
     if training_args.do_train:
         train_examples = checked(train_examples, qa_split_source(data_args, "train"), train_columns, stage="train",

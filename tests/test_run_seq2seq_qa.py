@@ -339,7 +339,6 @@ def test_every_data_format_and_a_test_file_without_answers(tiny_model, data, tmp
     (["--question_column", "query"], "--question_column 'query' is not a column of the validation data"),
     (["--train_adapter", "--adapter_config", "seq_bnn"], "not a valid adapter configuration"),
     (["--load_adapter", "somewhere"], "need --train_adapter"),
-    (["--validation_file", "{dev_v2}"], "Pass --version_2_with_negative"),
     (["--load_best_model_at_end", "--eval_strategy", "steps", "--save_strategy", "steps", "--metric_for_best_model",
       "exact"],
      "--metric_for_best_model set to a metric this script reports: loss, exact_match, f1"),
@@ -350,6 +349,16 @@ def test_usage_errors(tiny_model, data, tmp_path, args, message):
         run(tmp_path / "out", "--model_name_or_path", tiny_model("t5"), "--validation_file", data["dev"], "--do_eval",
             *args)
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_unanswerable_questions_without_the_v2_flag_are_scored_as_v2(tiny_model, data, tmp_path, caplog):
+    """The seed's T5 command trains on squad_v2 without --version_2_with_negative: it runs, scored as SQuAD v2.0."""
+    with caplog.at_level(logging.WARNING, logger="run_seq2seq_qa"):
+        out = run(tmp_path / "out", "--model_name_or_path", tiny_model("t5"), "--train_file", data["train_v2"],
+                  "--validation_file", data["dev_v2"], "--do_train", "--do_eval", "--max_steps", "1",
+                  "--generation_max_length", "4")
+    assert "8 of 24 train questions have no answer" in caplog.text
+    assert V2_KEYS <= set(read(out / "eval_results.json"))
 
 
 def test_cli_rejects_an_encoder_only_model_in_one_line(tiny_model, data, tmp_path, repo_root):
