@@ -1,6 +1,7 @@
 """run_seq2seq_qa.py: generative QA with tiny T5/BART, adapters or full fine-tuning, trained and scored in-process."""
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -404,3 +405,31 @@ def test_padding_is_masked_for_adapters_t5(tiny_model, data, tmp_path):
     dynamic = read(run(tmp_path / "dynamic", *common, "--pad_to_max_length", "False") / "eval_results.json")
     assert padded["eval_loss"] == pytest.approx(dynamic["eval_loss"], rel=1e-5)
     assert read(tmp_path / "padded" / "eval_predictions.json") == read(tmp_path / "dynamic" / "eval_predictions.json")
+
+
+def test_two_processes_give_the_answers_of_one(tiny_model, data, tmp_path, repo_root):
+    """`torchrun --nproc_per_node 2` on CPU: each process decodes its own batches; the answers gathered from both
+    (without the features the sampler repeats to even out the last batch) are those of a single process."""
+    common = ["--model_name_or_path", tiny_model("t5"), "--validation_file", data["dev_v2"], "--test_file",
+              data["long"], "--do_eval", "--do_predict", "--version_2_with_negative", "--max_seq_length", "64",
+              "--doc_stride", "16", "--per_device_eval_batch_size", "3", "--generation_max_length", "4",
+              "--report_to", "none", "--disable_tqdm", "true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(repo_root / "run_seq2seq_qa.py"), *common, "--output_dir", str(tmp_path / "ddp")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "distributed training: True" in result.stdout + result.stderr
+    single = run(tmp_path / "single", *common)
+    for name in ("eval_predictions.json", "predict_predictions.json"):
+        assert read(tmp_path / "ddp" / name) == read(single / name)
+    for name in ("eval_nbest_predictions.json", "predict_nbest_predictions.json"):
+        ddp, one = read(tmp_path / "ddp" / name), read(single / name)
+        assert set(ddp) == set(one)
+        for example_id, windows in one.items():  # scores agree up to float rounding of other batch shapes
+            assert [(w["window"], w["text"]) for w in ddp[example_id]] == [(w["window"], w["text"]) for w in windows]
+            assert [w["score"] for w in ddp[example_id]] == pytest.approx([w["score"] for w in windows], abs=1e-5)
+    assert read(tmp_path / "ddp" / "predict_results.json")["predict_samples"] > 4 * 4  # long contexts: many windows
