@@ -48,9 +48,13 @@ from utils_qa import (
     check_lm_data_args,
     check_lm_streaming,
     check_raw_lm_splits,
+    check_model_architecture,
+    check_numeric_args,
+    check_script_arguments,
     checkpoint_to_resume,
     count_rows,
     detect_last_checkpoint,
+    prepare_output_dir,
     from_pretrained_or_fail,
     group_texts,
     lm_accuracy,
@@ -237,11 +241,22 @@ def check_arguments(model_args, data_args, training_args, adapter_args):
         raise UsageError(f"--max_seq_length {data_args.max_seq_length} must be a positive number of tokens.")
     check_lm_streaming(data_args, training_args)
     check_adapter_arguments(adapter_args)
+    check_script_arguments(model_args, training_args, adapter_args, require_action=False)
+    check_numeric_args(positive=[(f"--{name}", getattr(data_args, name, None))
+                                 for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers")])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def check_architecture(config, model_args):
+    """Before the model is loaded: a masked language-modelling head exists for this model type, and adapters supports it."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    name = model_args.model_name_or_path or model_args.config_name or f"--model_type {model_args.model_type}"
+    check_model_architecture(config, name, MODEL_FOR_MASKED_LM_MAPPING_NAMES, "masked language-modelling")
 
 
 def hub_kwargs(model_args):
@@ -605,7 +620,7 @@ def main(argv=None):
     )
     check_arguments(model_args, data_args, training_args, adapter_args)
     setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args)
+    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
     set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
 
     # Data
@@ -614,6 +629,7 @@ def main(argv=None):
 
     # Model
     config = load_config(model_args)
+    check_architecture(config, model_args)
     tokenizer = load_tokenizer(model_args, data_args)
     max_seq_length = effective_max_seq_length(data_args, tokenizer, config)
     model = load_model(model_args, config, tokenizer, training_args, adapter_args)
@@ -638,6 +654,7 @@ def main(argv=None):
     data_collator = make_data_collator(tokenizer, data_args, training_args)
     # Accuracy is computed offline, and only where the reference computes it (an evaluation with logits).
     with_metrics = training_args.do_eval and not is_torch_xla_available()
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
     setup_adapter_training(model, adapter_args, data_args.dataset_name or "mlm")
     trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer
     trainer = trainer_class(

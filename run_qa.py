@@ -37,24 +37,21 @@ import adapters
 from adapters import AdapterArguments, AdapterConfig, setup_adapter_training
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import (
+    SQUAD_V1_METRICS,
+    SQUAD_V2_METRICS,
     UsageError,
-    adapters_supported_model_types,
-    check_adapter_sources,
-    check_adapters_support,
-    check_best_model_metric,
     check_fits_positions,
-    check_model_source,
-    check_numeric_args,
+    check_model_architecture,
     check_qa_data_files,
-    check_qa_examples,
-    check_task_head,
+    check_qa_numeric_args,
+    check_qa_splits,
+    check_script_arguments,
     check_windows_fit,
     checkpoint_to_resume,
     compute_squad_metrics,
     detect_last_checkpoint,
     from_pretrained_or_fail,
     prepare_output_dir,
-    qa_split_source,
     load_qa_raw_datasets,
     model_card_kwargs,
     parse_args,
@@ -198,37 +195,19 @@ def check_arguments(model_args, data_args, training_args, adapter_args):
             ) from err
     elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
         raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
-    check_adapter_sources(adapter_args)
-    # The reference only warned here, then failed with a KeyError at the first evaluation, after training.
-    valid = ("exact", "f1", "HasAns_exact", "HasAns_f1") if data_args.version_2_with_negative else ("exact_match", "f1")
-    check_best_model_metric(training_args, valid)
-    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        raise UsageError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
-    check_numeric_args(
-        positive=[
-            ("--max_seq_length", data_args.max_seq_length),
-            ("--n_best_size", data_args.n_best_size),
-            ("--max_answer_length", data_args.max_answer_length),
-            ("--max_train_samples", data_args.max_train_samples),
-            ("--max_eval_samples", data_args.max_eval_samples),
-            ("--max_predict_samples", data_args.max_predict_samples),
-            ("--preprocessing_num_workers", data_args.preprocessing_num_workers),
-        ],
-        non_negative=[("--doc_stride", data_args.doc_stride)],
-    )
-    check_model_source(model_args.model_name_or_path, "--model_name_or_path")
-    check_model_source(model_args.config_name, "--config_name")
-    check_model_source(model_args.tokenizer_name, "--tokenizer_name", required_file=None)
+    # The reference only warned on a wrong --metric_for_best_model, then failed with a KeyError at the first
+    # evaluation, after training.
+    valid = SQUAD_V2_METRICS if data_args.version_2_with_negative else SQUAD_V1_METRICS
+    check_script_arguments(model_args, training_args, adapter_args, best_model_metrics=valid)
+    check_qa_numeric_args(data_args)
 
 
 def check_model_type(config, model_args):
     """Before the model is loaded: adapters.init() must know the architecture, and it needs a span-extraction head."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES
 
-    name = model_args.model_name_or_path
-    check_task_head(config, MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES, "question-answering", name,
-                    also_supported=adapters_supported_model_types())
-    check_adapters_support(config, name, hint="(run_qa_beam_search.py fine-tunes XLNet and XLM without adapters.)")
+    check_model_architecture(config, model_args.model_name_or_path, MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES,
+                             "question-answering", hint="(run_qa_beam_search.py fine-tunes XLNet and XLM without adapters.)")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -529,20 +508,11 @@ def main(argv=None):
     eval_examples = split_or_fail(raw_datasets, "validation", "--do_eval") if training_args.do_eval else None
     predict_examples = split_or_fail(raw_datasets, "test", "--do_predict") if training_args.do_predict else None
     columns = qa_column_names(raw_datasets, training_args)
-    checked = partial(check_qa_examples, columns=columns, version_2_with_negative=data_args.version_2_with_negative)
-    splits = {}  # stage -> (examples, source): checked (training answers realigned) before the model is loaded
-    if training_args.do_train:
-        train_examples = checked(train_examples, qa_split_source(data_args, "train"), stage="train",
-                                 max_samples=data_args.max_train_samples)
-        splits["train"] = (train_examples, qa_split_source(data_args, "train"))
-    if training_args.do_eval:
-        eval_examples = checked(eval_examples, qa_split_source(data_args, "validation"), stage="eval",
-                                max_samples=data_args.max_eval_samples)
-        splits["eval"] = (eval_examples, qa_split_source(data_args, "validation"))
-    if training_args.do_predict:
-        predict_examples = checked(predict_examples, qa_split_source(data_args, "test"), stage="predict",
-                                   max_samples=data_args.max_predict_samples)
-        splits["predict"] = (predict_examples, qa_split_source(data_args, "test"))
+    # Checked before the model is loaded (training answers realigned to their contexts; SQuAD v2.0 mode switched on
+    # for data with unanswerable questions).
+    splits = check_qa_splits(data_args, columns, training_args, train=train_examples, eval=eval_examples,
+                             predict=predict_examples)
+    train_examples, eval_examples, predict_examples = (splits.get(s, (None,))[0] for s in ("train", "eval", "predict"))
 
     # Model
     config, tokenizer = load_config_and_tokenizer(model_args)

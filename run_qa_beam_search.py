@@ -26,7 +26,6 @@ A single `.json` argument is read as a file of arguments.
 import importlib
 import logging
 import sys
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Optional
@@ -51,11 +50,20 @@ from adapters import AdapterArguments, AdapterConfig, setup_adapter_training
 from beam_search_head import BeamSearchQuestionAnsweringModel
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import (
+    SQUAD_V1_METRICS,
+    SQUAD_V2_METRICS,
     UsageError,
+    check_fits_positions,
     check_qa_data_files,
+    check_qa_numeric_args,
+    check_qa_splits,
+    check_script_arguments,
+    check_windows_fit,
     checkpoint_to_resume,
     compute_squad_metrics,
     detect_last_checkpoint,
+    from_pretrained_or_fail,
+    prepare_output_dir,
     load_qa_raw_datasets,
     model_card_kwargs,
     parse_args,
@@ -202,10 +210,11 @@ def check_arguments(model_args, data_args, training_args, adapter_args):
             ) from err
     elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
         raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
-    if training_args.load_best_model_at_end:
-        valid = ("exact", "f1", "HasAns_exact", "HasAns_f1") if data_args.version_2_with_negative else ("exact_match", "f1")
-        if training_args.metric_for_best_model not in valid:
-            warnings.warn(f"--metric_for_best_model should be one of {valid}.", UserWarning)
+    # The reference only warned on a wrong --metric_for_best_model, then failed with a KeyError at the first
+    # evaluation, after training.
+    valid = SQUAD_V2_METRICS if data_args.version_2_with_negative else SQUAD_V1_METRICS
+    check_script_arguments(model_args, training_args, adapter_args, best_model_metrics=valid)
+    check_qa_numeric_args(data_args)
 
 
 def adapters_supports(model_type: str) -> bool:
@@ -263,12 +272,16 @@ def hub_kwargs(model_args):
 
 
 def load_config(model_args):
-    return AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub_kwargs(model_args))
+    return from_pretrained_or_fail(
+        AutoConfig.from_pretrained, model_args.config_name or model_args.model_name_or_path, "config",
+        **hub_kwargs(model_args)
+    )
 
 
 def load_tokenizer(model_args):
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path, use_fast=True, **hub_kwargs(model_args)
+    tokenizer = from_pretrained_or_fail(
+        AutoTokenizer.from_pretrained, model_args.tokenizer_name or model_args.model_name_or_path, "tokenizer",
+        use_fast=True, **hub_kwargs(model_args)
     )
     # Tokenizer check: this script requires a fast tokenizer (for offsets and overflowing windows).
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
@@ -588,7 +601,7 @@ def main(argv=None):
     log_level = setup_logging(training_args, logger)
     config = load_config(model_args)  # a small JSON file: decides the model before any heavy work
     check_architecture(config, adapter_args)
-    last_checkpoint = detect_last_checkpoint(training_args)
+    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
     set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
 
     # Data
@@ -596,14 +609,22 @@ def main(argv=None):
     train_examples = split_or_fail(raw_datasets, "train", "--do_train") if training_args.do_train else None
     eval_examples = split_or_fail(raw_datasets, "validation", "--do_eval") if training_args.do_eval else None
     predict_examples = split_or_fail(raw_datasets, "test", "--do_predict") if training_args.do_predict else None
+    columns = qa_column_names(raw_datasets, training_args)
+    # Checked before the model is loaded (training answers realigned to their contexts; SQuAD v2.0 mode switched on
+    # for data with unanswerable questions).
+    splits = check_qa_splits(data_args, columns, training_args, train=train_examples, eval=eval_examples,
+                             predict=predict_examples)
+    train_examples, eval_examples, predict_examples = (splits.get(s, (None,))[0] for s in ("train", "eval", "predict"))
 
     # Model
     tokenizer = load_tokenizer(model_args)
     max_seq_length = effective_max_seq_length(data_args, tokenizer)
+    check_fits_positions(max_seq_length, config, "--max_seq_length")
+    for examples, source in splits.values():
+        check_windows_fit(examples, source, tokenizer, columns, max_seq_length, data_args.doc_stride)
     model = load_model(model_args, config)
 
     # Preprocessing
-    columns = qa_column_names(raw_datasets, training_args)
     feature_kwargs = {
         "tokenizer": tokenizer,
         "columns": columns,
@@ -624,6 +645,7 @@ def main(argv=None):
                                                   max_samples=data_args.max_predict_samples, desc="prediction dataset")
 
     # Trainer
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
     # Data collator: we have already padded to max length if pad_to_max_length, otherwise pad dynamically.
     data_collator = (
         default_data_collator

@@ -705,6 +705,13 @@ def check_task_head(config, head_names: dict, task: str, name: str, also_support
     )
 
 
+def check_model_architecture(config, name: str, head_names: dict, task: str, hint: str = ""):
+    """Before the model is loaded: transformers has a head for the task for this model type (head_names: its
+    MODEL_FOR_<TASK>_MAPPING_NAMES), and adapters.init() (which every adapters script runs) knows the type."""
+    check_task_head(config, head_names, task, name, also_supported=adapters_supported_model_types())
+    check_adapters_support(config, name, hint=hint)
+
+
 def qa_split_source(data_args, split: str) -> str:
     """How to name a split in a message: the flag and file it came from, or the hub dataset."""
     flag, path = {
@@ -968,7 +975,98 @@ def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length:
         )
 
 
-def check_best_model_metric(training_args, valid_metrics):
+def check_script_arguments(model_args, training_args, adapter_args=None, *, best_model_metrics=None,
+                           require_action=True):
+    """The checks of the command line every script runs before loading anything: model/config/tokenizer folders,
+    --load_adapter sources, --load_best_model_at_end's metric (when the script knows its metrics), and that there is
+    something to do."""
+    check_model_source(getattr(model_args, "model_name_or_path", None), "--model_name_or_path")
+    check_model_source(getattr(model_args, "config_name", None), "--config_name")
+    check_model_source(getattr(model_args, "tokenizer_name", None), "--tokenizer_name", required_file=None)
+    if adapter_args is not None:
+        check_adapter_sources(adapter_args)
+    if best_model_metrics is not None:
+        check_best_model_metric(training_args, best_model_metrics)
+    if require_action and not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise UsageError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+
+
+def check_qa_numeric_args(data_args):
+    """Lengths, sizes and counts of the QA scripts' data arguments (those a script has)."""
+    positive = (
+        "max_seq_length", "n_best_size", "max_answer_length", "val_max_answer_length", "num_beams",
+        "max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers",
+    )
+    check_numeric_args(
+        positive=[(f"--{name}", getattr(data_args, name, None)) for name in positive],
+        non_negative=[("--doc_stride", getattr(data_args, "doc_stride", None))],
+    )
+
+
+QA_STAGES = (("train", "train", "max_train_samples"), ("eval", "validation", "max_eval_samples"),
+             ("predict", "test", "max_predict_samples"))
+SQUAD_V1_METRICS = ("exact_match", "f1")
+SQUAD_V2_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1")
+
+
+def count_unanswerable(examples, answer_column) -> int:
+    """Questions whose answers list is empty (SQuAD v2.0's unanswerable questions)."""
+    if examples is None or answer_column is None or answer_column not in examples.column_names:
+        return 0
+    if _answer_fields(examples.features[answer_column]) is None:
+        return 0  # not the SQuAD layout: check_qa_examples says so
+    return sum(1 for answer in examples[answer_column] if answer is not None and not answer.get("text"))
+
+
+def use_v2_for_unanswerable_data(data_args, columns, training_args=None, **examples_by_stage):
+    """Unanswerable questions in the training or validation data without --version_2_with_negative: switch SQuAD
+    v2.0 mode on, with a warning (the seed's `run_qa.py --dataset_name squad_v2` command has no flag).
+
+    Training features do not depend on the flag (a question without an answer is labelled with the CLS token either
+    way); it picks the post-processing (null answers allowed, *_null_odds.json) and the metric. v1.1 scoring cannot
+    score an empty gold answer (the reference crashed there, after training), so v2.0 is the only meaningful choice.
+    The test split is not looked at: test files usually have no answers at all. Returns True when it switched."""
+    if data_args.version_2_with_negative:
+        return False
+    for stage in ("train", "eval"):
+        examples = examples_by_stage.get(stage)
+        unanswerable = count_unanswerable(examples, columns[2])
+        if unanswerable:
+            split = "train" if stage == "train" else "validation"
+            logger.warning(
+                f"{qa_split_source(data_args, split)}: {unanswerable} of {len(examples)} questions have no answer, so "
+                "this is SQuAD v2.0-style data: running as with --version_2_with_negative (null answers, SQuAD v2.0 "
+                "metrics eval_exact/eval_f1/eval_HasAns_*). Pass the flag to say so explicitly."
+            )
+            data_args.version_2_with_negative = True
+            if training_args is not None:
+                check_best_model_metric(
+                    training_args, SQUAD_V2_METRICS, reason="(SQuAD v2.0 metrics: the data has unanswerable questions)"
+                )
+            return True
+    return False
+
+
+def check_qa_splits(data_args, columns, training_args=None, **examples_by_stage):
+    """check_qa_examples for each split in use: train=..., eval=..., predict=... (None when not used), after
+    switching SQuAD v2.0 mode on for data with unanswerable questions (use_v2_for_unanswerable_data).
+    Returns {stage: (checked examples, source)} for the stages given."""
+    use_v2_for_unanswerable_data(data_args, columns, training_args, **examples_by_stage)
+    checked = {}
+    for stage, split, max_samples in QA_STAGES:
+        examples = examples_by_stage.get(stage)
+        if examples is None:
+            continue
+        source = qa_split_source(data_args, split)
+        examples = check_qa_examples(
+            examples, source, columns, stage=stage, version_2_with_negative=data_args.version_2_with_negative,
+            max_samples=getattr(data_args, max_samples, None),
+        )
+        checked[stage] = (examples, source)
+    return checked
+
+
+def check_best_model_metric(training_args, valid_metrics, reason: str = ""):
     """--load_best_model_at_end compares eval metrics; the QA scripts report no eval_loss, so the default ("loss") or a
     metric the script does not report would fail with a KeyError at the first evaluation, after training."""
     if not training_args.load_best_model_at_end:
@@ -977,8 +1075,8 @@ def check_best_model_metric(training_args, valid_metrics):
     name = metric[len("eval_"):] if metric and metric.startswith("eval_") else metric
     if name not in valid_metrics:
         raise UsageError(
-            f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports: "
-            f"{', '.join(valid_metrics)} (got {metric!r})."
+            f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports"
+            f"{' ' + reason if reason else ''}: {', '.join(valid_metrics)} (got {metric!r})."
         )
 
 

@@ -8,6 +8,7 @@ message as the last line of stderr prefixed with "error:", no traceback, no mode
 """
 import copy
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -109,6 +110,7 @@ def env(tmp_path_factory, tiny_model):
     data.mkdir()
     for name, content in _input_files().items():
         (data / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    toy_data.write_lm_text(str(data / "lm.txt"), n_lines=40)
 
     bert = tiny_model("bert")
     models = root / "models"
@@ -159,7 +161,8 @@ def _snapshot(folder):
 # ----------------------------------------------------------------------------------------------------------------------
 
 # Placeholders: {data} data folder, {model} tiny bert, {models} other model folders, {out} output folder.
-BASE = {
+COMMON = {"--output_dir": "{out}", "--overwrite_output_dir": None, "--report_to": "none", "--max_steps": "2"}
+QA_BASE = {
     "--model_name_or_path": "{model}",
     "--train_file": "{data}/train.json",
     "--validation_file": "{data}/dev.json",
@@ -167,61 +170,90 @@ BASE = {
     "--do_eval": None,
     "--max_seq_length": "64",
     "--doc_stride": "16",
-    "--max_steps": "2",
-    "--output_dir": "{out}",
-    "--overwrite_output_dir": None,
-    "--report_to": "none",
+    **COMMON,
+}
+LM_BASE = {
+    "--model_name_or_path": "{model}",
+    "--train_file": "{data}/lm.txt",
+    "--validation_file": "{data}/lm.txt",
+    "--do_train": None,
+    "--do_eval": None,
+    **COMMON,
+}
+BASES = {
+    "run_qa": QA_BASE,
+    # Beam search fine-tunes XLNet/XLM in full; other encoders get an adapter and the beam-search head.
+    "run_qa_beam_search": {**QA_BASE, "--train_adapter": None},
+    "run_mlm": {**LM_BASE, "--max_seq_length": "32"},
+    "run_clm": {**LM_BASE, "--block_size": "32"},  # bert has a causal-LM head (BertLMHeadModel)
 }
 
-# (id, changes to BASE (value DROP removes the flag), key words of the message)
+# (script, id, changes to its base command (value DROP removes the flag), key words of the message)
 DROP = object()
-RUN_QA_CASES = [
-    ("missing file", {"--train_file": "{data}/nope.json"}, ["nope.json", "does not exist"]),
-    ("unsupported extension", {"--train_file": "{data}/train.txt"}, ["train.txt", "unsupported extension", ".jsonl"]),
-    ("empty file", {"--train_file": "{data}/empty.json"}, ["empty.json", "is empty"]),
-    ("broken JSON", {"--train_file": "{data}/broken.json"}, ["broken.json", "not valid JSON", "line 3"]),
-    ("broken JSON Lines", {"--train_file": "{data}/broken.jsonl"}, ["broken.jsonl", "line 3", "not valid JSON"]),
-    ("CSV answers not JSON", {"--train_file": "{data}/bad_answers.csv"}, ["bad_answers.csv", "row 2", "answers"]),
-    ("nested SQuAD without qas", {"--train_file": "{data}/nested_no_qas.json"}, ["SQuAD layout", "paragraphs[0]", "qas"]),
-    ("empty data list", {"--train_file": "{data}/empty_data.json"}, ["empty_data.json", "no examples"]),
-    ("not UTF-8", {"--train_file": "{data}/latin1.json"}, ["latin1.json", "UTF-8"]),
-    ("question column renamed", {"--train_file": "{data}/query_column.json"}, ["query_column.json", "question", "query"]),
-    ("no answers to train on", {"--train_file": "{data}/no_answers.jsonl"}, ["no_answers.jsonl", "answers", "training"]),
-    ("answers as plain text", {"--train_file": "{data}/answers_as_text.jsonl"}, ["answers", "answer_start", "SQuAD layout"]),
-    ("answer texts without starts", {"--train_file": "{data}/uneven_answers.json"}, ["record 3", "2 answer texts", "1 answer_start"]),
-    ("record without question", {"--train_file": "{data}/null_question.jsonl"}, ["record 4", "no question"]),
-    ("v2 train data without flag", {"--train_file": "{data}/v2_train.json"}, ["v2_train.json", "3 of 9", "--version_2_with_negative"]),
-    ("v2 eval data without flag", {"--validation_file": "{data}/v2_dev.json"}, ["v2_dev.json", "no answer", "--version_2_with_negative"]),
-    ("duplicate ids", {"--validation_file": "{data}/duplicate_ids.json"}, ["duplicate_ids.json", "more than once", "record 4"]),
-    ("no answer found in context", {"--train_file": "{data}/unfixable.json"}, ["unfixable.json", "no example is left"]),
-    ("no train file", {"--train_file": DROP}, ["--do_train", "train"]),
-    ("no validation file", {"--validation_file": DROP}, ["--do_eval", "validation"]),
-    ("empty selection", {"--max_train_samples": "0"}, ["--max_train_samples", "positive"]),
-    ("negative stride", {"--doc_stride": "-1"}, ["--doc_stride", "negative"]),
-    ("stride not below length", {"--doc_stride": "64"}, ["--doc_stride", "--max_seq_length"]),
-    ("question too long for stride", {"--train_file": "{data}/long_question.json"}, ["tokens long", "--doc_stride", "--max_seq_length", "record 2"]),
-    ("nothing to do", {"--do_train": DROP, "--do_eval": DROP}, ["--do_train", "--do_eval", "--do_predict"]),
-    ("unknown flag", {"--adapter_reduction_factor": "16"}, ["--adapter_reduction_factor", "not used"]),
-    ("invalid adapter config", {"--train_adapter": None, "--adapter_config": "seq_bnn"}, ["seq_bnn", "not a valid adapter configuration", "seq_bn"]),
-    ("adapter config unquoted string", {"--train_adapter": None, "--adapter_config": "seq_bn[non_linearity=gelu]"}, ["quoted"]),
-    ("load_adapter without train_adapter", {"--load_adapter": "{models}/adapter_run/squad"}, ["--train_adapter"]),
-    ("load_adapter missing", {"--train_adapter": None, "--load_adapter": "{models}/nope"}, ["--load_adapter", "does not exist"]),
-    ("load_adapter is a run folder", {"--train_adapter": None, "--load_adapter": "{models}/adapter_run"}, ["adapter_config.json", "adapter_run/squad"]),
-    ("model folder missing", {"--model_name_or_path": "{models}/nope"}, ["nope", "does not exist"]),
-    ("model folder is an adapter run", {"--model_name_or_path": "{models}/adapter_run"}, ["config.json", "--load_adapter", "squad"]),
-    ("architecture without adapters", {"--model_name_or_path": "{models}/xlnet"}, ["xlnet", "adapters", "Supported model types", "bert"]),
-    ("architecture without QA head", {"--model_name_or_path": "{models}/vit"}, ["vit", "question-answering head", "roberta"]),
-    ("best model without metric", {"--load_best_model_at_end": None, "--eval_strategy": "steps", "--save_steps": "1", "--eval_steps": "1"}, ["--metric_for_best_model", "exact_match", "f1"]),
-    ("best model with v2-only metric", {"--load_best_model_at_end": None, "--eval_strategy": "steps", "--save_steps": "1", "--eval_steps": "1", "--metric_for_best_model": "HasAns_f1"}, ["--metric_for_best_model", "HasAns_f1"]),
-    ("best model with mismatched strategies", {"--load_best_model_at_end": None, "--metric_for_best_model": "f1", "--eval_strategy": "epoch"}, ["load_best_model_at_end", "strategy"]),
-    ("resume from missing checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-99"}, ["--resume_from_checkpoint", "not a folder"]),
-    ("resume from half-written checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-4"}, ["checkpoint-4", "trainer_state.json"]),
-    ("output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty", "--overwrite_output_dir"]),
+CASES = [
+    ("run_qa", "missing file", {"--train_file": "{data}/nope.json"}, ["nope.json", "does not exist"]),
+    ("run_qa", "unsupported extension", {"--train_file": "{data}/train.txt"}, ["train.txt", "unsupported extension", ".jsonl"]),
+    ("run_qa", "empty file", {"--train_file": "{data}/empty.json"}, ["empty.json", "is empty"]),
+    ("run_qa", "broken JSON", {"--train_file": "{data}/broken.json"}, ["broken.json", "not valid JSON", "line 3"]),
+    ("run_qa", "broken JSON Lines", {"--train_file": "{data}/broken.jsonl"}, ["broken.jsonl", "line 3", "not valid JSON"]),
+    ("run_qa", "CSV answers not JSON", {"--train_file": "{data}/bad_answers.csv"}, ["bad_answers.csv", "row 2", "answers"]),
+    ("run_qa", "nested SQuAD without qas", {"--train_file": "{data}/nested_no_qas.json"}, ["SQuAD layout", "paragraphs[0]", "qas"]),
+    ("run_qa", "empty data list", {"--train_file": "{data}/empty_data.json"}, ["empty_data.json", "no examples"]),
+    ("run_qa", "not UTF-8", {"--train_file": "{data}/latin1.json"}, ["latin1.json", "UTF-8"]),
+    ("run_qa", "question column renamed", {"--train_file": "{data}/query_column.json"}, ["query_column.json", "question", "query"]),
+    ("run_qa", "no answers to train on", {"--train_file": "{data}/no_answers.jsonl"}, ["no_answers.jsonl", "answers", "training"]),
+    ("run_qa", "answers as plain text", {"--train_file": "{data}/answers_as_text.jsonl"}, ["answers", "answer_start", "SQuAD layout"]),
+    ("run_qa", "answer texts without starts", {"--train_file": "{data}/uneven_answers.json"}, ["record 3", "2 answer texts", "1 answer_start"]),
+    ("run_qa", "record without question", {"--train_file": "{data}/null_question.jsonl"}, ["record 4", "no question"]),
+    ("run_qa", "duplicate ids", {"--validation_file": "{data}/duplicate_ids.json"}, ["duplicate_ids.json", "more than once", "record 4"]),
+    ("run_qa", "no answer found in context", {"--train_file": "{data}/unfixable.json"}, ["unfixable.json", "no example is left"]),
+    ("run_qa", "no train file", {"--train_file": DROP}, ["--do_train", "train"]),
+    ("run_qa", "no validation file", {"--validation_file": DROP}, ["--do_eval", "validation"]),
+    ("run_qa", "empty selection", {"--max_train_samples": "0"}, ["--max_train_samples", "positive"]),
+    ("run_qa", "negative stride", {"--doc_stride": "-1"}, ["--doc_stride", "negative"]),
+    ("run_qa", "stride not below length", {"--doc_stride": "64"}, ["--doc_stride", "--max_seq_length"]),
+    ("run_qa", "question too long for stride", {"--train_file": "{data}/long_question.json"}, ["tokens long", "--doc_stride", "--max_seq_length", "record 2"]),
+    ("run_qa", "nothing to do", {"--do_train": DROP, "--do_eval": DROP}, ["--do_train", "--do_eval", "--do_predict"]),
+    ("run_qa", "unknown flag", {"--adapter_reduction_factor": "16"}, ["--adapter_reduction_factor", "not used"]),
+    ("run_qa", "invalid adapter config", {"--train_adapter": None, "--adapter_config": "seq_bnn"}, ["seq_bnn", "not a valid adapter configuration", "seq_bn"]),
+    ("run_qa", "adapter config unquoted string", {"--train_adapter": None, "--adapter_config": "seq_bn[non_linearity=gelu]"}, ["quoted"]),
+    ("run_qa", "load_adapter without train_adapter", {"--load_adapter": "{models}/adapter_run/squad"}, ["--train_adapter"]),
+    ("run_qa", "load_adapter missing", {"--train_adapter": None, "--load_adapter": "{models}/nope"}, ["--load_adapter", "does not exist"]),
+    ("run_qa", "load_adapter is a run folder", {"--train_adapter": None, "--load_adapter": "{models}/adapter_run"}, ["adapter_config.json", "adapter_run/squad"]),
+    ("run_qa", "model folder missing", {"--model_name_or_path": "{models}/nope"}, ["nope", "does not exist"]),
+    ("run_qa", "model folder is an adapter run", {"--model_name_or_path": "{models}/adapter_run"}, ["config.json", "--load_adapter", "squad"]),
+    ("run_qa", "architecture without adapters", {"--model_name_or_path": "{models}/xlnet"}, ["xlnet", "adapters", "Supported model types", "bert"]),
+    ("run_qa", "architecture without QA head", {"--model_name_or_path": "{models}/vit"}, ["vit", "question-answering head", "roberta"]),
+    ("run_qa", "best model without metric", {"--load_best_model_at_end": None, "--eval_strategy": "steps", "--save_steps": "1", "--eval_steps": "1"}, ["--metric_for_best_model", "exact_match", "f1"]),
+    ("run_qa", "best model with v2-only metric", {"--load_best_model_at_end": None, "--eval_strategy": "steps", "--save_steps": "1", "--eval_steps": "1", "--metric_for_best_model": "HasAns_f1"}, ["--metric_for_best_model", "HasAns_f1"]),
+    ("run_qa", "best model with v1 metric on v2 data", {"--train_file": "{data}/v2_train.json", "--load_best_model_at_end": None, "--eval_strategy": "steps", "--save_steps": "1", "--eval_steps": "1", "--metric_for_best_model": "exact_match"}, ["unanswerable", "HasAns_f1", "exact_match"]),
+    ("run_qa", "best model with mismatched strategies", {"--load_best_model_at_end": None, "--metric_for_best_model": "f1", "--eval_strategy": "epoch"}, ["load_best_model_at_end", "strategy"]),
+    ("run_qa", "resume from missing checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-99"}, ["--resume_from_checkpoint", "not a folder"]),
+    ("run_qa", "resume from half-written checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-4"}, ["checkpoint-4", "trainer_state.json"]),
+    ("run_qa", "output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty", "--overwrite_output_dir"]),
+    ("run_qa_beam_search", "broken JSON Lines", {"--validation_file": "{data}/broken.jsonl"}, ["broken.jsonl", "line 3"]),
+    ("run_qa_beam_search", "question too long for stride", {"--train_file": "{data}/long_question.json"}, ["tokens long", "--doc_stride"]),
+    ("run_qa_beam_search", "duplicate ids", {"--validation_file": "{data}/duplicate_ids.json"}, ["more than once"]),
+    ("run_qa_beam_search", "load_adapter is a run folder", {"--load_adapter": "{models}/adapter_run"}, ["adapter_config.json", "adapter_run/squad"]),
+    ("run_qa_beam_search", "best model without metric", {"--load_best_model_at_end": None, "--eval_strategy": "steps", "--save_steps": "1", "--eval_steps": "1"}, ["--metric_for_best_model", "f1"]),
+    ("run_qa_beam_search", "output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty"]),
+    ("run_mlm", "architecture without masked-LM head", {"--model_name_or_path": "{models}/vit"}, ["vit", "masked language-modelling head", "bert"]),
+    ("run_mlm", "load_adapter missing", {"--train_adapter": None, "--load_adapter": "{models}/nope"}, ["--load_adapter", "does not exist"]),
+    ("run_mlm", "model folder is an adapter run", {"--model_name_or_path": "{models}/adapter_run"}, ["config.json", "--load_adapter"]),
+    ("run_mlm", "empty selection", {"--max_train_samples": "0"}, ["--max_train_samples", "positive"]),
+    ("run_mlm", "resume from half-written checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-4"}, ["checkpoint-4", "trainer_state.json"]),
+    ("run_mlm", "output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty"]),
+    ("run_clm", "architecture without adapters", {"--model_name_or_path": "{models}/xlnet"}, ["xlnet", "adapters", "gpt2"]),
+    ("run_clm", "load_adapter is a run folder", {"--train_adapter": None, "--load_adapter": "{models}/adapter_run"}, ["adapter_run/squad"]),
+    ("run_clm", "unknown flag", {"--evaluation_strategy": "steps"}, ["--evaluation_strategy", "not used"]),
+    ("run_clm", "model folder missing", {"--model_name_or_path": "{models}/nope"}, ["does not exist"]),
+    ("run_clm", "resume from missing checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-99"}, ["not a folder"]),
+    ("run_clm", "output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty"]),
 ]
 
 
-def _argv(changes, env, out):
-    flags = dict(BASE)
+def _argv(script, changes, env, out):
+    flags = dict(BASES[script])
     flags.update(changes)
     argv = []
     for flag, value in flags.items():
@@ -244,17 +276,17 @@ def model_loading_fails(monkeypatch):
         raise AssertionError("the model was loaded before the bad input was reported")
 
     monkeypatch.setattr(modeling_utils.PreTrainedModel, "from_pretrained", classmethod(loaded))
+    monkeypatch.setattr(modeling_utils.PreTrainedModel, "_from_config", classmethod(loaded))
     monkeypatch.setattr(adapters, "init", loaded)
 
 
-@pytest.mark.parametrize("case_id, changes, keywords", RUN_QA_CASES, ids=[c[0] for c in RUN_QA_CASES])
-def test_run_qa_bad_input(case_id, changes, keywords, env, tmp_path, model_loading_fails):
-    import run_qa
-
+@pytest.mark.parametrize("script, case_id, changes, keywords", CASES, ids=[f"{c[0]}: {c[1]}" for c in CASES])
+def test_bad_input(script, case_id, changes, keywords, env, tmp_path, model_loading_fails):
+    main = importlib.import_module(script).main
     out = _earlier_run(tmp_path / "out")
     before = _snapshot(out)
     with pytest.raises(UsageError) as error:
-        run_qa.main(_argv(changes, env, str(out)))
+        main(_argv(script, changes, env, str(out)))
     message = str(error.value)
     assert "\n" not in message
     for word in keywords:
@@ -267,17 +299,17 @@ def test_run_qa_bad_input(case_id, changes, keywords, env, tmp_path, model_loadi
 # ----------------------------------------------------------------------------------------------------------------------
 
 CLI_CASES = [
-    ("run_qa.py", {"--train_file": "{data}/v2_train.json"}, ["--version_2_with_negative"]),
-    ("run_qa.py", {"--train_adapter": None, "--adapter_config": "seq_bnn"}, ["not a valid adapter configuration"]),
+    ("run_qa", {"--train_file": "{data}/broken.jsonl"}, ["broken.jsonl", "line 3"]),
+    ("run_clm", {"--train_adapter": None, "--adapter_config": "seq_bnn"}, ["not a valid adapter configuration"]),
 ]
 
 
-@pytest.mark.parametrize("script, changes, keywords", CLI_CASES, ids=["v2 data", "adapter config"])
+@pytest.mark.parametrize("script, changes, keywords", CLI_CASES, ids=["run_qa broken data", "run_clm adapter config"])
 def test_cli_prints_one_line_and_exits_1(script, changes, keywords, env, tmp_path, repo_root):
     out = _earlier_run(tmp_path / "out")
     before = _snapshot(out)
     result = subprocess.run(
-        [sys.executable, str(repo_root / script)] + _argv(changes, env, str(out)),
+        [sys.executable, str(repo_root / f"{script}.py")] + _argv(script, changes, env, str(out)),
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )
     assert result.returncode == 1
@@ -338,3 +370,19 @@ def test_arcd_mismatched_answers_are_realigned(shared_data, tmp_path, caplog):
     for r in fixed:
         start, text = r["answers"]["answer_start"][0], r["answers"]["text"][0]
         assert r["context"][start : start + len(text)] == text
+
+
+def test_v2_data_without_flag_runs_in_v2_mode(env, tmp_path, caplog):
+    """The seed's `run_qa.py --dataset_name squad_v2` command has no --version_2_with_negative: data with
+    unanswerable questions switches SQuAD v2.0 mode on (with a warning) instead of failing at the metric after
+    training, as the reference did."""
+    import run_qa
+
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        run_qa.main(_argv("run_qa", {"--do_train": DROP, "--train_file": DROP, "--validation_file": "{data}/v2_dev.json",
+                                     "--overwrite_output_dir": DROP}, env, str(out)))
+    assert "3 of 9 questions have no answer" in caplog.text and "--version_2_with_negative" in caplog.text
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["eval_total"] == 9 and results["eval_HasAns_total"] == 6 and results["eval_NoAns_total"] == 3
+    assert (out / "eval_null_odds.json").is_file()
