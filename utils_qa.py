@@ -1101,6 +1101,11 @@ def postprocess_qa_predictions(
     Post-processes the predictions of a question-answering model to convert them to answers that are substrings of the
     original contexts. This is the base postprocessing functions for models that only return start and end logits.
 
+    The candidate search runs over all features at once (columns read once, offsets as arrays, the top indices of all
+    features with one numpy argsort, candidate pairs as numpy masks) and gives exactly the output of the
+    straightforward loop over features, ties included: tests/test_postprocess_equivalence.py keeps that loop and
+    compares; benchmarks/postprocess.py measures the speed-up.
+
     Args:
         examples: The non-preprocessed dataset (see the main script for more information).
         features: The processed dataset (see the main script for more information).
@@ -1137,149 +1142,477 @@ def postprocess_qa_predictions(
     if len(predictions[0]) != len(features):
         raise ValueError(f"Got {len(predictions[0])} predictions and {len(features)} features.")
 
-    # Build a map example to its corresponding features.
-    example_id_to_index = {k: i for i, k in enumerate(examples["id"])}
-    features_per_example = collections.defaultdict(list)
-    for i, feature in enumerate(features):
-        features_per_example[example_id_to_index[feature["example_id"]]].append(i)
-
-    # The dictionaries we have to fill.
-    all_predictions = collections.OrderedDict()
-    all_nbest_json = collections.OrderedDict()
-    if version_2_with_negative:
-        scores_diff_json = collections.OrderedDict()
+    # Map each feature to its example (the last example with that id, as the loop's dict does).
+    example_ids = _qa_column(examples, "id")
+    example_id_to_index = {k: i for i, k in enumerate(example_ids)}
+    feature_example = np.array(
+        [example_id_to_index[example_id] for example_id in _qa_column(features, "example_id")], dtype=np.int64
+    )
 
     # Logging.
     logger.setLevel(log_level)
     logger.info(f"Post-processing {len(examples)} example predictions split into {len(features)} features.")
 
-    # Let's loop over all the examples!
-    for example_index, example in enumerate(tqdm(examples)):
-        # Those are the indices of the features associated to the current example.
-        feature_indices = features_per_example[example_index]
+    # Hundreds of thousands of small acyclic objects are built below: the cyclic garbage collector would only slow
+    # that down.
+    import gc
 
-        min_null_prediction = None
-        prelim_predictions = []
-
-        # Looping through all the features associated to the current example.
-        for feature_index in feature_indices:
-            # We grab the predictions of the model for this feature.
-            start_logits = all_start_logits[feature_index]
-            end_logits = all_end_logits[feature_index]
-            # This is what will allow us to map some the positions in our logits to span of texts in the original
-            # context.
-            offset_mapping = features[feature_index]["offset_mapping"]
-            # Optional `token_is_max_context`, if provided we will remove answers that do not have the maximum context
-            # available in the current feature.
-            token_is_max_context = features[feature_index].get("token_is_max_context", None)
-
-            # Update minimum null prediction.
-            feature_null_score = start_logits[0] + end_logits[0]
-            if min_null_prediction is None or min_null_prediction["score"] > feature_null_score:
-                min_null_prediction = {
-                    "offsets": (0, 0),
-                    "score": feature_null_score,
-                    "start_logit": start_logits[0],
-                    "end_logit": end_logits[0],
-                }
-
-            # Go through all possibilities for the `n_best_size` greater start and end logits.
-            start_indexes = np.argsort(start_logits)[-1 : -n_best_size - 1 : -1].tolist()
-            end_indexes = np.argsort(end_logits)[-1 : -n_best_size - 1 : -1].tolist()
-            for start_index in start_indexes:
-                for end_index in end_indexes:
-                    # Don't consider out-of-scope answers, either because the indices are out of bounds or correspond
-                    # to part of the input_ids that are not in the context.
-                    if (
-                        start_index >= len(offset_mapping)
-                        or end_index >= len(offset_mapping)
-                        or offset_mapping[start_index] is None
-                        or len(offset_mapping[start_index]) < 2
-                        or offset_mapping[end_index] is None
-                        or len(offset_mapping[end_index]) < 2
-                    ):
-                        continue
-                    # Don't consider answers with a length that is either < 0 or > max_answer_length.
-                    if end_index < start_index or end_index - start_index + 1 > max_answer_length:
-                        continue
-                    # Don't consider answer that don't have the maximum context available (if such information is
-                    # provided).
-                    if token_is_max_context is not None and not token_is_max_context.get(str(start_index), False):
-                        continue
-
-                    prelim_predictions.append(
-                        {
-                            "offsets": (offset_mapping[start_index][0], offset_mapping[end_index][1]),
-                            "score": start_logits[start_index] + end_logits[end_index],
-                            "start_logit": start_logits[start_index],
-                            "end_logit": end_logits[end_index],
-                        }
-                    )
-        if version_2_with_negative and min_null_prediction is not None:
-            # Add the minimum null prediction
-            prelim_predictions.append(min_null_prediction)
-            null_score = min_null_prediction["score"]
-
-        # Only keep the best `n_best_size` predictions.
-        predictions = sorted(prelim_predictions, key=lambda x: x["score"], reverse=True)[:n_best_size]
-
-        # Add back the minimum null prediction if it was removed because of its low score.
-        if (
-            version_2_with_negative
-            and min_null_prediction is not None
-            and not any(p["offsets"] == (0, 0) for p in predictions)
-        ):
-            predictions.append(min_null_prediction)
-
-        # Use the offsets to gather the answer text in the original context.
-        context = example["context"]
-        for pred in predictions:
-            offsets = pred.pop("offsets")
-            pred["text"] = context[offsets[0] : offsets[1]]
-
-        # In the very rare edge case we have not a single non-null prediction, we create a fake prediction to avoid
-        # failure.
-        if len(predictions) == 0 or (len(predictions) == 1 and predictions[0]["text"] == ""):
-            predictions.insert(0, {"text": "empty", "start_logit": 0.0, "end_logit": 0.0, "score": 0.0})
-
-        # Compute the softmax of all scores (we do it with numpy to stay independent from torch/tf in this file, using
-        # the LogSumExp trick).
-        scores = np.array([pred.pop("score") for pred in predictions])
-        exp_scores = np.exp(scores - np.max(scores))
-        probs = exp_scores / exp_scores.sum()
-
-        # Include the probabilities in our predictions.
-        for prob, pred in zip(probs, predictions):
-            pred["probability"] = prob
-
-        # Pick the best prediction. If the null answer is not possible, this is easy.
-        if not version_2_with_negative:
-            all_predictions[example["id"]] = predictions[0]["text"]
-        else:
-            # Otherwise we first need to find the best non-empty prediction.
-            i = 0
-            while predictions[i]["text"] == "":
-                i += 1
-            best_non_null_pred = predictions[i]
-
-            # Then we compare to the null prediction using the threshold.
-            score_diff = null_score - best_non_null_pred["start_logit"] - best_non_null_pred["end_logit"]
-            scores_diff_json[example["id"]] = float(score_diff)  # To be JSON-serializable.
-            if score_diff > null_score_diff_threshold:
-                all_predictions[example["id"]] = ""
-            else:
-                all_predictions[example["id"]] = best_non_null_pred["text"]
-
-        # Make `predictions` JSON-serializable by casting np.float back to float.
-        all_nbest_json[example["id"]] = [
-            {k: (float(v) if isinstance(v, (np.float16, np.float32, np.float64)) else v) for k, v in pred.items()}
-            for pred in predictions
-        ]
-
-    write_prediction_files(
-        output_dir, prefix, all_predictions, all_nbest_json, scores_diff_json if version_2_with_negative else None
-    )
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        all_predictions, all_nbest_json, scores_diff_json = _predictions_and_nbest(
+            examples, features, example_ids, feature_example, all_start_logits, all_end_logits,
+            version_2_with_negative, n_best_size, max_answer_length, null_score_diff_threshold,
+        )
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    write_prediction_files(output_dir, prefix, all_predictions, all_nbest_json, scores_diff_json)
     return all_predictions
+
+
+def _predictions_and_nbest(examples, features, example_ids, feature_example, all_start_logits, all_end_logits,
+                           version_2_with_negative, n_best_size, max_answer_length, null_score_diff_threshold):
+    """The loop's three dictionaries: {id: answer}, {id: n-best entries} and, for v2, {id: null score difference}."""
+    # Every (start, end) pair that passes the filters, for all features at once; then the n-best lists of all
+    # examples (null prediction included in v2) with their softmax.
+    cand = _span_candidates(features, all_start_logits, all_end_logits, n_best_size, max_answer_length)
+    table = _nbest_table(cand, feature_example, len(example_ids), version_2_with_negative, n_best_size)
+    contexts = _qa_column(examples, "context")
+    # The n-best entries as the JSON holds them (the null prediction's offsets are (0, 0): its text is "").
+    texts = [contexts[e][a:b] for e, a, b in zip(table.example, table.offset_start, table.offset_end)]
+    entries = [
+        {"start_logit": start_logit, "end_logit": end_logit, "text": text, "probability": probability}
+        for start_logit, end_logit, text, probability in zip(
+            table.start_logit_json, table.end_logit_json, texts, table.probability
+        )
+    ]
+    bounds = table.bounds
+    all_nbest = [entries[low:high] for low, high in zip(bounds[:-1], bounds[1:])]
+    counts = np.diff(bounds)
+    first_text_empty = np.array([high > low and texts[low] == "" for low, high in zip(bounds[:-1], bounds[1:])])
+
+    # The null score each example compares with: its own; for an example without features, the previous example's
+    # (a variable the loop does not reset).
+    if version_2_with_negative:
+        has_features = np.array(table.null_feature) >= 0
+        latest = np.maximum.accumulate(np.where(has_features, np.arange(len(has_features)), -1))
+        null_score = np.asarray(cand.null_score)[np.array(table.null_feature)[np.maximum(latest, 0)]]
+        if len(latest) and latest[0] < 0:
+            raise UnboundLocalError("cannot access local variable 'null_score' where it is not associated with a value")
+
+    # Examples sorted with Python's sorted() (NaN scores) and the "empty" fallback go through the loop's steps one by
+    # one; all the others at once.
+    irregular = table.slow | set(np.flatnonzero((counts == 0) | ((counts == 1) & first_text_empty)).tolist())
+    answers = [texts[low] if high > low else None for low, high in zip(bounds[:-1], bounds[1:])]
+    null_odds = [None] * len(example_ids)
+    if version_2_with_negative:
+        # The best non-null prediction of each example: its first entry with a text.
+        regular = np.ones(len(example_ids), dtype=bool)
+        regular[sorted(irregular)] = False
+        regular = np.flatnonzero(regular)
+        with_text = np.flatnonzero(np.array([text != "" for text in texts], dtype=bool))
+        position = np.searchsorted(with_text, np.asarray(bounds[:-1])[regular])
+        if (position >= len(with_text)).any() or (with_text[np.minimum(position, len(with_text) - 1)]
+                                                   >= np.asarray(bounds[1:])[regular]).any():
+            raise IndexError("list index out of range")  # every kept prediction is empty: the loop runs past its end
+        best = with_text[position]
+        # Then we compare to the null prediction using the threshold (numpy values, as in the loop).
+        score_diffs = null_score[regular] - table.start_logit[best] - table.end_logit[best]
+        for e, score_diff, b in zip(regular.tolist(), score_diffs, best.tolist()):
+            null_odds[e] = float(score_diff)  # To be JSON-serializable.
+            answers[e] = "" if score_diff > null_score_diff_threshold else texts[b]
+    for example_index in sorted(irregular):
+        if example_index in table.slow:
+            nbest, scores, logits = _nbest_slow(cand, table, contexts, example_index, version_2_with_negative,
+                                                n_best_size)
+        else:
+            low, high = bounds[example_index], bounds[example_index + 1]
+            nbest, scores = all_nbest[example_index], table.score[low:high]
+            logits = list(zip(table.start_logit[low:high], table.end_logit[low:high]))
+        # In the very rare edge case we have not a single non-null prediction, we create a fake prediction to avoid
+        # failure; the softmax then includes its score 0.0 (in float64, as the loop's np.array makes it).
+        if len(nbest) == 0 or (len(nbest) == 1 and nbest[0]["text"] == ""):
+            scores = np.array([0.0] + list(scores))
+            exp_scores = np.exp(scores - np.max(scores))
+            probs = (exp_scores / exp_scores.sum()).tolist()
+            nbest = [{"text": "empty", "start_logit": 0.0, "end_logit": 0.0, "probability": probs[0]}] + [
+                dict(entry, probability=prob) for entry, prob in zip(nbest, probs[1:])
+            ]
+            logits = [(0.0, 0.0)] + logits
+        all_nbest[example_index] = nbest
+        if not version_2_with_negative:
+            answers[example_index] = nbest[0]["text"]
+        else:
+            i = 0
+            while nbest[i]["text"] == "":
+                i += 1
+            score_diff = null_score[example_index] - logits[i][0] - logits[i][1]
+            null_odds[example_index] = float(score_diff)
+            answers[example_index] = "" if score_diff > null_score_diff_threshold else nbest[i]["text"]
+
+    # The dictionaries to return and write (a repeated id keeps its first position and its last value, as in the
+    # loop).
+    all_predictions = collections.OrderedDict(zip(example_ids, answers))
+    all_nbest_json = collections.OrderedDict(zip(example_ids, all_nbest))
+    scores_diff_json = collections.OrderedDict(zip(example_ids, null_odds)) if version_2_with_negative else None
+    return all_predictions, all_nbest_json, scores_diff_json
+
+
+def _qa_column(dataset, name) -> list:
+    """A whole column as a Python list, read once: through Arrow for a datasets.Dataset (indices mapping applied),
+    row by row for anything else. Reading `dataset[i][name]` instead decodes the whole row every time."""
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        return dataset.with_format("arrow")[name].to_pylist()
+    return [row[name] for row in dataset]
+
+
+class _SpanCandidates(
+    collections.namedtuple(
+        "_SpanCandidates",
+        "feature score start_logit end_logit offset_start offset_end null_score null_start_logit null_end_logit",
+    )
+):
+    """Answer spans of all features in the loop's order (feature, start rank, end rank), and each feature's null
+    (CLS) score and logits. Logit values are numpy arrays of the logits' dtype: indexing them gives the same numpy
+    scalars (and the same float arithmetic downstream) as indexing one feature's logits in the loop."""
+
+
+def _top_indices(logits, n_best_size):
+    """For every feature, `np.argsort(row)[-1 : -n_best_size - 1 : -1]` (the loop's best start or end indices), their
+    logits, and a mask of the ranks that exist (rows of a ragged list of logits may be shorter than n_best_size)."""
+    try:
+        array = np.asarray(logits)
+    except ValueError:  # rows of different lengths
+        array = None
+    if array is not None and array.ndim == 2 and array.dtype != object:
+        index = _argsort_top(array, n_best_size)
+        return array, index, np.take_along_axis(array, index, axis=-1), np.ones(index.shape, dtype=bool)
+    rows = [np.asarray(row) for row in logits]
+    tops = [np.argsort(row)[-1 : -n_best_size - 1 : -1] for row in rows]
+    width = max((len(top) for top in tops), default=0)
+    index = np.zeros((len(rows), width), dtype=np.int64)
+    values = np.zeros((len(rows), width), dtype=np.result_type(*rows) if rows else np.float32)
+    present = np.zeros((len(rows), width), dtype=bool)
+    for i, (row, top) in enumerate(zip(rows, tops)):
+        index[i, : len(top)], values[i, : len(top)], present[i, : len(top)] = top, row[top], True
+    return rows, index, values, present
+
+
+def _argsort_top(array, n_best_size):
+    """`np.argsort(array, axis=-1)[:, -1 : -n_best_size - 1 : -1]`, exactly, ties included.
+
+    numpy's default argsort (not stable) of a 2-D array sorts each row as it sorts that row alone, so equal logits
+    come out in the loop's order; a stable sort would order them differently and pick other candidates. Rows whose
+    k+1 largest values are all distinct have a single possible answer, found with argpartition and a sort of those
+    k+1 values; the other rows (ties, NaN) get the full argsort."""
+    width = array.shape[1]
+    k = len(range(width)[-1 : -n_best_size - 1 : -1])  # the slice always takes the k largest, largest first
+    if not 0 < k < width - 1:
+        return np.argsort(array, axis=-1)[:, -1 : -n_best_size - 1 : -1]
+    largest = np.argpartition(array, width - k - 1, axis=-1)[:, width - k - 1 :]
+    values = np.take_along_axis(array, largest, axis=-1)
+    order = np.argsort(values, axis=-1)
+    largest, values = np.take_along_axis(largest, order, axis=-1), np.take_along_axis(values, order, axis=-1)
+    top = largest[:, :0:-1]
+    ambiguous = np.flatnonzero(~(values[:, 1:] > values[:, :-1]).all(axis=-1))
+    if len(ambiguous):
+        top[ambiguous] = np.argsort(array[ambiguous], axis=-1)[:, -1 : -n_best_size - 1 : -1]
+    return top
+
+
+def _offset_lookup(features):
+    """A function (index, present) -> (usable, first, second) over arrays of token indices, one row per feature:
+    `usable` where the loop accepts the token (index < len(offset_mapping), offset not None and of length >= 2),
+    `first`/`second` its offset[0]/offset[1] (0 elsewhere).
+
+    A datasets.Dataset column of int lists is read as Arrow buffers, without Python objects; anything else (a list
+    of dicts, other column types) is read once into Python lists and the values kept as they are."""
+    import datasets
+    import pyarrow as pa
+
+    if isinstance(features, datasets.Dataset):
+        column = features.with_format("arrow")["offset_mapping"]
+        outer = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        is_list = (pa.types.is_list, pa.types.is_large_list)
+        if (
+            any(check(outer.type) for check in is_list)
+            and any(check(outer.type.value_type) for check in is_list)
+            and pa.types.is_integer(outer.type.value_type.value_type)
+            and outer.null_count == 0
+            and outer.values.values.null_count == 0
+        ):
+            # Offsets are positions in the (unsliced) child arrays: outer -> tokens -> values.
+            row_offsets = outer.offsets.to_numpy()
+            tokens = outer.values
+            token_offsets = tokens.offsets.to_numpy()
+            token_valid = tokens.is_valid().to_numpy(zero_copy_only=False) if tokens.null_count else None
+            values = tokens.values.to_numpy(zero_copy_only=False)
+            row_start, n_tokens = row_offsets[:-1], np.diff(row_offsets)
+
+            def lookup(index, present):
+                inside = present & (index < n_tokens[:, None])
+                if len(values) < 2:  # no offset of length 2 anywhere
+                    nothing = np.zeros(index.shape, dtype=np.int64)
+                    return nothing.astype(bool), nothing, nothing
+                flat = np.where(inside, row_start[:, None] + index, 0)
+                begin = token_offsets[flat]
+                usable = inside & (token_offsets[flat + 1] - begin >= 2)
+                if token_valid is not None:
+                    usable &= token_valid[flat]
+                begin = np.where(usable, begin, 0)
+                return usable, np.where(usable, values[begin], 0), np.where(usable, values[begin + 1], 0)
+
+            return lookup
+        rows = _qa_column(features, "offset_mapping")
+    else:
+        rows = [features[i]["offset_mapping"] for i in range(len(features))]
+    n_tokens = np.array([len(row) for row in rows], dtype=np.int64)
+    row_start = np.cumsum(n_tokens) - n_tokens
+    flat_offsets = [offset for row in rows for offset in row]
+    flat_usable = np.array([o is not None and len(o) >= 2 for o in flat_offsets] + [False], dtype=bool)
+    flat_first, flat_second = np.zeros(len(flat_offsets) + 1, dtype=object), np.zeros(len(flat_offsets) + 1, object)
+    flat_first[:-1] = [o[0] if ok else 0 for o, ok in zip(flat_offsets, flat_usable)]
+    flat_second[:-1] = [o[1] if ok else 0 for o, ok in zip(flat_offsets, flat_usable)]
+
+    def lookup(index, present):
+        inside = present & (index < n_tokens[:, None])
+        flat = np.where(inside, row_start[:, None] + index, len(flat_offsets))
+        return flat_usable[flat], flat_first[flat], flat_second[flat]
+
+    return lookup
+
+
+def _max_context_filter(features, start_index):
+    """The loop's `token_is_max_context` rule for each top start index (None when no feature has that dict): a start
+    is kept when the feature has no dict or `token_is_max_context.get(str(start_index), False)` is true."""
+    import datasets
+
+    if isinstance(features, datasets.Dataset):
+        if "token_is_max_context" not in features.column_names:
+            return None
+        dicts = _qa_column(features, "token_is_max_context")
+    else:
+        dicts = [features[i].get("token_is_max_context", None) for i in range(len(features))]
+    if all(d is None for d in dicts):
+        return None
+    keep = np.ones(start_index.shape, dtype=bool)
+    for f, token_is_max_context in enumerate(dicts):
+        if token_is_max_context is not None:
+            keep[f] = [bool(token_is_max_context.get(str(s), False)) for s in start_index[f].tolist()]
+    return keep
+
+
+def _span_candidates(features, all_start_logits, all_end_logits, n_best_size, max_answer_length, chunk=1 << 16):
+    """The (start, end) pairs the loop keeps, for all features at once and in the loop's order.
+
+    Pairs that cannot reach their example's n-best list are dropped early: when a feature has at least n_best_size
+    pairs scoring strictly higher than a pair, that pair is beyond rank n_best_size in any stable descending sort of
+    the example's candidates (only done when every logit is finite: NaN has no order)."""
+    start_rows, start_index, start_value, start_present = _top_indices(all_start_logits, n_best_size)
+    end_rows, end_index, end_value, end_present = _top_indices(all_end_logits, n_best_size)
+    lookup = _offset_lookup(features)
+    start_ok, start_first, _ = lookup(start_index, start_present)
+    end_ok, _, end_second = lookup(end_index, end_present)
+    max_context = _max_context_filter(features, start_index)
+    if max_context is not None:
+        start_ok = start_ok & max_context
+
+    # Null (CLS) score of each feature, start_logits[0] + end_logits[0], in the logits' dtype.
+    if isinstance(start_rows, np.ndarray) and isinstance(end_rows, np.ndarray):
+        null_start, null_end = start_rows[:, 0], end_rows[:, 0]
+        null_score = null_start + null_end
+    else:
+        null_start, null_end = [row[0] for row in start_rows], [row[0] for row in end_rows]
+        null_score = [s + e for s, e in zip(null_start, null_end)]
+
+    n_pairs = start_index.shape[1] * end_index.shape[1]
+    prune = (
+        0 < n_best_size < n_pairs
+        and all(np.issubdtype(v.dtype, np.floating) for v in (start_value, end_value))
+        and np.isfinite(start_value).all()
+        and np.isfinite(end_value).all()
+        and np.isfinite(np.asarray(null_score, dtype=float)).all()
+    )
+    # Lengths end - start + 1 in [1, max_answer_length], as one unsigned comparison for an int limit.
+    whole = isinstance(max_answer_length, (int, np.integer)) and not isinstance(max_answer_length, bool)
+    small = start_index.astype(np.int32), end_index.astype(np.int32)
+    pieces = []
+    step = max(1, chunk // max(1, n_pairs))
+    for low in range(0, len(start_index), step):
+        rows = slice(low, low + step)
+        if whole:
+            keep = (small[1][rows][:, None, :] - small[0][rows][:, :, None]).view(np.uint32) < max(max_answer_length, 0)
+        else:
+            s, e = start_index[rows][:, :, None], end_index[rows][:, None, :]
+            keep = ~(e < s) & ~(e - s + 1 > max_answer_length)
+        keep &= start_ok[rows][:, :, None]
+        keep &= end_ok[rows][:, None, :]
+        if prune:
+            score = start_value[rows][:, :, None] + end_value[rows][:, None, :]
+            valid_scores = np.where(keep, score, -np.inf).reshape(len(score), n_pairs)
+            nth_best = np.partition(valid_scores, n_pairs - n_best_size, axis=1)[:, n_pairs - n_best_size]
+            keep &= score >= nth_best[:, None, None]
+        f, a, b = np.nonzero(keep)  # row-major: feature, then start rank, then end rank, as the loop goes
+        f += low
+        pieces.append((f, start_value[f, a], end_value[f, b], start_first[f, a], end_second[f, b]))
+    if not pieces:  # no features
+        pieces.append((np.zeros(0, dtype=np.int64), start_value.reshape(-1)[:0], end_value.reshape(-1)[:0],
+                       start_first.reshape(-1)[:0], end_second.reshape(-1)[:0]))
+    feature, start_logit, end_logit, offset_start, offset_end = (np.concatenate(p) for p in zip(*pieces))
+    return _SpanCandidates(
+        feature, start_logit + end_logit, start_logit, end_logit, offset_start, offset_end,
+        null_score, null_start, null_end,
+    )
+
+
+class _NBestTable(
+    collections.namedtuple(
+        "_NBestTable",
+        "null_feature bounds example offset_start offset_end start_logit end_logit start_logit_json end_logit_json "
+        "score probability slow by_example by_bounds",
+    )
+):
+    """The n-best lists of all examples, concatenated: example e owns entries bounds[e]:bounds[e + 1], each with its
+    example, character offsets ((0, 0) for the null prediction), logits (numpy arrays, and as floats for the JSON),
+    score and softmax probability. null_feature[e] is the example's feature with the minimum null score (-1 when it
+    has no feature). Examples in `slow` (NaN scores, negative n_best_size) have no entries: _nbest_slow sorts their
+    candidates, found in the loop's order at by_example[by_bounds[e]:by_bounds[e + 1]]."""
+
+
+def _nbest_table(cand, feature_example, n_examples, version_2_with_negative, n_best_size) -> _NBestTable:
+    """The loop's n-best lists of all examples at once.
+
+    The loop sorts each example's candidates (features in order, start rank, end rank; the minimum null prediction
+    last in v2) with Python's stable sort by descending score, keeps the first n_best_size, appends the null
+    prediction again if no kept one has offsets (0, 0), and takes a softmax. Here: one lexsort, the null prediction's
+    rank from a count, and the softmax of all lists of the same length as one 2-D array (numpy reduces each row of a
+    contiguous 2-D array exactly as it reduces that row alone; the equivalence tests check the probabilities bit for
+    bit)."""
+    n_features = len(feature_example)
+    null_score = np.asarray(cand.null_score)
+    null_start, null_end = np.asarray(cand.null_start_logit), np.asarray(cand.null_end_logit)
+
+    # Minimum null prediction: the first feature of the example with the lowest null score.
+    null_feature = np.full(n_examples, -1, dtype=np.int64)
+    by_feature = np.lexsort((np.arange(n_features), null_score, feature_example))
+    first = np.ones(n_features, dtype=bool)
+    first[1:] = feature_example[by_feature][1:] != feature_example[by_feature][:-1]
+    null_feature[feature_example[by_feature][first]] = by_feature[first]
+
+    cand_example = feature_example[cand.feature]
+    ranked = np.lexsort((-cand.score, cand_example))
+    ranked_example = cand_example[ranked]
+    ranked_score = cand.score[ranked]
+    by_bounds = np.searchsorted(ranked_example, np.arange(n_examples + 1))
+
+    slow = np.zeros(n_examples, dtype=bool)
+    if np.issubdtype(cand.score.dtype, np.floating):  # NaN has no order: Python's sorted(), as in the loop
+        slow[cand_example[np.isnan(cand.score)]] = True
+        slow[feature_example[np.isnan(null_score)]] = True
+    if n_best_size < 0:
+        slow[:] = True
+    by_example = None
+    if slow.any():
+        by_example = np.argsort(cand_example, kind="stable").tolist()  # the loop's order within each example
+        features_order = np.argsort(feature_example, kind="stable")
+        feature_bounds = np.searchsorted(feature_example[features_order], np.arange(n_examples + 1))
+        for e in np.flatnonzero(slow).tolist():  # the loop's rule for the minimum, NaN included
+            best = None
+            for f in features_order[feature_bounds[e] : feature_bounds[e + 1]].tolist():
+                if best is None or null_score[best] > null_score[f]:
+                    best = f
+            null_feature[e] = -1 if best is None else best
+
+    # Rank of each candidate in its example's sorted list; in v2 the null prediction comes after every candidate
+    # whose score is not lower than its own.
+    fast = ~slow
+    has_null = (null_feature >= 0) & fast & version_2_with_negative
+    example_null = np.maximum(null_feature, 0)
+    rank = np.arange(len(ranked)) - by_bounds[ranked_example]
+    null_rank = np.zeros(n_examples, dtype=np.int64)
+    if version_2_with_negative and len(ranked):
+        ahead = ranked_score >= null_score[example_null][ranked_example]
+        null_rank = np.bincount(ranked_example[ahead], minlength=n_examples)
+        rank = rank + (has_null[ranked_example] & (rank >= null_rank[ranked_example]))
+    keep = (rank < n_best_size) & fast[ranked_example]
+    null_kept = has_null & (null_rank < n_best_size)
+    # "Add back the minimum null prediction if it was removed": unless a kept candidate has offsets (0, 0) too.
+    zero_offsets = (cand.offset_start[ranked] == 0) & (cand.offset_end[ranked] == 0)
+    n_kept = np.bincount(ranked_example[keep], minlength=n_examples)
+    zero_kept = np.bincount(ranked_example[keep & zero_offsets], minlength=n_examples) > 0
+
+    # The entries, example by example in rank order: kept candidates and null predictions.
+    null_entry = null_kept | (has_null & ~zero_kept)
+    counts = n_kept + null_entry
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    entry_candidate = np.full(bounds[-1], -1, dtype=np.int64)  # -1: the null prediction
+    entry_candidate[bounds[ranked_example[keep]] + rank[keep]] = ranked[keep]
+    entry_example = np.repeat(np.arange(n_examples), counts)
+    is_null = entry_candidate < 0
+    entry_null = example_null[entry_example]
+
+    def gather(values, null_values):  # index -1 (null) reads the appended element, replaced by the null value
+        values = np.append(values, values[:1] if len(values) else np.zeros(1, dtype=values.dtype))[entry_candidate]
+        return np.where(is_null, null_values[entry_null] if n_features else values, values)
+
+    start_logit = gather(cand.start_logit, null_start)
+    end_logit = gather(cand.end_logit, null_end)
+    score = gather(cand.score, null_score)
+    offset_start = np.where(is_null, 0, np.append(cand.offset_start, 0)[entry_candidate])
+    offset_end = np.where(is_null, 0, np.append(cand.offset_end, 0)[entry_candidate])
+
+    # Softmax of each list (max-subtracted exp), all lists of the same length at once.
+    probability = np.zeros(len(score), dtype=score.dtype)
+    lengths = counts
+    for length in np.unique(lengths[lengths > 0]).tolist():
+        rows = bounds[:-1][lengths == length][:, None] + np.arange(length)
+        exp_scores = np.exp(score[rows] - score[rows].max(axis=1, keepdims=True))
+        probability[rows] = exp_scores / exp_scores.sum(axis=1, keepdims=True)
+    return _NBestTable(
+        null_feature.tolist(), bounds.tolist(), entry_example.tolist(), offset_start.tolist(), offset_end.tolist(),
+        start_logit, end_logit, start_logit.tolist(), end_logit.tolist(), score, probability.tolist(),
+        set(np.flatnonzero(slow).tolist()), by_example, by_bounds.tolist(),
+    )
+
+
+def _json_number(value):
+    """The loop's cast of n-best values for the JSON: numpy floats to float, anything else as it is."""
+    return float(value) if isinstance(value, (np.float16, np.float32, np.float64)) else value
+
+
+def _nbest_slow(cand, table, contexts, example_index, version_2_with_negative, n_best_size):
+    """One example's n-best entries exactly as the loop makes them, with Python's sorted() (NaN scores, negative
+    n_best_size). Returns the entries, their scores and (start, end) logits as numpy scalars; the probabilities are
+    left to the caller when the "empty" prediction must be added."""
+    null_feature = table.null_feature[example_index]
+    with_null = version_2_with_negative and null_feature >= 0
+    null_score = cand.null_score[null_feature] if with_null else None
+    order = table.by_example[table.by_bounds[example_index] : table.by_bounds[example_index + 1]]
+    order = sorted(order + ([-1] if with_null else []), key=lambda c: null_score if c < 0 else cand.score[c],
+                   reverse=True)[:n_best_size]
+    if with_null and not any(c < 0 or (cand.offset_start[c] == 0 and cand.offset_end[c] == 0) for c in order):
+        order.append(-1)
+    context = contexts[example_index]
+    texts = ["" if c < 0 else context[cand.offset_start[c] : cand.offset_end[c]] for c in order]
+    scores = [null_score if c < 0 else cand.score[c] for c in order]
+    logits = [
+        (cand.null_start_logit[null_feature], cand.null_end_logit[null_feature]) if c < 0
+        else (cand.start_logit[c], cand.end_logit[c])
+        for c in order
+    ]
+    probs = [None] * len(order)
+    if order and not (len(order) == 1 and texts[0] == ""):
+        array = np.array(scores)
+        exp_scores = np.exp(array - np.max(array))
+        probs = exp_scores / exp_scores.sum()
+    nbest = [
+        {"start_logit": _json_number(s), "end_logit": _json_number(e), "text": t, "probability": _json_number(p)}
+        for (s, e), t, p in zip(logits, texts, probs)
+    ]
+    return nbest, scores, logits
 
 
 def postprocess_qa_predictions_with_beam_search(
@@ -1609,7 +1942,9 @@ def check_lm_data_args(data_args):
             continue
         extension = path.split(".")[-1].lower()
         if extension not in LM_FILE_BUILDERS:
-            raise UsageError(f"{flag} {path}: unsupported extension '.{extension}'. Use a .txt, .csv, .json or .jsonl file.")
+            raise UsageError(
+                f"{flag} {path}: unsupported extension '.{extension}'. Use a .txt, .csv, .json or .jsonl file."
+            )
         if "*" not in path and "://" not in path and not os.path.isfile(path):
             raise UsageError(f"{flag} {path} does not exist.")
     if data_args.train_file is not None and data_args.validation_file is not None:
@@ -1702,7 +2037,9 @@ def _load_split_or_empty(path, name, split, empty, common):
 def check_raw_lm_splits(raw_datasets, carved, data_args, training_args):
     """Fail before the model is loaded when a split that is needed is missing or has no rows."""
     if training_args.do_train and "train" not in raw_datasets:
-        raise UsageError("--do_train requires a train dataset: pass --train_file (or a --dataset_name with a train split).")
+        raise UsageError(
+            "--do_train requires a train dataset: pass --train_file (or a --dataset_name with a train split)."
+        )
     if training_args.do_eval and "validation" not in raw_datasets:
         raise UsageError("--do_eval requires a validation dataset: pass --validation_file.")
     if data_args.streaming:
@@ -1748,7 +2085,10 @@ def apply_config_overrides(config, overrides: str):
     valid = sorted(set(config.to_dict()) | set(getattr(config, "attribute_map", {})))
     unknown = [key for key, _ in pairs if not hasattr(config, key)]
     if unknown:
-        hints = [f"{k} (did you mean {', '.join(difflib.get_close_matches(k, valid, n=3))}?)" if difflib.get_close_matches(k, valid) else k for k in unknown]
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hints.append(f"{key} (did you mean {', '.join(close)}?)" if close else key)
         raise UsageError(
             f"--config_overrides: unknown key(s) for a {config.model_type} config: {', '.join(hints)}. "
             f"Valid keys: {', '.join(valid)}."
@@ -1887,6 +2227,16 @@ def select_samples(dataset, max_samples: Optional[int]):
 
 def _first_rows(dataset, n):
     yield from itertools.islice(dataset, n)
+
+
+def lm_train_samples(trainer, training_args, max_train_samples, train_dataset) -> int:
+    """metrics["train_samples"]: the reference's min(max_train_samples or len, len). A stream has no length: then it
+    is the number of examples the optimizer steps consumed (at most max_train_samples distinct ones)."""
+    if hasattr(train_dataset, "__len__"):
+        return min(max_train_samples if max_train_samples is not None else len(train_dataset), len(train_dataset))
+    consumed = (trainer.state.global_step * training_args.train_batch_size
+                * training_args.gradient_accumulation_steps * training_args.world_size)
+    return consumed if max_train_samples is None else min(consumed, max_train_samples)
 
 
 def count_rows(dataset) -> int:
