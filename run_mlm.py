@@ -29,6 +29,7 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
+    PreTrainedModel,
     Trainer,
     TrainingArguments,
     is_torch_xla_available,
@@ -42,6 +43,7 @@ import adapters
 from adapters import AdapterArguments, AdapterTrainer, setup_adapter_training
 from utils_qa import (
     UsageError,
+    apply_config_overrides,
     argmax_logits,
     check_adapter_arguments,
     check_fits_positions,
@@ -59,13 +61,13 @@ from utils_qa import (
     group_texts,
     lm_accuracy,
     lm_column_names,
+    lm_train_samples,
     load_lm_raw_datasets,
     model_card_kwargs,
     parse_args,
     perplexity,
     select_samples,
     setup_logging,
-    apply_config_overrides,
 )
 
 
@@ -326,7 +328,7 @@ def torch_dtype(model_args):
     return getattr(torch, model_args.torch_dtype)
 
 
-def load_model(model_args, config, tokenizer, training_args, adapter_args):
+def load_model(model_args, config, tokenizer):
     if model_args.model_name_or_path:
         model = from_pretrained_or_fail(
             AutoModelForMaskedLM.from_pretrained,
@@ -343,7 +345,6 @@ def load_model(model_args, config, tokenizer, training_args, adapter_args):
         model = AutoModelForMaskedLM.from_config(
             config, trust_remote_code=model_args.trust_remote_code, dtype=torch_dtype(model_args)
         )
-        save_scratch_base_model(model, training_args, adapter_args)
 
     # Convert the model into an adapter model (the reference does this even without --train_adapter).
     adapters.init(model)
@@ -356,13 +357,18 @@ def load_model(model_args, config, tokenizer, training_args, adapter_args):
     return model
 
 
-def save_scratch_base_model(model, training_args, adapter_args):
+def save_scratch_base_model(model, model_args, training_args, adapter_args):
     """An adapter trained on a model created from scratch is useless without that (random, frozen) base model, which
-    adapter checkpoints do not contain: save it (config.json + weights) next to the adapter, before adapters exist."""
-    if not (adapter_args.train_adapter and training_args.do_train and training_args.should_save):
+    adapter checkpoints do not contain: save it (config.json + weights) next to the adapter, before the adapter is
+    added (and after every check has passed)."""
+    if model_args.model_name_or_path or not (
+        adapter_args.train_adapter and training_args.do_train and training_args.should_save
+    ):
         return
     os.makedirs(training_args.output_dir, exist_ok=True)
-    model.save_pretrained(training_args.output_dir)
+    # transformers' own save: adapters' save_pretrained override unlinks the prefix-tuning pools, which breaks the
+    # adapter training that follows. No adapter exists yet, so this writes exactly the base model.
+    PreTrainedModel.save_pretrained(model, training_args.output_dir)
     logger.info(
         f"Saved the new base model to {training_args.output_dir} (config.json + weights): reload it with "
         "--model_name_or_path and the adapter with --load_adapter."
@@ -455,7 +461,7 @@ def prepare_split(raw_datasets, split, tokenizer, text_column_name, max_seq_leng
     tokenized, examples = build_examples(raw_datasets[split], split, tokenizer, text_column_name, max_seq_length,
                                          data_args, training_args)
     dataset = select_samples(examples, max_samples)
-    unit = "lines (non-empty lines, one example each)" if data_args.line_by_line else f"blocks of {max_seq_length} tokens"
+    unit = "non-empty lines (one example each)" if data_args.line_by_line else f"blocks of {max_seq_length} tokens"
     if data_args.streaming:
         logger.info(f"{split}: streamed, so its size is unknown in advance; {flag} counts {unit}.")
         return dataset
@@ -586,23 +592,13 @@ def train(trainer, training_args, data_args, train_dataset, last_checkpoint):
     train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, last_checkpoint))
     trainer.save_model()  # Saves the tokenizer too for easy upload (adapter mode: the adapter and its head)
     metrics = train_result.metrics
-    if data_args.streaming:
-        # A stream has no length: report the examples the optimizer steps consumed.
-        metrics["train_samples"] = trainer.state.global_step * training_args.train_batch_size * (
-            training_args.gradient_accumulation_steps * training_args.world_size)
-        if data_args.max_train_samples is not None:  # the stream was cut to its first max_train_samples
-            metrics["train_samples"] = min(metrics["train_samples"], data_args.max_train_samples)
-    else:
-        max_train_samples = (
-            data_args.max_train_samples if data_args.max_train_samples is not None else len(train_dataset)
-        )
-        metrics["train_samples"] = min(max_train_samples, len(train_dataset))
+    metrics["train_samples"] = lm_train_samples(trainer, training_args, data_args.max_train_samples, train_dataset)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
 
 
-def evaluate(trainer, data_args, eval_dataset, n_eval_examples):
+def evaluate(trainer, data_args, n_eval_examples):
     logger.info("*** Evaluate ***")
     metrics = trainer.evaluate()
     max_eval_samples = data_args.max_eval_samples if data_args.max_eval_samples is not None else n_eval_examples
@@ -632,7 +628,7 @@ def main(argv=None):
     check_architecture(config, model_args)
     tokenizer = load_tokenizer(model_args, data_args)
     max_seq_length = effective_max_seq_length(data_args, tokenizer, config)
-    model = load_model(model_args, config, tokenizer, training_args, adapter_args)
+    model = load_model(model_args, config, tokenizer)
 
     # Preprocessing
     column_names = lm_column_names(raw_datasets["train" if training_args.do_train else "validation"])
@@ -655,6 +651,7 @@ def main(argv=None):
     # Accuracy is computed offline, and only where the reference computes it (an evaluation with logits).
     with_metrics = training_args.do_eval and not is_torch_xla_available()
     prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
+    save_scratch_base_model(model, model_args, training_args, adapter_args)
     setup_adapter_training(model, adapter_args, data_args.dataset_name or "mlm")
     trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer
     trainer = trainer_class(
@@ -672,7 +669,7 @@ def main(argv=None):
     if training_args.do_train:
         train(trainer, training_args, data_args, train_dataset, last_checkpoint)
     if training_args.do_eval:
-        evaluate(trainer, data_args, eval_dataset, n_eval_examples)
+        evaluate(trainer, data_args, n_eval_examples)
 
     kwargs = model_card_kwargs(model_args, data_args, "fill-mask")
     if training_args.push_to_hub:

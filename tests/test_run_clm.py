@@ -6,6 +6,9 @@ Causal LM evaluation is deterministic (no masking), so perplexities are compared
 """
 import json
 import math
+import os
+import subprocess
+import sys
 from unittest import mock
 
 import pytest
@@ -197,6 +200,18 @@ def test_bad_config_overrides_are_usage_errors(tiny_model, text, tmp_path, overr
     with pytest.raises(UsageError, match=message):
         run(tmp_path, "--model_type", "gpt2", "--tokenizer_name", tiny_model("gpt2"), "--config_overrides",
             overrides, "--do_train", *data_args(text))
+
+
+def test_cli_reports_a_usage_error_in_one_line(repo_root, tmp_path):
+    missing = tmp_path / "missing.txt"
+    proc = subprocess.run(
+        [sys.executable, "run_clm.py", "--model_name_or_path", "gpt2", "--train_file", str(missing), "--do_train",
+         "--output_dir", str(tmp_path / "out")],
+        cwd=repo_root, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"error: --train_file {missing} does not exist."
+    assert "Traceback" not in proc.stderr
 
 
 def test_streaming_needs_max_steps(tiny_model, text, tmp_path):
