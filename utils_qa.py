@@ -359,46 +359,74 @@ def _load_qa_file_or_fail(path: str, cache_dir: Optional[str]):
 
 
 def _describe_load_failure(path: str, err: Exception) -> str:
-    """One line on why a data file could not be read: the first line that is not JSON (JSON Lines), the CSV row whose
-    answers are not JSON, or the innermost error of the loader."""
+    """One line on why a data file could not be read: what _file_problem finds in it, or the loader's innermost
+    error (pandas names the CSV line, pyarrow the JSON position)."""
+    problem = _file_problem(path)
+    if problem is not None:
+        return problem
+    how = "read as CSV" if path.lower().endswith(".csv") else "loaded"
+    return f"Data file {path} could not be {how}: {_innermost_error(err)}"
+
+
+def describe_data_load_failure(paths, err: Exception) -> str:
+    """_describe_load_failure over several local files (e.g. --train_file and --validation_file of the LM scripts):
+    the first file with a problem found in it, else the loader's error naming all of them."""
+    for path in paths:
+        problem = _file_problem(path) if path and os.path.isfile(path) else None
+        if problem is not None:
+            return problem
+    return f"Could not load {' and '.join(p for p in paths if p)}: {_innermost_error(err)}"
+
+
+def _innermost_error(err: Exception) -> str:
     innermost = err
     while innermost.__cause__ is not None or innermost.__context__ is not None:
         innermost = innermost.__cause__ or innermost.__context__
-    detail = " ".join(str(innermost).split())[:300] or type(innermost).__name__
-    if path.lower().endswith(".csv"):
-        import csv
+    return " ".join(str(innermost).split())[:300] or type(innermost).__name__
 
-        try:
-            with open(path, encoding="utf-8", newline="") as f:
-                for row_number, row in enumerate(csv.DictReader(f), start=1):
-                    answers = row.get("answers")
-                    if answers and answers.strip():
-                        try:
-                            json.loads(answers)
-                        except json.JSONDecodeError:
-                            return (
-                                f"Data file {path}: the answers of data row {row_number} are not JSON "
-                                f'({answers[:60]!r}); write them as {{"text": [...], "answer_start": [...]}}.'
-                            )
-        except (UnicodeDecodeError, csv.Error):
-            pass
-        return f"Data file {path} could not be read as CSV: {detail}"
+
+def _file_problem(path: str) -> Optional[str]:
+    """What makes a data file unreadable, found by reading it: not UTF-8, a JSON Lines line that is not JSON, a CSV row
+    whose answers are not JSON. None when nothing is found."""
+    extension = path.lower().rsplit(".", 1)[-1]
     try:
-        with open(path, encoding="utf-8") as f:
-            first = f.read(1).lstrip()
-            f.seek(0)
-            if first != "[":
+        if extension == "csv":
+            import csv
+
+            with open(path, encoding="utf-8", newline="") as f:
+                try:
+                    for row_number, row in enumerate(csv.DictReader(f), start=1):
+                        answers = row.get("answers")
+                        if isinstance(answers, str) and answers.strip():
+                            try:
+                                json.loads(answers)
+                            except json.JSONDecodeError:
+                                return (
+                                    f"Data file {path}: the answers of data row {row_number} are not JSON "
+                                    f'({answers[:60]!r}); write them as {{"text": [...], "answer_start": [...]}}.'
+                                )
+                except csv.Error:
+                    return None
+        elif extension in ("json", "jsonl"):
+            with open(path, encoding="utf-8") as f:
+                if f.read(4096).lstrip().startswith("["):
+                    return None
+                f.seek(0)
                 for line_number, line in enumerate(f, start=1):
                     if line.strip():
                         try:
                             json.loads(line)
                         except json.JSONDecodeError as line_err:
                             if line_number == 1 and line.lstrip().startswith("{") and not line.rstrip().endswith("}"):
-                                break  # a JSON document over several lines, not JSON Lines
+                                return None  # a JSON document over several lines, not JSON Lines
                             return f"Data file {path}: line {line_number} is not valid JSON ({line_err.msg})."
+        else:
+            with open(path, encoding="utf-8") as f:
+                while f.read(1 << 20):
+                    pass
     except UnicodeDecodeError as decode_err:
         return f"Data file {path} is not UTF-8 text (byte offset {decode_err.start}); save it as UTF-8."
-    return f"Data file {path} could not be loaded: {detail}"
+    return None
 
 
 def detect_qa_file_format(path: str) -> str:
@@ -2017,10 +2045,12 @@ def load_lm_raw_datasets(data_args, model_args, text_builder_kwargs=None):
             empty = raw_datasets["train"].select([])
             raw_datasets["validation"] = _load_split_or_empty(path, name, f"train[:{pct}%]", empty, common)
             raw_datasets["train"] = _load_split_or_empty(path, name, f"train[{pct}%:]", empty, common)
-    except (FileNotFoundError, ValueError) as err:
-        if isinstance(err, UsageError):
-            raise
-        raise UsageError(f"Could not load the language-modelling data ({type(err).__name__}: {err}).") from err
+    except UsageError:
+        raise
+    except Exception as err:  # parse errors arrive as DatasetGenerationError (pyarrow/pandas inside)
+        if data_args.dataset_name is not None:
+            raise UsageError(f"Could not load the language-modelling data ({type(err).__name__}: {err}).") from err
+        raise UsageError(describe_data_load_failure([data_args.train_file, data_args.validation_file], err)) from err
     return raw_datasets, carved
 
 

@@ -99,6 +99,8 @@ def _input_files():
         "unfixable.json": _flat(_unfixable(good)),
         "long_question.json": _flat(_long_question(good)),
         "args_broken.json": '{"model_name_or_path": "x", ',
+        "lm_broken.jsonl": '{"text": "Alice lives in Paris."}\n{"text": \n{"text": "Bob works at the bank."}\n',
+        "lm_broken.csv": 'text,source\n"Alice lives in Paris.",a\n"Bob works at the bank.",b,extra\n',
     }
 
 
@@ -240,12 +242,14 @@ CASES = [
     ("run_mlm", "architecture without masked-LM head", {"--model_name_or_path": "{models}/vit"}, ["vit", "masked language-modelling head", "bert"]),
     ("run_mlm", "load_adapter missing", {"--train_adapter": None, "--load_adapter": "{models}/nope"}, ["--load_adapter", "does not exist"]),
     ("run_mlm", "model folder is an adapter run", {"--model_name_or_path": "{models}/adapter_run"}, ["config.json", "--load_adapter"]),
+    ("run_mlm", "broken JSON Lines", {"--train_file": "{data}/lm_broken.jsonl", "--validation_file": DROP}, ["lm_broken.jsonl", "line 2", "not valid JSON"]),
     ("run_mlm", "empty selection", {"--max_train_samples": "0"}, ["--max_train_samples", "positive"]),
     ("run_mlm", "resume from half-written checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-4"}, ["checkpoint-4", "trainer_state.json"]),
     ("run_mlm", "output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty"]),
     ("run_clm", "architecture without adapters", {"--model_name_or_path": "{models}/xlnet"}, ["xlnet", "adapters", "gpt2"]),
     ("run_clm", "load_adapter is a run folder", {"--train_adapter": None, "--load_adapter": "{models}/adapter_run"}, ["adapter_run/squad"]),
     ("run_clm", "unknown flag", {"--evaluation_strategy": "steps"}, ["--evaluation_strategy", "not used"]),
+    ("run_clm", "broken CSV", {"--train_file": "{data}/lm_broken.csv", "--validation_file": DROP}, ["lm_broken.csv", "line 3"]),
     ("run_clm", "model folder missing", {"--model_name_or_path": "{models}/nope"}, ["does not exist"]),
     ("run_clm", "resume from missing checkpoint", {"--resume_from_checkpoint": "{models}/checkpoint-99"}, ["not a folder"]),
     ("run_clm", "output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty"]),
