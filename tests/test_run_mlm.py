@@ -356,5 +356,7 @@ def test_acceptance_wikitext_lora(shared_data, tiny_model, tmp_path):
                          "--do_train", "--train_adapter", "--adapter_config", "lora", "--max_steps", "30",
                          "--learning_rate", "2e-2", "--per_device_train_batch_size", "8", *data)
     assert "perplexity" in results["eval"]
-    # The same masks for both models (sample_text.txt is small: about 20 blocks).
-    assert seeded_eval_loss(after) < seeded_eval_loss(before) - 0.02
+    # The same masks for both models, averaged over 5 draws (sample_text.txt is small: about 20 blocks; the gain is
+    # 0.02-0.05 nats per draw, about 0.04 on average: a different domain than the training text).
+    gain = np.mean([seeded_eval_loss(before, seed) - seeded_eval_loss(after, seed) for seed in range(5)])
+    assert gain > 0.02
