@@ -163,6 +163,7 @@ def _snapshot(folder):
 # ----------------------------------------------------------------------------------------------------------------------
 
 # Placeholders: {data} data folder, {model} tiny bert, {models} other model folders, {out} output folder.
+DROP = object()  # as a value: leave the flag out
 COMMON = {"--output_dir": "{out}", "--overwrite_output_dir": None, "--report_to": "none", "--max_steps": "2"}
 QA_BASE = {
     "--model_name_or_path": "{model}",
@@ -186,12 +187,12 @@ BASES = {
     "run_qa": QA_BASE,
     # Beam search fine-tunes XLNet/XLM in full; other encoders get an adapter and the beam-search head.
     "run_qa_beam_search": {**QA_BASE, "--train_adapter": None},
+    "run_seq2seq_qa": {**QA_BASE, "--doc_stride": DROP},
     "run_mlm": {**LM_BASE, "--max_seq_length": "32"},
     "run_clm": {**LM_BASE, "--block_size": "32"},  # bert has a causal-LM head (BertLMHeadModel)
 }
 
 # (script, id, changes to its base command (value DROP removes the flag), key words of the message)
-DROP = object()
 CASES = [
     ("run_qa", "missing file", {"--train_file": "{data}/nope.json"}, ["nope.json", "does not exist"]),
     ("run_qa", "unsupported extension", {"--train_file": "{data}/train.txt"}, ["train.txt", "unsupported extension", ".jsonl"]),
@@ -239,6 +240,12 @@ CASES = [
     ("run_qa_beam_search", "load_adapter is a run folder", {"--load_adapter": "{models}/adapter_run"}, ["adapter_config.json", "adapter_run/squad"]),
     ("run_qa_beam_search", "best model without metric", {"--load_best_model_at_end": None, "--eval_strategy": "steps", "--save_steps": "1", "--eval_steps": "1"}, ["--metric_for_best_model", "f1"]),
     ("run_qa_beam_search", "output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty"]),
+    ("run_seq2seq_qa", "broken JSON Lines", {"--train_file": "{data}/broken.jsonl"}, ["broken.jsonl", "line 3"]),
+    ("run_seq2seq_qa", "context column missing", {"--context_column": "passage"}, ["passage", "context"]),
+    ("run_seq2seq_qa", "duplicate ids", {"--validation_file": "{data}/duplicate_ids.json"}, ["more than once"]),
+    ("run_seq2seq_qa", "load_adapter is a run folder", {"--train_adapter": None, "--load_adapter": "{models}/adapter_run"}, ["adapter_run/squad"]),
+    ("run_seq2seq_qa", "not an encoder-decoder", {}, ["bert", "encoder-decoder", "run_qa.py"]),
+    ("run_seq2seq_qa", "output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty"]),
     ("run_mlm", "architecture without masked-LM head", {"--model_name_or_path": "{models}/vit"}, ["vit", "masked language-modelling head", "bert"]),
     ("run_mlm", "load_adapter missing", {"--train_adapter": None, "--load_adapter": "{models}/nope"}, ["--load_adapter", "does not exist"]),
     ("run_mlm", "model folder is an adapter run", {"--model_name_or_path": "{models}/adapter_run"}, ["config.json", "--load_adapter"]),
