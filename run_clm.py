@@ -368,7 +368,8 @@ def tokenize_function(examples, tokenizer, text_column_name):
     # clm input could be much much longer than block_size: the tokenizer's warning about it is followed by a notice.
     tok_logger = transformers.utils.logging.get_logger("transformers.tokenization_utils_base")
     with CaptureLogger(tok_logger) as cl:
-        output = tokenizer(examples[text_column_name])
+        # None is an empty CSV cell: an empty text, as an empty line of a .txt file.
+        output = tokenizer([text if text is not None else "" for text in examples[text_column_name]])
     if "Token indices sequence length is longer than the" in cl.out:
         tok_logger.warning(
             "^^^^^^^^^^^^^^^^ Please ignore the warning above - this long input will be chunked into smaller bits"

@@ -396,7 +396,7 @@ def add_word_starts(encoding, n_texts):
 
 def tokenize_lines(examples, tokenizer, text_column_name, max_seq_length, padding, whole_word_mask):
     """--line_by_line: every non-empty, non-whitespace line is one example, truncated to max_seq_length."""
-    lines = [line for line in examples[text_column_name] if len(line) > 0 and not line.isspace()]
+    lines = [line for line in examples[text_column_name] if line and not line.isspace()]  # None: an empty CSV cell
     encoding = tokenizer(
         lines,
         padding=padding,
@@ -411,8 +411,9 @@ def tokenize_lines(examples, tokenizer, text_column_name, max_seq_length, paddin
 
 def tokenize_texts(examples, tokenizer, text_column_name, whole_word_mask):
     """Default mode: tokenize every text whole (they are concatenated and cut into blocks afterwards)."""
-    encoding = tokenizer(examples[text_column_name], return_special_tokens_mask=True)
-    return add_word_starts(encoding, len(examples[text_column_name])) if whole_word_mask else encoding
+    texts = [text if text is not None else "" for text in examples[text_column_name]]  # None: an empty CSV cell
+    encoding = tokenizer(texts, return_special_tokens_mask=True)
+    return add_word_starts(encoding, len(texts)) if whole_word_mask else encoding
 
 
 def build_examples(raw_split, split, tokenizer, text_column_name, max_seq_length, data_args, training_args):

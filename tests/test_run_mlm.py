@@ -210,6 +210,28 @@ def test_line_by_line_examples_on_a_known_text(tiny_model, tmp_path, pad):
     assert len(tokenizer(kept[1])["input_ids"]) > 12  # so the truncation above is real
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+def test_csv_and_json_files_use_their_text_column(tiny_model, tmp_path, fmt):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model("bert"))
+    rows = [{"id": i, "text": line} for i, line in enumerate(KNOWN_TEXT)]
+    path = tmp_path / f"data.{fmt}"
+    if fmt == "csv":
+        path.write_text("id,text\n" + "".join(f'{r["id"]},"{r["text"]}"\n' for r in rows))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        path.write_text(json.dumps(rows))
+    args = run_mlm.DataTrainingArguments(train_file=str(path), validation_split_percentage=0, line_by_line=True,
+                                         max_seq_length=64)
+    raw, _ = run_mlm.load_lm_raw_datasets(args, run_mlm.ModelArguments())
+    examples = run_mlm.prepare_split(raw, "train", tokenizer, "text", 64, args,
+                                     TrainingArguments(output_dir=str(tmp_path)))
+    # The id column is dropped; empty and blank lines are skipped (csv reads an empty field as None: also skipped).
+    kept = [line for line in KNOWN_TEXT if line.strip()]
+    assert examples.column_names == ["input_ids", "token_type_ids", "attention_mask", "special_tokens_mask"]
+    assert examples["input_ids"] == tokenizer(kept, truncation=True, max_length=64)["input_ids"]
+
+
 def test_blocks_are_made_per_batch_of_1000_rows_and_max_samples_counts_blocks(tiny_model, tmp_path, caplog):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model("bert"))
     lines = ["Alice lives in Paris.", "Bob works at the bakery."] * 750
