@@ -325,7 +325,9 @@ def load_model(model_args, config, tokenizer):
         )
     else:
         model = AutoModelForCausalLM.from_config(
-            config, trust_remote_code=model_args.trust_remote_code, dtype=torch_dtype(model_args)
+            config, trust_remote_code=model_args.trust_remote_code,
+            # "auto" means the dtype of saved weights, which a new model does not have.
+            dtype=None if model_args.torch_dtype == "auto" else torch_dtype(model_args),
         )
         n_params = sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
         logger.info(f"Training new model from scratch - Total size={n_params/2**20:.2f}M params")

@@ -343,7 +343,9 @@ def load_model(model_args, config, tokenizer):
     else:
         logger.info("Training new model from scratch")
         model = AutoModelForMaskedLM.from_config(
-            config, trust_remote_code=model_args.trust_remote_code, dtype=torch_dtype(model_args)
+            config, trust_remote_code=model_args.trust_remote_code,
+            # "auto" means the dtype of saved weights, which a new model does not have.
+            dtype=None if model_args.torch_dtype == "auto" else torch_dtype(model_args),
         )
 
     # Convert the model into an adapter model (the reference does this even without --train_adapter).
