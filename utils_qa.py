@@ -840,10 +840,12 @@ def check_qa_examples(
             f"position ('{question_column}', '{context_column}') are not question and context. Rename the columns "
             "to 'question', 'context' and 'answers'."
         )
-    for role, column in (("question", question_column), ("context", context_column)):
-        for i, value in enumerate(examples[column]):
-            if value is None:
-                raise UsageError(f"{source}: record {i} has no {role} (column '{column}' is empty there).")
+    # Whole columns through Arrow, once: row-by-row access costs seconds at SQuAD scale.
+    questions, contexts = _qa_column(examples, question_column), _qa_column(examples, context_column)
+    for role, column, values in (("question", question_column, questions), ("context", context_column, contexts)):
+        if None in values:
+            raise UsageError(f"{source}: record {values.index(None)} has no {role} (column '{column}' is empty there).")
+    ids = _qa_column(examples, "id") if "id" in found else None
     if stage != "train":
         if "id" not in found:
             raise UsageError(
@@ -851,7 +853,7 @@ def check_qa_examples(
                 "questions by id: give every record a unique id."
             )
         seen = set()
-        for i, example_id in enumerate(examples["id"]):
+        for i, example_id in enumerate(ids):
             if example_id is None:
                 raise UsageError(f"{source}: record {i} has no id.")
             if example_id in seen:
@@ -876,8 +878,7 @@ def check_qa_examples(
             '"answers": {"text": ["Paris"], "answer_start": [17]} (empty lists for an unanswerable question).'
         )
 
-    answers = list(examples[answer_column])
-    contexts = list(examples[context_column])
+    answers = _qa_column(examples, answer_column)
     unanswerable, first_unanswerable = 0, None
     mismatched = []  # (row, answer index)
     for i, (answer, context) in enumerate(zip(answers, contexts)):
@@ -898,7 +899,7 @@ def check_qa_examples(
                 mismatched.append((i, k))
 
     if unanswerable and stage in ("train", "eval") and not version_2_with_negative:
-        example_id = examples[first_unanswerable]["id"] if "id" in found else first_unanswerable
+        example_id = ids[first_unanswerable] if ids is not None else first_unanswerable
         everything = (
             " If the file has no answers at all, pass it as --test_file with --do_predict instead."
             if unanswerable == len(examples) and stage == "eval"
@@ -980,7 +981,7 @@ def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length:
     question_column, context_column, _ = columns
     # The room for context is max_seq_length - pair - question tokens; trouble needs question tokens >= threshold.
     threshold = max_seq_length - pair - doc_stride
-    questions = list(examples[question_column])
+    questions = _qa_column(examples, question_column)
     candidates = [i for i, q in enumerate(questions) if 2 * len(q.lstrip().encode("utf-8")) + 1 >= threshold]
     if not candidates:
         return
@@ -988,8 +989,8 @@ def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length:
     long_questions = [(i, len(ids)) for i, ids in zip(candidates, question_tokens) if len(ids) >= threshold]
     if not long_questions:
         return
-    contexts = examples.select([i for i, _ in long_questions])[context_column]
-    context_tokens = tokenizer(list(contexts), add_special_tokens=False)["input_ids"]
+    contexts = _qa_column(examples.select([i for i, _ in long_questions]), context_column)
+    context_tokens = tokenizer(contexts, add_special_tokens=False)["input_ids"]
     for (i, n_question), context_ids in zip(long_questions, context_tokens):
         if n_question + len(context_ids) + pair <= max_seq_length:
             continue  # fits in one window: nothing is truncated
@@ -1043,7 +1044,7 @@ def count_unanswerable(examples, answer_column) -> int:
         return 0
     if _answer_fields(examples.features[answer_column]) is None:
         return 0  # not the SQuAD layout: check_qa_examples says so
-    return sum(1 for answer in examples[answer_column] if answer is not None and not answer.get("text"))
+    return sum(1 for answer in _qa_column(examples, answer_column) if answer is not None and not answer.get("text"))
 
 
 def use_v2_for_unanswerable_data(data_args, columns, training_args=None, **examples_by_stage):
