@@ -1317,8 +1317,8 @@ def _top_indices(logits, n_best_size):
     except ValueError:  # rows of different lengths
         array = None
     if array is not None and array.ndim == 2 and array.dtype != object:
-        index = _argsort_top(array, n_best_size)
-        return array, index, np.take_along_axis(array, index, axis=-1), np.ones(index.shape, dtype=bool)
+        index, values = _argsort_top(array, n_best_size)
+        return array, index, values, np.ones(index.shape, dtype=bool)
     rows = [np.asarray(row) for row in logits]
     tops = [np.argsort(row)[-1 : -n_best_size - 1 : -1] for row in rows]
     width = max((len(top) for top in tops), default=0)
@@ -1331,7 +1331,7 @@ def _top_indices(logits, n_best_size):
 
 
 def _argsort_top(array, n_best_size):
-    """`np.argsort(array, axis=-1)[:, -1 : -n_best_size - 1 : -1]`, exactly, ties included.
+    """`np.argsort(array, axis=-1)[:, -1 : -n_best_size - 1 : -1]`, exactly, ties included, and those values.
 
     numpy's default argsort (not stable) of a 2-D array sorts each row as it sorts that row alone, so equal logits
     come out in the loop's order; a stable sort would order them differently and pick other candidates. Rows whose
@@ -1340,16 +1340,19 @@ def _argsort_top(array, n_best_size):
     width = array.shape[1]
     k = len(range(width)[-1 : -n_best_size - 1 : -1])  # the slice always takes the k largest, largest first
     if not 0 < k < width - 1:
-        return np.argsort(array, axis=-1)[:, -1 : -n_best_size - 1 : -1]
+        top = np.argsort(array, axis=-1)[:, -1 : -n_best_size - 1 : -1]
+        return top, np.take_along_axis(array, top, axis=-1)
+    rows = np.arange(len(array))[:, None]
     largest = np.argpartition(array, width - k - 1, axis=-1)[:, width - k - 1 :]
-    values = np.take_along_axis(array, largest, axis=-1)
+    values = array[rows, largest]
     order = np.argsort(values, axis=-1)
-    largest, values = np.take_along_axis(largest, order, axis=-1), np.take_along_axis(values, order, axis=-1)
-    top = largest[:, :0:-1]
+    largest, values = largest[rows, order], values[rows, order]
+    top, top_values = largest[:, :0:-1], values[:, :0:-1]
     ambiguous = np.flatnonzero(~(values[:, 1:] > values[:, :-1]).all(axis=-1))
     if len(ambiguous):
         top[ambiguous] = np.argsort(array[ambiguous], axis=-1)[:, -1 : -n_best_size - 1 : -1]
-    return top
+        top_values[ambiguous] = np.take_along_axis(array[ambiguous], top[ambiguous], axis=-1)
+    return top, top_values
 
 
 def _offset_lookup(features):
@@ -1583,15 +1586,19 @@ def _nbest_table(cand, feature_example, n_examples, version_2_with_negative, n_b
     is_null = entry_candidate < 0
     entry_null = example_null[entry_example]
 
-    def gather(values, null_values):  # index -1 (null) reads the appended element, replaced by the null value
-        values = np.append(values, values[:1] if len(values) else np.zeros(1, dtype=values.dtype))[entry_candidate]
-        return np.where(is_null, null_values[entry_null] if n_features else values, values)
+    real, nulls = np.flatnonzero(~is_null), np.flatnonzero(is_null)
+
+    def gather(values, null_values=None):  # the null prediction's: from its feature, or 0 (its offsets (0, 0))
+        entries = np.zeros(len(entry_candidate), dtype=values.dtype)
+        entries[real] = values[entry_candidate[real]]
+        if null_values is not None and len(nulls):
+            entries[nulls] = null_values[entry_null[nulls]]
+        return entries
 
     start_logit = gather(cand.start_logit, null_start)
     end_logit = gather(cand.end_logit, null_end)
     score = gather(cand.score, null_score)
-    offset_start = np.where(is_null, 0, np.append(cand.offset_start, 0)[entry_candidate])
-    offset_end = np.where(is_null, 0, np.append(cand.offset_end, 0)[entry_candidate])
+    offset_start, offset_end = gather(cand.offset_start), gather(cand.offset_end)
 
     # Softmax of each list (max-subtracted exp), all lists of the same length at once.
     probability = np.zeros(len(score), dtype=score.dtype)
