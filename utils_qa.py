@@ -442,7 +442,18 @@ def detect_qa_file_format(path: str) -> str:
         raise UsageError(f"Data file {path} is not UTF-8 text (byte offset {err.start}); save it as UTF-8.") from err
     if not head:
         raise UsageError(f"Data file {path} is empty.")
+    if head.startswith("\ufeff"):
+        raise UsageError(f"Data file {path} starts with a byte-order mark (BOM): save it as UTF-8 without BOM.")
     if head.startswith("["):
+        content = _read_json(path)
+        if not content:
+            raise UsageError(f"Data file {path} has no examples: it is an empty JSON list.")
+        for i, record in enumerate(content):
+            if not isinstance(record, dict):
+                raise UsageError(
+                    f"Data file {path}: record {i} is a {type(record).__name__}, not an object with "
+                    '"id", "question", "context" and "answers".'
+                )
         return "records"
     if head.startswith("{"):
         try:
@@ -456,6 +467,11 @@ def detect_qa_file_format(path: str) -> str:
                 raise UsageError(f'Data file {path} has no examples: its "data" list is empty.')
             first = content["data"][0]
             return "nested" if isinstance(first, dict) and "paragraphs" in first else "flat"
+        if isinstance(content, dict) and "data" in content:
+            raise UsageError(
+                f'Data file {path}: its "data" is a {type(content["data"]).__name__}, not a list of records (or of '
+                "SQuAD articles)."
+            )
         return "jsonl"  # a single record on a single line
     raise UsageError(f"Data file {path} is neither JSON, JSON Lines nor CSV (it starts with {head[:20]!r}).")
 
@@ -514,12 +530,12 @@ def _flattened_copy(path: str, cache_dir: Optional[str]) -> str:
     target = os.path.join(folder, f"{digest}.jsonl")
     if not os.path.isfile(target):
         squad = _read_json(path)
-        try:
-            records = flatten_nested_squad(squad)
-        except (KeyError, TypeError, AttributeError, ValueError) as err:
-            raise UsageError(
-                f"Data file {path} is not in the SQuAD layout: {_nested_squad_problem(squad) or err}."
-            ) from err
+        problem = _nested_squad_problem(squad)
+        if problem is not None:
+            raise UsageError(f"Data file {path} is not in the SQuAD layout: {problem}.")
+        records = flatten_nested_squad(squad)
+        if not records:
+            raise UsageError(f"Data file {path} has no questions (no qas in any paragraph).")
         tmp = f"{target}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             for record in records:
@@ -555,6 +571,10 @@ def _nested_squad_problem(squad) -> Optional[str]:
     return None
 
 
+def _id_as_text(example):
+    return {"id": None if example["id"] is None else str(example["id"])}
+
+
 def _answers_as_lists(example, answer_column):
     """[{"text": t, "answer_start": s}, ...] (one dict per answer, as in the original SQuAD layout) as
     {"text": [...], "answer_start": [...]}."""
@@ -566,6 +586,8 @@ def _answers_as_lists(example, answer_column):
 
 def _parse_csv_answers(example):
     answers = example["answers"]
+    if answers is None:  # an empty cell: no answer
+        answers = {"text": [], "answer_start": []}
     if isinstance(answers, str):
         answers = json.loads(answers) if answers.strip() else {"text": [], "answer_start": []}
     return {"answers": {"text": list(answers["text"]), "answer_start": [int(s) for s in answers["answer_start"]]}}
@@ -591,8 +613,16 @@ def load_qa_file(path: str, cache_dir: Optional[str] = None):
         dataset = datasets.load_dataset("csv", data_files={"data": path}, cache_dir=cache_dir)["data"]
         if "answers" in dataset.column_names:
             dataset = dataset.map(_parse_csv_answers, desc=f"Parsing CSV answers of {os.path.basename(path)}")
-    if "id" in dataset.column_names and dataset.features["id"].dtype != "string":
-        dataset = dataset.cast_column("id", datasets.Value("string"))
+    if "id" in dataset.column_names and getattr(dataset.features["id"], "dtype", None) != "string":
+        if isinstance(dataset.features["id"], datasets.Value):
+            dataset = dataset.cast_column("id", datasets.Value("string"))
+        else:  # numbers and strings mixed (datasets' Json feature)
+            dataset = dataset.map(_id_as_text, desc=f"Reading ids of {os.path.basename(path)}")
+    if len(dataset.column_names) < 2:
+        raise UsageError(
+            f"Data file {path} has no QA records: found the columns {dataset.column_names}; expected "
+            '"id", "question", "context" and "answers".'
+        )
     answers_feature = dataset.features.get("answers")
     if isinstance(answers_feature, datasets.List) and isinstance(answers_feature.feature, dict):
         dataset = dataset.map(
@@ -635,13 +665,19 @@ def _adapter_folders_inside(folder: str, depth: int = 2) -> list:
     return sorted(found)
 
 
-def check_model_source(name: Optional[str], flag: str, required_file: Optional[str] = "config.json"):
-    """A local --model_name_or_path/--config_name/--tokenizer_name must exist and be a model folder. Hub ids are left
-    to from_pretrained (which fails with its own message offline)."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
+
+
+def check_model_source(name: Optional[str], flag: str, required_file=("config.json",)):
+    """A local --model_name_or_path/--config_name/--tokenizer_name must exist and be a model folder (holding one of
+    `required_file`). Hub ids are left to from_pretrained (which fails with its own message offline)."""
     if name is None:
         return
+    if isinstance(required_file, str):
+        required_file = (required_file,)
     if os.path.isdir(name):
-        if required_file and not os.path.isfile(os.path.join(name, required_file)):
+        if required_file and not any(os.path.isfile(os.path.join(name, f)) for f in required_file):
+            required_file = " or ".join(required_file)
             adapters_inside = _adapter_folders_inside(name)
             hint = (
                 f" It holds adapters ({', '.join(adapters_inside)}): pass the base model as {flag} and the adapter "
@@ -651,7 +687,7 @@ def check_model_source(name: Optional[str], flag: str, required_file: Optional[s
             )
             raise UsageError(f"{flag} {name} is not a model folder: it has no {required_file}.{hint}")
     elif os.path.isfile(name) and required_file:
-        raise UsageError(f"{flag} {name} is a file; pass the folder that holds {required_file} (or a Hub model id).")
+        raise UsageError(f"{flag} {name} is a file; pass the folder that holds {required_file[0]} (or a Hub model id).")
     elif _looks_like_local_path(name):
         raise UsageError(f"{flag} {name} does not exist. Pass an existing model folder or a Hugging Face Hub model id.")
 
@@ -752,6 +788,17 @@ def qa_split_source(data_args, split: str) -> str:
     return f"the {split} split of {data_args.dataset_name}"
 
 
+_TEXT_DTYPES = ("string", "large_string")
+_INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+def _feature_kind(feature) -> str:
+    """A column's type for messages: its dtype, "struct" for a dict of fields, else the feature's class name."""
+    if getattr(feature, "dtype", None) is not None:
+        return feature.dtype
+    return "struct" if isinstance(feature, dict) else type(feature).__name__
+
+
 def _is_string_feature(feature) -> bool:
     return getattr(feature, "dtype", None) in ("string", "large_string")
 
@@ -826,7 +873,7 @@ def check_qa_examples(
     if len(examples) == 0:
         raise UsageError(f"{source} has no examples. Check the file (or --max_{stage}_samples).")
     found = examples.column_names
-    found_text = ", ".join(f"{name} ({getattr(examples.features[name], 'dtype', 'structure')})" for name in found)
+    found_text = ", ".join(f"{name} ({_feature_kind(examples.features[name])})" for name in found)
     for role, column in (("question", question_column), ("context", context_column)):
         if column not in found or not _is_string_feature(examples.features[column]):
             raise UsageError(
@@ -878,6 +925,15 @@ def check_qa_examples(
             '"answers": {"text": ["Paris"], "answer_start": [17]} (empty lists for an unanswerable question).'
         )
 
+    for key, kinds, example in (("text", _TEXT_DTYPES, '["Paris"]'), ("answer_start", _INT_DTYPES, "[17]")):
+        inner = getattr(examples.features[answer_column][key], "feature", None)  # the item type of a list
+        dtype = getattr(inner, "dtype", None)
+        if dtype not in kinds + ("null",):
+            found_type = examples.features[answer_column][key]
+            raise UsageError(
+                f'{source}: answers "{key}" must be a list of {"texts" if key == "text" else "integer character offsets"}'
+                f" (e.g. {example}), found {found_type}."
+            )
     answers = _qa_column(examples, answer_column)
     unanswerable, first_unanswerable = 0, None
     mismatched = []  # (row, answer index)
@@ -1011,7 +1067,19 @@ def check_script_arguments(model_args, training_args, adapter_args=None, *, best
     something to do."""
     check_model_source(getattr(model_args, "model_name_or_path", None), "--model_name_or_path")
     check_model_source(getattr(model_args, "config_name", None), "--config_name")
-    check_model_source(getattr(model_args, "tokenizer_name", None), "--tokenizer_name", required_file=None)
+    check_model_source(getattr(model_args, "tokenizer_name", None), "--tokenizer_name", required_file=TOKENIZER_FILES)
+    if training_args.output_dir and os.path.exists(training_args.output_dir) and not os.path.isdir(
+        training_args.output_dir
+    ):
+        raise UsageError(f"--output_dir {training_args.output_dir} is a file; pass a folder (it is created if needed).")
+    check_numeric_args(
+        positive=[
+            ("--per_device_train_batch_size", training_args.per_device_train_batch_size),
+            ("--per_device_eval_batch_size", training_args.per_device_eval_batch_size),
+            ("--gradient_accumulation_steps", training_args.gradient_accumulation_steps),
+        ],
+        non_negative=[("--num_train_epochs", training_args.num_train_epochs)],
+    )
     if adapter_args is not None:
         check_adapter_sources(adapter_args)
     if best_model_metrics is not None:
