@@ -45,9 +45,13 @@ def test_two_process_training_and_evaluation_match_one_process(tiny_model, qa_da
         "--validation_file", qa_data["dev"], "--test_file", qa_data["test"],
         "--do_eval", "--do_predict", "--version_2_with_negative",
         "--max_seq_length", "48", "--doc_stride", "16",
-        # 11 examples give a number of features that 2 processes x 3 do not divide: the sampler pads the last batch
-        # with repeated features, which must not reach post-processing.
-        "--per_device_eval_batch_size", "3",
+        # Features of different lengths (no padding), evaluated longest first and put back in order, gathered from
+        # the processes padded to one length. One feature a batch: within a batch, a short feature's logits over
+        # its padding tokens would take part in its n-best search, so its n-best list would depend on the batch it
+        # lands in (as in the reference); --pad_to_max_length (the default) pads every feature alike instead.
+        "--pad_to_max_length", "False", "--per_device_eval_batch_size", "1",
+        # 11 examples give an odd number of features: the distributed sampler repeats one to fill the last step,
+        # and that repeat must not reach post-processing.
         "--train_adapter", "--adapter_config", "seq_bn",
         "--report_to", "none", "--disable_tqdm", "true",
     ]
