@@ -19,11 +19,21 @@ os.environ.update({
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "WANDB_DISABLED": "true",
+    # Tiny models run fastest on one thread (more only wait for each other); the CLI subprocesses inherit this.
+    "OMP_NUM_THREADS": "1",
 })
 
 # Tests import the top-level modules (tiny_models, toy_data, run_*.py) from the repo root.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One thread for the whole session, so that pinned numbers do not depend on which tests ran before."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

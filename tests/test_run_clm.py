@@ -25,15 +25,6 @@ COMMON = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "tru
 TRAIN = ["--do_train", "--max_steps", "30", "--learning_rate", "1e-2", "--per_device_train_batch_size", "8"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models train several times faster on one thread than on two contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def text(tmp_path_factory):
     """Train and held-out validation text (different seeds: no shared lines by construction)."""

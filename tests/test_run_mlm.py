@@ -11,7 +11,6 @@ import logging
 import math
 from unittest import mock
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -26,15 +25,6 @@ COMMON = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "tru
           "--per_device_eval_batch_size", "64"]
 TRAIN = ["--do_train", "--max_steps", "30", "--learning_rate", "2e-2", "--per_device_train_batch_size", "8"]
 ARCHS = ["bert", "roberta", "distilbert"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models train several times faster on one thread than on two contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ def test_full_fine_tuning_saves_the_whole_model(tiny_model, qa_files, tmp_path):
 
 
 def test_training_raises_f1_on_templated_facts(tiny_model, tmp_path):
-    """A tiny random BERT learns the templated facts: F1 from ~2 to ~22 in 52 steps (pinned for seed 42)."""
+    """A tiny random BERT learns the templated facts: F1 from ~4 to ~24 in 52 steps (pinned for seed 42)."""
     train = toy_data.write_qa_file(toy_data.make_templated_qa(200, seed=1), str(tmp_path / "train.json"), "flat")
     dev = toy_data.write_qa_file(toy_data.make_templated_qa(60, seed=2), str(tmp_path / "dev.json"), "flat")
     common = ["--validation_file", dev, "--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none",
@@ -120,8 +120,8 @@ def test_training_raises_f1_on_templated_facts(tiny_model, tmp_path):
                  "--save_strategy", "no", *common])
     before = read(tmp_path / "before" / "eval_results.json")["eval_f1"]
     after = read(tmp_path / "after" / "eval_results.json")["eval_f1"]
-    assert before == pytest.approx(2.34, abs=1.0)
-    assert after == pytest.approx(21.67, abs=5.0)
+    assert before == pytest.approx(3.73, abs=1.0)
+    assert after == pytest.approx(24.0, abs=5.0)
     assert after > before + 12
 
 

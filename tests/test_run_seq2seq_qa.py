@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 from transformers.generation import GenerationMixin
 
@@ -17,15 +16,6 @@ from run_seq2seq_qa import prepare_validation_features, select_window_answers, s
 from utils_qa import UsageError
 
 COLUMNS = ("question", "context", "answers")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the machine is shared: more threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
