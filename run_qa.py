@@ -34,12 +34,14 @@ from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
 import adapters
-from adapters import AdapterArguments, AdapterConfig, setup_adapter_training
+from adapters import AdapterArguments, setup_adapter_training
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import (
     SQUAD_V1_METRICS,
     SQUAD_V2_METRICS,
     UsageError,
+    build_features,
+    check_adapter_arguments,
     check_fits_positions,
     check_model_architecture,
     check_qa_data_files,
@@ -47,16 +49,19 @@ from utils_qa import (
     check_qa_splits,
     check_script_arguments,
     check_windows_fit,
-    checkpoint_to_resume,
-    compute_squad_metrics,
+    compute_squad_eval_metrics,
     detect_last_checkpoint,
+    evaluate_and_save,
     from_pretrained_or_fail,
-    prepare_output_dir,
     load_qa_raw_datasets,
     model_card_kwargs,
     parse_args,
     postprocess_qa_predictions,
+    predict_and_save,
+    prepare_output_dir,
     setup_logging,
+    split_or_fail,
+    train_and_save,
 )
 
 
@@ -183,18 +188,7 @@ class DataTrainingArguments:
 
 def check_arguments(model_args, data_args, training_args, adapter_args):
     """Cheap checks of the command line, before any data or model is loaded."""
-    if adapter_args.train_adapter:
-        try:
-            AdapterConfig.load(adapter_args.adapter_config)
-        except (ValueError, TypeError, SyntaxError) as err:
-            valid = ", ".join(sorted(adapters.ADAPTER_CONFIG_MAP))
-            raise UsageError(
-                f"--adapter_config {adapter_args.adapter_config!r} is not a valid adapter configuration ({err}). "
-                f"Use one of: {valid}; a JSON file; or a config string such as 'seq_bn[reduction_factor=8]' "
-                "(string values quoted: 'seq_bn[non_linearity=\"gelu\"]')."
-            ) from err
-    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
-        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+    check_adapter_arguments(adapter_args)
     # The reference only warned on a wrong --metric_for_best_model, then failed with a KeyError at the first
     # evaluation, after training.
     valid = SQUAD_V2_METRICS if data_args.version_2_with_negative else SQUAD_V1_METRICS
@@ -393,30 +387,8 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, do
     return tokenized_examples
 
 
-def build_features(examples, prepare_function, feature_kwargs, data_args, training_args, max_samples, desc):
-    """Tokenize examples into features (cached by datasets; once per node in distributed runs). max_samples caps
-    the examples before tokenization and the features after, as in the reference."""
-    if max_samples is not None:
-        examples = examples.select(range(min(len(examples), max_samples)))
-    with training_args.main_process_first(desc=desc):
-        features = examples.map(
-            prepare_function,
-            fn_kwargs=feature_kwargs,
-            batched=True,
-            num_proc=data_args.preprocessing_num_workers,
-            remove_columns=examples.column_names,
-            load_from_cache_file=not data_args.overwrite_cache,
-            desc=f"Running tokenizer on {desc}",
-        )
-    if max_samples is not None:
-        features = features.select(range(min(len(features), max_samples)))
-    return examples, features
 
 
-def split_or_fail(raw_datasets, split, flag):
-    if split not in raw_datasets:
-        raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that has it).")
-    return raw_datasets[split]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -451,8 +423,6 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
-def compute_metrics(p: EvalPrediction, version_2_with_negative: bool):
-    return compute_squad_metrics(p.predictions, p.label_ids, version_2_with_negative)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -460,36 +430,10 @@ def compute_metrics(p: EvalPrediction, version_2_with_negative: bool):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def train(trainer, training_args, data_args, train_dataset, last_checkpoint):
-    train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, last_checkpoint))
-    trainer.save_model()  # Saves the tokenizer too for easy upload (adapter mode: the adapter and its head)
-    metrics = train_result.metrics
-    max_train_samples = data_args.max_train_samples if data_args.max_train_samples is not None else len(train_dataset)
-    metrics["train_samples"] = min(max_train_samples, len(train_dataset))
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
 
 
-def evaluate(trainer, data_args, eval_dataset):
-    logger.info("*** Evaluate ***")
-    metrics = trainer.evaluate()
-    max_eval_samples = data_args.max_eval_samples if data_args.max_eval_samples is not None else len(eval_dataset)
-    metrics["eval_samples"] = min(max_eval_samples, len(eval_dataset))
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
 
 
-def predict(trainer, data_args, predict_dataset, predict_examples):
-    logger.info("*** Predict ***")
-    results = trainer.predict(predict_dataset, predict_examples)
-    metrics = results.metrics
-    max_predict_samples = (
-        data_args.max_predict_samples if data_args.max_predict_samples is not None else len(predict_dataset)
-    )
-    metrics["predict_samples"] = min(max_predict_samples, len(predict_dataset))
-    trainer.log_metrics("predict", metrics)
-    trainer.save_metrics("predict", metrics)
 
 
 def main(argv=None):
@@ -568,16 +512,16 @@ def main(argv=None):
             output_dir=training_args.output_dir,
             log_level=log_level,
         ),
-        compute_metrics=partial(compute_metrics, version_2_with_negative=data_args.version_2_with_negative),
+        compute_metrics=partial(compute_squad_eval_metrics, version_2_with_negative=data_args.version_2_with_negative),
     )
 
     # Train / evaluate / predict
     if training_args.do_train:
-        train(trainer, training_args, data_args, train_dataset, last_checkpoint)
+        train_and_save(trainer, training_args, data_args, train_dataset, last_checkpoint)
     if training_args.do_eval:
-        evaluate(trainer, data_args, eval_dataset)
+        evaluate_and_save(trainer, data_args, eval_dataset)
     if training_args.do_predict:
-        predict(trainer, data_args, predict_dataset, predict_examples)
+        predict_and_save(trainer, data_args, predict_dataset, predict_examples)
 
     kwargs = model_card_kwargs(model_args, data_args, "question-answering")
     if training_args.push_to_hub:

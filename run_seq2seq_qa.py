@@ -41,6 +41,7 @@ from adapters import AdapterArguments, setup_adapter_training
 from trainer_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
 from utils_qa import (
     UsageError,
+    build_features,
     check_adapter_arguments,
     check_adapter_sources,
     check_adapters_support,
@@ -50,16 +51,19 @@ from utils_qa import (
     check_numeric_args,
     check_qa_data_files,
     check_qa_examples,
-    checkpoint_to_resume,
-    compute_squad_metrics,
+    compute_squad_eval_metrics,
     detect_last_checkpoint,
+    evaluate_and_save,
     from_pretrained_or_fail,
     load_qa_raw_datasets,
     model_card_kwargs,
     parse_args,
+    predict_and_save,
     prepare_output_dir,
     qa_split_source,
     setup_logging,
+    split_or_fail,
+    train_and_save,
     write_prediction_files,
 )
 
@@ -528,30 +532,8 @@ def pad_to_length(input_ids, attention_mask, tokenizer, length):
     return input_ids + [tokenizer.pad_token_id] * n, attention_mask + [0] * n
 
 
-def build_features(examples, prepare_function, feature_kwargs, data_args, training_args, max_samples, desc):
-    """Tokenize examples into features (cached by datasets; once per node in distributed runs). max_samples caps
-    the examples before tokenization and the features after, as in the reference."""
-    if max_samples is not None:
-        examples = examples.select(range(min(len(examples), max_samples)))
-    with training_args.main_process_first(desc=desc):
-        features = examples.map(
-            prepare_function,
-            fn_kwargs=feature_kwargs,
-            batched=True,
-            num_proc=data_args.preprocessing_num_workers,
-            remove_columns=examples.column_names,
-            load_from_cache_file=not data_args.overwrite_cache,
-            desc=f"Running tokenizer on {desc}",
-        )
-    if max_samples is not None:
-        features = features.select(range(min(len(features), max_samples)))
-    return examples, features
 
 
-def split_or_fail(raw_datasets, split, flag):
-    if split not in raw_datasets:
-        raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that has it).")
-    return raw_datasets[split]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -616,8 +598,6 @@ def post_processing_function(examples, features, answers, stage="eval", *, versi
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
-def compute_metrics(p: EvalPrediction, version_2_with_negative: bool):
-    return compute_squad_metrics(p.predictions, p.label_ids, version_2_with_negative)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -625,36 +605,10 @@ def compute_metrics(p: EvalPrediction, version_2_with_negative: bool):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def train(trainer, training_args, data_args, train_dataset, last_checkpoint):
-    train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, last_checkpoint))
-    trainer.save_model()  # Saves the tokenizer too for easy upload (adapter mode: the adapter and its head)
-    metrics = train_result.metrics
-    max_train_samples = data_args.max_train_samples if data_args.max_train_samples is not None else len(train_dataset)
-    metrics["train_samples"] = min(max_train_samples, len(train_dataset))
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
 
 
-def evaluate(trainer, data_args, eval_dataset):
-    logger.info("*** Evaluate ***")
-    metrics = trainer.evaluate(metric_key_prefix="eval")
-    max_eval_samples = data_args.max_eval_samples if data_args.max_eval_samples is not None else len(eval_dataset)
-    metrics["eval_samples"] = min(max_eval_samples, len(eval_dataset))
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
 
 
-def predict(trainer, data_args, predict_dataset, predict_examples):
-    logger.info("*** Predict ***")
-    results = trainer.predict(predict_dataset, predict_examples)
-    metrics = results.metrics
-    max_predict_samples = (
-        data_args.max_predict_samples if data_args.max_predict_samples is not None else len(predict_dataset)
-    )
-    metrics["predict_samples"] = min(max_predict_samples, len(predict_dataset))
-    trainer.log_metrics("predict", metrics)
-    trainer.save_metrics("predict", metrics)
 
 
 def main(argv=None):
@@ -758,7 +712,9 @@ def main(argv=None):
         processing_class=tokenizer,
         data_collator=data_collator,
         compute_metrics=(
-            partial(compute_metrics, version_2_with_negative=data_args.version_2_with_negative) if generate else None
+            partial(compute_squad_eval_metrics, version_2_with_negative=data_args.version_2_with_negative)
+            if generate
+            else None
         ),
         post_process_function=partial(
             post_processing_function,
@@ -778,11 +734,11 @@ def main(argv=None):
 
     # Train / evaluate / predict
     if training_args.do_train:
-        train(trainer, training_args, data_args, train_dataset, last_checkpoint)
+        train_and_save(trainer, training_args, data_args, train_dataset, last_checkpoint)
     if training_args.do_eval:
-        evaluate(trainer, data_args, eval_dataset)
+        evaluate_and_save(trainer, data_args, eval_dataset)
     if training_args.do_predict:
-        predict(trainer, data_args, predict_dataset, predict_examples)
+        predict_and_save(trainer, data_args, predict_dataset, predict_examples)
 
     if training_args.push_to_hub:
         trainer.push_to_hub(**model_card_kwargs(model_args, data_args, "question-answering"))

@@ -8,6 +8,7 @@ Sections, in the order a script uses them:
   2b. Checks of the command line and the data before the model is loaded (one-line UsageErrors).
   3. Post-processing: mapping start/end logits back to answer spans in the original contexts.
   4. SQuAD metrics that need no network (values identical to the official v1.1 and v2.0 evaluation scripts).
+  4b. Steps shared by the three QA scripts: building features, train / evaluate / predict and saving the results.
   5. Language-modelling helpers (run_mlm.py, run_clm.py): data loading, config overrides, blocks, offline accuracy.
 """
 import collections
@@ -1060,6 +1061,25 @@ def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length:
         )
 
 
+def check_adapter_arguments(adapter_args):
+    """--adapter_config must parse (checked before anything is loaded); adapters load only in adapter mode."""
+    import adapters
+    from adapters import AdapterConfig
+
+    if adapter_args.train_adapter:
+        try:
+            AdapterConfig.load(adapter_args.adapter_config)
+        except (ValueError, TypeError, SyntaxError) as err:
+            valid = ", ".join(sorted(adapters.ADAPTER_CONFIG_MAP))
+            raise UsageError(
+                f"--adapter_config {adapter_args.adapter_config!r} is not a valid adapter configuration ({err}). "
+                f"Use one of: {valid}; a JSON file; or a config string such as 'seq_bn[reduction_factor=8]' "
+                "(string values quoted: 'seq_bn[non_linearity=\"gelu\"]')."
+            ) from err
+    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
+        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+
+
 def check_script_arguments(model_args, training_args, adapter_args=None, *, best_model_metrics=None,
                            require_action=True):
     """The checks of the command line every script runs before loading anything: model/config/tokenizer folders,
@@ -2008,6 +2028,74 @@ def compute_squad_metrics(predictions, references, version_2_with_negative: bool
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# 4b. QA script steps shared by run_qa.py, run_qa_beam_search.py and run_seq2seq_qa.py
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def split_or_fail(raw_datasets, split, flag):
+    if split not in raw_datasets:
+        raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that has it).")
+    return raw_datasets[split]
+
+
+def build_features(examples, prepare_function, feature_kwargs, data_args, training_args, max_samples, desc):
+    """Tokenize examples into features (cached by datasets; once per node in distributed runs). max_samples caps
+    the examples before tokenization and the features after, as in the reference."""
+    if max_samples is not None:
+        examples = examples.select(range(min(len(examples), max_samples)))
+    with training_args.main_process_first(desc=desc):
+        features = examples.map(
+            prepare_function,
+            fn_kwargs=feature_kwargs,
+            batched=True,
+            num_proc=data_args.preprocessing_num_workers,
+            remove_columns=examples.column_names,
+            load_from_cache_file=not data_args.overwrite_cache,
+            desc=f"Running tokenizer on {desc}",
+        )
+    if max_samples is not None:
+        features = features.select(range(min(len(features), max_samples)))
+    return examples, features
+
+
+def compute_squad_eval_metrics(p, version_2_with_negative: bool):
+    """`compute_metrics` for the QA trainers: p.predictions are formatted answers, p.label_ids the references."""
+    return compute_squad_metrics(p.predictions, p.label_ids, version_2_with_negative)
+
+
+def train_and_save(trainer, training_args, data_args, train_dataset, last_checkpoint):
+    train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, last_checkpoint))
+    trainer.save_model()  # Saves the tokenizer too for easy upload (adapter mode: the adapter and its head)
+    metrics = train_result.metrics
+    max_train_samples = data_args.max_train_samples if data_args.max_train_samples is not None else len(train_dataset)
+    metrics["train_samples"] = min(max_train_samples, len(train_dataset))
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+
+def evaluate_and_save(trainer, data_args, eval_dataset):
+    logger.info("*** Evaluate ***")
+    metrics = trainer.evaluate()
+    max_eval_samples = data_args.max_eval_samples if data_args.max_eval_samples is not None else len(eval_dataset)
+    metrics["eval_samples"] = min(max_eval_samples, len(eval_dataset))
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+
+
+def predict_and_save(trainer, data_args, predict_dataset, predict_examples):
+    logger.info("*** Predict ***")
+    results = trainer.predict(predict_dataset, predict_examples)
+    metrics = results.metrics
+    max_predict_samples = (
+        data_args.max_predict_samples if data_args.max_predict_samples is not None else len(predict_dataset)
+    )
+    metrics["predict_samples"] = min(max_predict_samples, len(predict_dataset))
+    trainer.log_metrics("predict", metrics)
+    trainer.save_metrics("predict", metrics)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # 5. Language-modelling helpers (run_mlm.py, run_clm.py)
 # ----------------------------------------------------------------------------------------------------------------------
 # Data loading with the reference's validation carving, config overrides, the position-embedding check, grouping
@@ -2017,23 +2105,6 @@ def compute_squad_metrics(predictions, references, version_2_with_negative: bool
 LM_FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
 
 
-def check_adapter_arguments(adapter_args):
-    """--adapter_config must parse (checked before anything is loaded); adapters load only in adapter mode."""
-    import adapters
-    from adapters import AdapterConfig
-
-    if adapter_args.train_adapter:
-        try:
-            AdapterConfig.load(adapter_args.adapter_config)
-        except (ValueError, TypeError, SyntaxError) as err:
-            valid = ", ".join(sorted(adapters.ADAPTER_CONFIG_MAP))
-            raise UsageError(
-                f"--adapter_config {adapter_args.adapter_config!r} is not a valid adapter configuration ({err}). "
-                f"Use one of: {valid}; a JSON file; or a config string such as 'seq_bn[reduction_factor=8]' "
-                "(string values quoted: 'seq_bn[non_linearity=\"gelu\"]')."
-            ) from err
-    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
-        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
 
 
 def lm_file_builder(path: str) -> str:
