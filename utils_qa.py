@@ -1259,6 +1259,12 @@ def postprocess_qa_predictions(
     if len(predictions[0]) != len(features):
         raise ValueError(f"Got {len(predictions[0])} predictions and {len(features)} features.")
 
+    import datasets
+
+    if isinstance(examples, datasets.Dataset):
+        examples = examples.with_format("arrow")  # whole columns, read once (formatting each row is slow)
+    if isinstance(features, datasets.Dataset):
+        features = features.with_format("arrow")
     # Map each feature to its example (the last example with that id, as the loop's dict does).
     example_ids = _qa_column(examples, "id")
     example_id_to_index = {k: i for i, k in enumerate(example_ids)}
@@ -1307,7 +1313,8 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
     bounds = table.bounds
     all_nbest = [entries[low:high] for low, high in zip(bounds[:-1], bounds[1:])]
     counts = np.diff(bounds)
-    first_text_empty = np.array([high > low and texts[low] == "" for low, high in zip(bounds[:-1], bounds[1:])])
+    has_text = np.fromiter(map(bool, texts), dtype=bool, count=len(texts))
+    first_text_empty = (counts > 0) & ~np.append(has_text, True)[np.minimum(bounds[:-1], len(texts))]
 
     # The null score each example compares with: its own; for an example without features, the previous example's
     # (a variable the loop does not reset).
@@ -1328,7 +1335,7 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
         regular = np.ones(len(example_ids), dtype=bool)
         regular[sorted(irregular)] = False
         regular = np.flatnonzero(regular)
-        with_text = np.flatnonzero(np.array([text != "" for text in texts], dtype=bool))
+        with_text = np.flatnonzero(has_text)
         position = np.searchsorted(with_text, np.asarray(bounds[:-1])[regular])
         if (position >= len(with_text)).any() or (with_text[np.minimum(position, len(with_text) - 1)]
                                                    >= np.asarray(bounds[1:])[regular]).any():
@@ -1382,7 +1389,9 @@ def _qa_column(dataset, name) -> list:
     import datasets
 
     if isinstance(dataset, datasets.Dataset):
-        return dataset.with_format("arrow")[name].to_pylist()
+        if dataset.format["type"] != "arrow":
+            dataset = dataset.with_format("arrow")
+        return dataset[name].to_pylist()
     return [row[name] for row in dataset]
 
 
@@ -1454,36 +1463,28 @@ def _offset_lookup(features):
     import pyarrow as pa
 
     if isinstance(features, datasets.Dataset):
-        column = features.with_format("arrow")["offset_mapping"]
-        outer = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        column = (features if features.format["type"] == "arrow" else features.with_format("arrow"))["offset_mapping"]
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
         is_list = (pa.types.is_list, pa.types.is_large_list)
         if (
-            any(check(outer.type) for check in is_list)
-            and any(check(outer.type.value_type) for check in is_list)
-            and pa.types.is_integer(outer.type.value_type.value_type)
-            and outer.null_count == 0
-            and outer.values.values.null_count == 0
+            any(check(column.type) for check in is_list)
+            and any(check(column.type.value_type) for check in is_list)
+            and pa.types.is_integer(column.type.value_type.value_type)
+            and all(chunk.null_count == 0 and chunk.values.values.null_count == 0 for chunk in chunks)
         ):
-            # Offsets are positions in the (unsliced) child arrays: outer -> tokens -> values.
-            row_offsets = outer.offsets.to_numpy()
-            tokens = outer.values
-            token_offsets = tokens.offsets.to_numpy()
-            token_valid = tokens.is_valid().to_numpy(zero_copy_only=False) if tokens.null_count else None
-            values = tokens.values.to_numpy(zero_copy_only=False)
-            row_start, n_tokens = row_offsets[:-1], np.diff(row_offsets)
+            # Chunk by chunk (a cached dataset has one per 1,000 features), without copying the token arrays.
+            readers, first_row = [], 0
+            for chunk in chunks:
+                readers.append((first_row, first_row + len(chunk), _offset_chunk_reader(chunk)))
+                first_row += len(chunk)
 
             def lookup(index, present):
-                inside = present & (index < n_tokens[:, None])
-                if len(values) < 2:  # no offset of length 2 anywhere
-                    nothing = np.zeros(index.shape, dtype=np.int64)
-                    return nothing.astype(bool), nothing, nothing
-                flat = np.where(inside, row_start[:, None] + index, 0)
-                begin = token_offsets[flat]
-                usable = inside & (token_offsets[flat + 1] - begin >= 2)
-                if token_valid is not None:
-                    usable &= token_valid[flat]
-                begin = np.where(usable, begin, 0)
-                return usable, np.where(usable, values[begin], 0), np.where(usable, values[begin + 1], 0)
+                usable = np.zeros(index.shape, dtype=bool)
+                first, second = np.zeros(index.shape, dtype=np.int64), np.zeros(index.shape, dtype=np.int64)
+                for low, high, read in readers:
+                    if high > low:
+                        usable[low:high], first[low:high], second[low:high] = read(index[low:high], present[low:high])
+                return usable, first, second
 
             return lookup
         rows = _qa_column(features, "offset_mapping")
@@ -1503,6 +1504,33 @@ def _offset_lookup(features):
         return flat_usable[flat], flat_first[flat], flat_second[flat]
 
     return lookup
+
+
+def _offset_chunk_reader(outer):
+    """_offset_lookup's function for one Arrow chunk of the offset_mapping column (lists of int lists, the outer ones
+    never null): token k of row f is entry offsets[f] + k of the child array, and its offset, unless null, is a slice
+    of the grandchild. numpy views of the Arrow buffers; only the looked-up entries are read."""
+    row_offsets = outer.offsets.to_numpy()
+    tokens = outer.values
+    token_offsets = tokens.offsets.to_numpy()
+    token_valid = tokens.is_valid().to_numpy(zero_copy_only=False) if tokens.null_count else None
+    values = tokens.values.to_numpy(zero_copy_only=False)
+    row_start, n_tokens = row_offsets[:-1], np.diff(row_offsets)
+
+    def read(index, present):
+        inside = present & (index < n_tokens[:, None])
+        if len(values) < 2:  # no offset of length 2 anywhere
+            nothing = np.zeros(index.shape, dtype=np.int64)
+            return nothing.astype(bool), nothing, nothing
+        flat = np.where(inside, row_start[:, None] + index, 0)
+        begin = token_offsets[flat]
+        usable = inside & (token_offsets[flat + 1] - begin >= 2)
+        if token_valid is not None:
+            usable &= token_valid[flat]
+        begin = np.where(usable, begin, 0)
+        return usable, np.where(usable, values[begin], 0), np.where(usable, values[begin + 1], 0)
+
+    return read
 
 
 def _max_context_filter(features, start_index):

@@ -550,6 +550,20 @@ def test_identical_with_nan_logits_and_negative_n_best_size(tmp_path, v2):
                      n_best_size=-3)
 
 
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+def test_identical_on_a_dataset_cached_on_disk(tmp_path, v2):
+    """Features as run_qa.py has them: written by Dataset.map to a cache file in batches, memory-mapped back (a
+    column in many Arrow chunks), here also reordered by a select() (an indices mapping)."""
+    examples, features, (start, end) = make_case(120, seed=29, width=64, version_2=v2, multi_window_rate=0.3,
+                                                 peaked=True)
+    cached = features.map(lambda batch: batch, batched=True, writer_batch_size=25,
+                          cache_file_name=str(tmp_path / "features.arrow"))
+    order = np.random.default_rng(2).permutation(len(cached))
+    cached = cached.select(order)
+    assert cached.cache_files and cached.with_format("arrow")["offset_mapping"].num_chunks > 1
+    assert_identical(tmp_path / "out", examples, cached, (start[order], end[order]), version_2_with_negative=v2)
+
+
 def test_prediction_count_mismatch_still_raises():
     examples, features, (start, end) = make_case(3, seed=0, width=32)
     for function in (reference_postprocess_qa_predictions, postprocess_qa_predictions):
