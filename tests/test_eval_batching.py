@@ -133,3 +133,24 @@ def test_dynamic_padding_gives_the_answers_of_padded_evaluation(tiny_model, dev_
         assert predictions[name] == predictions["padded"], name
         for key in ("eval_exact_match", "eval_f1", "eval_samples"):
             assert results[name][key] == pytest.approx(results["padded"][key], abs=1e-4)
+
+
+def test_half_precision_evaluation_post_processes_float32_logits(tiny_model, dev_file, tmp_path, monkeypatch):
+    """--fp16_full_eval (the model in half precision, on CPU too): the logits reach post-processing as float32, and
+    the prediction files and metrics are written as usual."""
+    dtypes = []
+    postprocess = run_qa.postprocess_qa_predictions
+
+    def spy(*args, **kwargs):
+        dtypes.extend(p.dtype for p in kwargs["predictions"])
+        return postprocess(*args, **kwargs)
+
+    monkeypatch.setattr(run_qa, "postprocess_qa_predictions", spy)
+    run_qa.main(["--model_name_or_path", tiny_model("bert"), "--validation_file", dev_file, "--do_eval",
+                 "--output_dir", str(tmp_path), "--max_seq_length", "64", "--doc_stride", "16", "--fp16_full_eval",
+                 "--pad_to_max_length", "False", "--report_to", "none", "--disable_tqdm", "true"])
+    assert dtypes == [np.float32, np.float32]
+    nbest = read(tmp_path / "eval_nbest_predictions.json")
+    logits = [c["start_logit"] for candidates in nbest.values() for c in candidates]
+    assert logits and all(np.float16(v) == v for v in logits)  # half-precision values, written as plain floats
+    assert read(tmp_path / "eval_results.json")["eval_f1"] >= 0
