@@ -37,17 +37,15 @@ import adapters
 from adapters import AdapterArguments, setup_adapter_training
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import (
-    SQUAD_V1_METRICS,
-    SQUAD_V2_METRICS,
     UsageError,
     build_features,
-    check_adapter_arguments,
+    capped_max_seq_length,
+    check_doc_stride,
+    check_extractive_qa_arguments,
     check_fits_positions,
     check_model_architecture,
     check_qa_data_files,
-    check_qa_numeric_args,
     check_qa_splits,
-    check_script_arguments,
     check_windows_fit,
     compute_squad_eval_metrics,
     detect_last_checkpoint,
@@ -59,6 +57,7 @@ from utils_qa import (
     postprocess_qa_predictions,
     predict_and_save,
     prepare_output_dir,
+    qa_column_names,
     setup_logging,
     split_or_fail,
     train_and_save,
@@ -186,14 +185,6 @@ class DataTrainingArguments:
         check_qa_data_files(self)
 
 
-def check_arguments(model_args, data_args, training_args, adapter_args):
-    """Cheap checks of the command line, before any data or model is loaded."""
-    check_adapter_arguments(adapter_args)
-    # The reference only warned on a wrong --metric_for_best_model, then failed with a KeyError at the first
-    # evaluation, after training.
-    valid = SQUAD_V2_METRICS if data_args.version_2_with_negative else SQUAD_V1_METRICS
-    check_script_arguments(model_args, training_args, adapter_args, best_model_metrics=valid)
-    check_qa_numeric_args(data_args)
 
 
 def check_model_type(config, model_args):
@@ -248,19 +239,6 @@ def load_model(model_args, config):
     return model
 
 
-def effective_max_seq_length(data_args, tokenizer) -> int:
-    if data_args.max_seq_length > tokenizer.model_max_length:
-        logger.warning(
-            f"The max_seq_length passed ({data_args.max_seq_length}) is larger than the maximum length for the "
-            f"model ({tokenizer.model_max_length}). Using max_seq_length={tokenizer.model_max_length}."
-        )
-    max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
-    if data_args.doc_stride >= max_seq_length:
-        raise UsageError(
-            f"--doc_stride ({data_args.doc_stride}) must be smaller than --max_seq_length ({max_seq_length}): "
-            "the stride is the overlap between consecutive windows of a long context."
-        )
-    return max_seq_length
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -268,23 +246,6 @@ def effective_max_seq_length(data_args, tokenizer) -> int:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def qa_column_names(raw_datasets, training_args):
-    """(question, context, answers) column names; the reference falls back to positions 0/1/2."""
-    if training_args.do_train:
-        column_names = raw_datasets["train"].column_names
-    elif training_args.do_eval:
-        column_names = raw_datasets["validation"].column_names
-    else:
-        column_names = raw_datasets["test"].column_names
-    question = "question" if "question" in column_names else column_names[0]
-    context = "context" if "context" in column_names else column_names[1]
-    if "answers" in column_names:
-        answers = "answers"
-    elif question == "question" and context == "context":
-        answers = None  # a test file without answers: predictions are written, nothing is scored
-    else:
-        answers = column_names[2]
-    return question, context, answers
 
 
 def tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride, pad_to_max_length):
@@ -441,7 +402,7 @@ def main(argv=None):
     model_args, data_args, training_args, adapter_args = parse_args(
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
-    check_arguments(model_args, data_args, training_args, adapter_args)
+    check_extractive_qa_arguments(model_args, data_args, training_args, adapter_args)
     log_level = setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
     set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
@@ -460,7 +421,8 @@ def main(argv=None):
 
     # Model
     config, tokenizer = load_config_and_tokenizer(model_args)
-    max_seq_length = effective_max_seq_length(data_args, tokenizer)
+    max_seq_length = capped_max_seq_length(data_args, tokenizer)
+    check_doc_stride(data_args.doc_stride, max_seq_length)
     check_model_type(config, model_args)
     check_fits_positions(max_seq_length, config, "--max_seq_length")
     for examples, source in splits.values():

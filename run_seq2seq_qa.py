@@ -41,6 +41,7 @@ from adapters import AdapterArguments, setup_adapter_training
 from trainer_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
 from utils_qa import (
     UsageError,
+    capped_max_seq_length,
     build_features,
     check_adapter_arguments,
     check_adapter_sources,
@@ -366,13 +367,6 @@ def load_model(model_args, config, tokenizer):
     return model
 
 
-def effective_max_seq_length(data_args, tokenizer) -> int:
-    if data_args.max_seq_length > tokenizer.model_max_length:
-        logger.warning(
-            f"The max_seq_length passed ({data_args.max_seq_length}) is larger than the maximum length for the "
-            f"model ({tokenizer.model_max_length}). Using max_seq_length={tokenizer.model_max_length}."
-        )
-    return min(data_args.max_seq_length, tokenizer.model_max_length)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -651,7 +645,7 @@ def main(argv=None):
 
     # Model
     config, tokenizer = load_config_and_tokenizer(model_args)
-    max_seq_length = effective_max_seq_length(data_args, tokenizer)
+    max_seq_length = capped_max_seq_length(data_args, tokenizer)
     check_lengths(config, data_args, training_args, max_seq_length)
     if (training_args.do_eval or training_args.do_predict) and not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise UsageError(

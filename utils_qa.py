@@ -2060,6 +2060,53 @@ def compute_squad_metrics(predictions, references, version_2_with_negative: bool
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def check_extractive_qa_arguments(model_args, data_args, training_args, adapter_args):
+    """Cheap checks of run_qa.py's and run_qa_beam_search.py's command line, before any data or model is loaded."""
+    check_adapter_arguments(adapter_args)
+    # The reference only warned on a wrong --metric_for_best_model, then failed with a KeyError at the first
+    # evaluation, after training.
+    valid = SQUAD_V2_METRICS if data_args.version_2_with_negative else SQUAD_V1_METRICS
+    check_script_arguments(model_args, training_args, adapter_args, best_model_metrics=valid)
+    check_qa_numeric_args(data_args)
+
+
+def capped_max_seq_length(data_args, tokenizer) -> int:
+    """--max_seq_length, capped at the tokenizer's maximum with a warning (as the reference)."""
+    if data_args.max_seq_length > tokenizer.model_max_length:
+        logger.warning(
+            f"The max_seq_length passed ({data_args.max_seq_length}) is larger than the maximum length for the "
+            f"model ({tokenizer.model_max_length}). Using max_seq_length={tokenizer.model_max_length}."
+        )
+    return min(data_args.max_seq_length, tokenizer.model_max_length)
+
+
+def check_doc_stride(doc_stride: int, max_seq_length: int):
+    if doc_stride >= max_seq_length:
+        raise UsageError(
+            f"--doc_stride ({doc_stride}) must be smaller than --max_seq_length ({max_seq_length}): "
+            "the stride is the overlap between consecutive windows of a long context."
+        )
+
+
+def qa_column_names(raw_datasets, training_args):
+    """(question, context, answers) column names; the reference falls back to positions 0/1/2."""
+    if training_args.do_train:
+        column_names = raw_datasets["train"].column_names
+    elif training_args.do_eval:
+        column_names = raw_datasets["validation"].column_names
+    else:
+        column_names = raw_datasets["test"].column_names
+    question = "question" if "question" in column_names else column_names[0]
+    context = "context" if "context" in column_names else column_names[1]
+    if "answers" in column_names:
+        answers = "answers"
+    elif question == "question" and context == "context":
+        answers = None  # a test file without answers: predictions are written, nothing is scored
+    else:
+        answers = column_names[2]
+    return question, context, answers
+
+
 def split_or_fail(raw_datasets, split, flag):
     if split not in raw_datasets:
         raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that has it).")
