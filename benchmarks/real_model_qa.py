@@ -31,6 +31,7 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "squad2_dev_partial.json"
 SETTINGS = ("untrained", "seq_bn", "lora", "full")
 MODES = ("v1", "v2")
@@ -100,9 +101,10 @@ def write_splits(data_file, folder):
     return splits
 
 
-def count_questions(path):
+def count_questions(path, unanswerable=False):
     with open(path, encoding="utf-8") as f:
-        return sum(len(p["qas"]) for a in json.load(f)["data"] for p in a["paragraphs"])
+        qas = [qa for a in json.load(f)["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    return sum(bool(qa.get("is_impossible", False)) for qa in qas) if unanswerable else len(qas)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -147,6 +149,26 @@ def run_qa_argv(setting, mode, files, out_dir, model, steps, eval_steps, recipe,
     if setting in ("seq_bn", "lora"):
         argv += ["--train_adapter", "--adapter_config", recipe[f"{setting}_config"]]
     return argv
+
+
+def forced_answer_f1(nbest_file, eval_file):
+    """F1 on the answerable questions of each one's best non-empty span, i.e. as if "no answer" were never chosen.
+
+    v2 diagnostic: a model that abstains everywhere scores HasAns F1 0 yet may already rank good spans first.
+    """
+    from utils_qa import squad_v1_f1  # the official SQuAD v1.1 F1 (REPO is on sys.path)
+
+    with open(nbest_file, encoding="utf-8") as f:
+        nbest = json.load(f)
+    with open(eval_file, encoding="utf-8") as f:
+        gold = {qa["id"]: [a["text"] for a in qa["answers"]]
+                for article in json.load(f)["data"] for p in article["paragraphs"] for qa in p["qas"]
+                if not qa.get("is_impossible", False)}
+    scores = []
+    for qid, answers in gold.items():
+        span = next((c["text"] for c in nbest[qid] if c["text"] != ""), "")
+        scores.append(max(squad_v1_f1(span, answer) for answer in answers))
+    return 100.0 * sum(scores) / max(len(scores), 1)
 
 
 def run_one(setting, mode, files, work, args, recipe):
@@ -199,6 +221,7 @@ def run_one(setting, mode, files, work, args, recipe):
     if mode == "v2":
         result.update({k: round(eval_results[f"eval_{k}"], 2) for k in ("HasAns_f1", "NoAns_f1") if f"eval_{k}" in
                        eval_results})
+        result["HasAns_forced_f1"] = round(forced_answer_f1(out_dir / "eval_nbest_predictions.json", files[1]), 2)
     if setting == "untrained":
         result["curve"] = [[0, result["f1"]]]
         return result
@@ -249,7 +272,8 @@ def summary_keys(results):
     return flat
 
 
-def plot(results, path, title):
+def plot(results, path, title, abstain_f1=None):
+    """abstain_f1: {mode: F1 of answering "" everywhere}, drawn as a dotted line where it is above 0 (v2)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,12 +291,15 @@ def plot(results, path, title):
             steps, f1 = zip(*r["curve"])
             ax.plot(steps, f1, marker="o", markersize=3, color=colors.get(setting),
                     label=f"{setting} ({r['f1']:.1f}, {r['train_s'] / 60:.1f} min)")
+        if abstain_f1 and abstain_f1.get(mode):
+            ax.axhline(abstain_f1[mode], color="black", linestyle=":",
+                       label=f'always "no answer" ({abstain_f1[mode]:.1f})')
         ax.set_xlim(0, last_step)
         ax.set_xlabel("training steps")
         ax.set_ylabel("held-out F1")
         ax.set_title(f"{mode}: " + ("answerable questions" if mode == "v1" else "all questions (SQuAD 2.0)"))
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -280,15 +307,19 @@ def plot(results, path, title):
 
 
 def markdown_table(results):
-    lines = ["| mode | setting | F1 | EM | train time | step time | peak memory | trainable parameters |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| mode | setting | F1 | EM | F1 answerable | F1 answerable, never abstaining | train time | step time | "
+             "peak memory | trainable parameters |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, by_setting in results.items():
         for setting, r in by_setting.items():
             step = f"{r['step_s']:.2f} s" if r["step_s"] else "-"
             train = f"{r['train_s'] / 60:.1f} min" if r["steps"] else "-"
             params = f"{r['trainable_params']:,}" if r["trainable_params"] else "-"
-            lines.append(f"| {mode} | {setting} | {r['f1']:.1f} | {r['exact_match']:.1f} | {train} | {step} | "
-                         f"{r['peak_mb']:.0f} MB | {params} |")
+            # v1 has answerable questions only, and never abstains.
+            has_ans, forced = r.get("HasAns_f1", r["f1"]), r.get("HasAns_forced_f1", r["f1"] if mode == "v1" else None)
+            forced = "-" if forced is None else f"{forced:.1f}"
+            lines.append(f"| {mode} | {setting} | {r['f1']:.1f} | {r['exact_match']:.1f} | {has_ans:.1f} | {forced} | "
+                         f"{train} | {step} | {r['peak_mb']:.0f} MB | {params} |")
     return "\n".join(lines)
 
 
@@ -337,6 +368,8 @@ def build_report(results, args, argv, recipe, splits, started):
             "data": f"{args.data.name}: train on articles 1-4, evaluate on article 5",
             "questions": {mode: {"train": count_questions(splits[mode][0]), "eval": count_questions(splits[mode][1])}
                           for mode in results},
+            # v2: answering "" to every question scores F1 = 100 * unanswerable / questions (the abstain baseline).
+            "eval_unanswerable": {mode: count_questions(splits[mode][1], unanswerable=True) for mode in results},
             "steps": args.steps,
             "eval_steps": args.eval_steps,
             "seed": args.seed,
@@ -344,6 +377,7 @@ def build_report(results, args, argv, recipe, splits, started):
             "recipe": recipe,
             "torch": torch.__version__,
             "total_wall_s": round(time.time() - started, 1),
+            "load_average_1min": round(os.getloadavg()[0], 2),  # the machine is shared: times vary with its load
             "command": "python benchmarks/real_model_qa.py " + " ".join(sys.argv[1:] if argv is None else argv),
         },
     }
@@ -369,8 +403,11 @@ def main(argv=None):
                       f"step {r['step_s']} s peak {r['peak_mb']:.0f} MB params {r['trainable_params']:,}", flush=True)
                 report = build_report(results, args, argv, recipe, splits, started)
                 (args.out / "real_model_qa.json").write_text(json.dumps(report, indent=2) + "\n")  # after each run
+        abstain_f1 = {mode: 100.0 * count_questions(splits[mode][1], unanswerable=True) / count_questions(splits[mode][1])
+                      for mode in results}
         plot(results, args.out / "real_model_qa.png",
-             f"MiniLM-L6 on SQuAD 2.0 articles 1-4 -> article 5, {args.steps} steps, CPU {args.threads} threads")
+             f"MiniLM-L6 on SQuAD 2.0 articles 1-4 -> article 5, {args.steps} steps, CPU {args.threads} threads",
+             abstain_f1)
         print(markdown_table(results))
         print(f"wrote {args.out / 'real_model_qa.json'} and {args.out / 'real_model_qa.png'}")
         return report
