@@ -12,8 +12,9 @@ Settings: the untrained head (evaluation only), a seq_bn adapter, a LoRA adapter
     python benchmarks/real_model_qa.py --steps 400 --out benchmarks/results
 
 Writes OUT/real_model_qa.json (per mode and setting: F1/EM, train time, step time, peak memory, trainable parameters,
-learning curve; top-level keys untrained_f1, seq_bn_f1, lora_f1, full_f1, seq_bn_step_s, ... for v1 mode) and
-OUT/real_model_qa.png (F1 against steps, one line per setting, one panel per mode). Split files, run folders and the
+learning curve; in v2 mode also F1 on the answerable and the unanswerable questions, and on the answerable ones when
+"no answer" is never chosen; top-level keys untrained_f1, seq_bn_f1, lora_f1, full_f1, seq_bn_step_s, ... for v1
+mode) and OUT/real_model_qa.png (F1 against steps, one line per setting, one panel per mode). Split files, run folders and the
 datasets cache go to --work (default: a temporary folder, deleted at the end), never into the repository.
 
 Time: each evaluation of article 5 costs ~10 s (v1) / ~20 s (v2); the step times are in the JSON.
@@ -403,8 +404,9 @@ def main(argv=None):
                       f"step {r['step_s']} s peak {r['peak_mb']:.0f} MB params {r['trainable_params']:,}", flush=True)
                 report = build_report(results, args, argv, recipe, splits, started)
                 (args.out / "real_model_qa.json").write_text(json.dumps(report, indent=2) + "\n")  # after each run
-        abstain_f1 = {mode: 100.0 * count_questions(splits[mode][1], unanswerable=True) / count_questions(splits[mode][1])
-                      for mode in results}
+        eval_files = {mode: splits[mode][1] for mode in results}
+        abstain_f1 = {mode: 100.0 * count_questions(path, unanswerable=True) / count_questions(path)
+                      for mode, path in eval_files.items()}
         plot(results, args.out / "real_model_qa.png",
              f"MiniLM-L6 on SQuAD 2.0 articles 1-4 -> article 5, {args.steps} steps, CPU {args.threads} threads",
              abstain_f1)

@@ -94,8 +94,10 @@ def test_readme_recommends_the_benchmarked_recipe(bench, repo_root):
     readme = " ".join((repo_root / "README.md").read_text().split())
     r = bench.RECIPE
     recommended = (f'--train_adapter --adapter_config "{r["seq_bn_config"]}" --learning_rate 1e-3 '
-                   f'--warmup_ratio {r["warmup_ratio"]} --per_device_train_batch_size {r["per_device_train_batch_size"]} '
+                   f'--warmup_ratio {r["warmup_ratio"]} '
+                   f'--per_device_train_batch_size {r["per_device_train_batch_size"]} '
                    f'--max_seq_length {r["max_seq_length"]} --doc_stride {r["doc_stride"]} --max_steps 400')
     assert r["seq_bn_lr"] == 1e-3
     assert recommended in readme
+    assert r["dynamic_padding"] and "`--no_pad_to_max_length --group_by_length`" in readme
     assert r["lora_config"] in readme
