@@ -14,8 +14,8 @@ Settings: the untrained head (evaluation only), a seq_bn adapter, a LoRA adapter
 Writes OUT/real_model_qa.json (per mode and setting: F1/EM, train time, step time, peak memory, trainable parameters,
 learning curve; in v2 mode also F1 on the answerable and the unanswerable questions, and on the answerable ones when
 "no answer" is never chosen; top-level keys untrained_f1, seq_bn_f1, lora_f1, full_f1, seq_bn_step_s, ... for v1
-mode) and OUT/real_model_qa.png (F1 against steps, one line per setting, one panel per mode). Split files, run folders and the
-datasets cache go to --work (default: a temporary folder, deleted at the end), never into the repository.
+mode) and OUT/real_model_qa.png (F1 against steps, one line per setting, one panel per mode). Split files, run folders
+and the datasets cache go to --work (default: a temporary folder, deleted at the end), never into the repository.
 
 Time: each evaluation of article 5 costs ~10 s (v1) / ~20 s (v2); the step times are in the JSON.
 """
