@@ -32,7 +32,9 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # utils_qa (metric, reader), _common (machine description)
+from _common import machine  # noqa: E402
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "squad2_dev_partial.json"
 SETTINGS = ("untrained", "seq_bn", "lora", "full")
 MODES = ("v1", "v2")
@@ -157,19 +159,15 @@ def forced_answer_f1(nbest_file, eval_file):
 
     v2 diagnostic: a model that abstains everywhere scores HasAns F1 0 yet may already rank good spans first.
     """
-    from utils_qa import squad_v1_f1  # the official SQuAD v1.1 F1 (REPO is on sys.path)
+    from utils_qa import compute_squad_v1, flatten_nested_squad  # the scripts' own reader and SQuAD v1.1 metric
 
     with open(nbest_file, encoding="utf-8") as f:
         nbest = json.load(f)
     with open(eval_file, encoding="utf-8") as f:
-        gold = {qa["id"]: [a["text"] for a in qa["answers"]]
-                for article in json.load(f)["data"] for p in article["paragraphs"] for qa in p["qas"]
-                if not qa.get("is_impossible", False)}
-    scores = []
-    for qid, answers in gold.items():
-        span = next((c["text"] for c in nbest[qid] if c["text"] != ""), "")
-        scores.append(max(squad_v1_f1(span, answer) for answer in answers))
-    return 100.0 * sum(scores) / max(len(scores), 1)
+        answerable = [q for q in flatten_nested_squad(json.load(f)) if q["answers"]["text"]]
+    predictions = [{"id": q["id"], "prediction_text": next((c["text"] for c in nbest[q["id"]] if c["text"]), "")}
+                   for q in answerable]
+    return compute_squad_v1(predictions, [{"id": q["id"], "answers": q["answers"]} for q in answerable])["f1"]
 
 
 def run_one(setting, mode, files, work, args, recipe):
@@ -359,7 +357,7 @@ def parse_args(argv=None):
 
 
 def build_report(results, args, argv, recipe, splits, started):
-    import torch
+    import torch  # noqa: F401  (machine() reports the versions of the libraries loaded: torch's too)
 
     return {
         **summary_keys(results),
@@ -376,9 +374,8 @@ def build_report(results, args, argv, recipe, splits, started):
             "seed": args.seed,
             "threads": args.threads,
             "recipe": recipe,
-            "torch": torch.__version__,
             "total_wall_s": round(time.time() - started, 1),
-            "load_average_1min": round(os.getloadavg()[0], 2),  # the machine is shared: times vary with its load
+            "machine": machine(),  # CPU, load average (the machine is shared: times vary with it), versions
             "command": "python benchmarks/real_model_qa.py " + " ".join(sys.argv[1:] if argv is None else argv),
         },
     }
