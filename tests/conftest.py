@@ -64,3 +64,14 @@ def shared_data():
     if not path.is_dir():
         pytest.skip("../shared/data not present (only in the team's checkout/CI)")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_model_qa_benchmark():
+    """benchmarks/real_model_qa.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("real_model_qa", REPO_ROOT / "benchmarks" / "real_model_qa.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

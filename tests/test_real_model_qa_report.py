@@ -1,18 +1,14 @@
 """The parts of benchmarks/real_model_qa.py that need no model: data splits, run_qa.py command lines, the v2
 "never abstaining" F1 diagnostic, the flat summary keys and the table. (The training runs themselves are the opt-in
 tests/test_real_model_qa.py.)"""
-import importlib.util
 import json
 
 import pytest
 
 
 @pytest.fixture(scope="module")
-def bench(repo_root):
-    spec = importlib.util.spec_from_file_location("real_model_qa", repo_root / "benchmarks" / "real_model_qa.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(real_model_qa_benchmark):
+    return real_model_qa_benchmark
 
 
 def test_splits_hold_out_article_5_and_v1_keeps_answerable_questions(bench, shared_data, tmp_path):
