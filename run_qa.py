@@ -185,8 +185,6 @@ class DataTrainingArguments:
         check_qa_data_files(self)
 
 
-
-
 def check_model_type(config, model_args):
     """Before the model is loaded: adapters.init() must know the architecture, and it needs a span-extraction head."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES
@@ -239,13 +237,9 @@ def load_model(model_args, config):
     return model
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Preprocessing
 # ----------------------------------------------------------------------------------------------------------------------
-
-
 
 
 def tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride, pad_to_max_length):
@@ -348,10 +342,6 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, do
     return tokenized_examples
 
 
-
-
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Post-processing and metric
 # ----------------------------------------------------------------------------------------------------------------------
@@ -384,17 +374,9 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Train / evaluate / predict
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-
-
-
-
 
 
 def main(argv=None):

@@ -200,8 +200,6 @@ class DataTrainingArguments:
         check_qa_data_files(self)
 
 
-
-
 def adapters_supports(model_type: str) -> bool:
     """Whether `adapters.init` can add adapters to this architecture (a built-in integration or interface)."""
     from adapters.wrappers.interfaces import get_adapter_interface
@@ -300,13 +298,9 @@ def load_model(model_args, config):
     return model
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Preprocessing
 # ----------------------------------------------------------------------------------------------------------------------
-
-
 
 
 def tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride):
@@ -446,10 +440,6 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, do
     return tokenized_examples
 
 
-
-
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Post-processing and metric
 # ----------------------------------------------------------------------------------------------------------------------
@@ -484,17 +474,9 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Train / evaluate / predict
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-
-
-
-
 
 
 def main(argv=None):

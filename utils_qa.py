@@ -2180,8 +2180,6 @@ def predict_and_save(trainer, data_args, predict_dataset, predict_examples):
 LM_FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
 
 
-
-
 def lm_file_builder(path: str) -> str:
     """The `datasets` builder for a local LM data file: text, csv or json (JSON Lines or a list of records)."""
     return LM_FILE_BUILDERS[path.split(".")[-1].lower()]
