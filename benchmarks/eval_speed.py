@@ -17,7 +17,7 @@ call (loop + post-processing + metric), wall-clock and CPU time of this process.
 
 Data: the 705 answerable questions of ../shared/data/squad2_dev_partial.json (SQuAD 2.0 dev), scored with SQuAD
 v1.1, so that every prediction is a span and equal metrics mean equal spans (--all_questions: all 1,407, v2
-scoring). Model: a tiny BERT (tiny_models.py, 2 layers x 32) first trained for --train_steps steps on toy questions
+scoring). Model: a tiny BERT (toy/models.py, 2 layers x 32) first trained for --train_steps steps on toy questions
 padded to --max_seq_length, so that, like any trained model, it scores padding positions low: an untrained model
 gives padding positions logits as high as real tokens', and padded evaluation then spends some of its n-best slots
 on them (dynamic padding has no such positions), which changes answers. --model_name_or_path evaluates that model
@@ -72,13 +72,13 @@ def main(argv=None):
     import torch
 
     import run_qa
-    import tiny_models
+    from toy import models as tiny_models
     import trainer_qa
 
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    import toy_data
+    from toy import data as toy_data
     from utils_qa import load_qa_file
 
     work = Path(tempfile.mkdtemp(prefix="eval_speed_"))
@@ -174,7 +174,7 @@ def main(argv=None):
         "command": "python benchmarks/eval_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "data": args.data, "questions": "all (SQuAD v2 scoring)" if args.all_questions else "answerable (SQuAD v1.1)",
         "model": args.model_name_or_path
-        or f"tiny BERT (tiny_models.py: 2 layers x 32) trained {args.train_steps} steps on toy questions",
+        or f"tiny BERT (toy/models.py: 2 layers x 32) trained {args.train_steps} steps on toy questions",
         "eval_samples": reference["metrics"].get("eval_samples"), "max_seq_length": args.max_seq_length,
         "doc_stride": args.doc_stride, "batch_size": args.batch_size, "rounds": args.rounds,
         "variants": summary,

@@ -45,7 +45,7 @@ def repo_root():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """Factory get(arch) -> path of a tiny random model; each arch is built once per session."""
-    import tiny_models
+    from toy import models as tiny_models
 
     built = {}
 

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-import toy_data
+from toy import data as toy_data
 from utils_qa import UsageError
 
 

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 import torch
 
-import toy_data
+from toy import data as toy_data
 from utils_qa import (
     UsageError,
     checkpoint_problem,

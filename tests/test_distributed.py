@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-import toy_data
+from toy import data as toy_data
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from transformers import (
 from transformers.trainer_utils import EvalLoopOutput
 
 import run_qa
-import toy_data
+from toy import data as toy_data
 from trainer_qa import GeneratedAnswers, QuestionAnsweringTrainer, in_dataset_order
 
 COLUMNS = ("question", "context", "answers")

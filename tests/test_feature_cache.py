@@ -6,7 +6,7 @@ import types
 from transformers import AutoTokenizer, TrainingArguments
 
 import run_qa
-import toy_data
+from toy import data as toy_data
 from utils_qa import load_qa_file
 
 COLUMNS = ("question", "context", "answers")

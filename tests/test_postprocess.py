@@ -6,7 +6,7 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-import toy_data
+from toy import data as toy_data
 from run_qa import prepare_validation_features
 from utils_qa import compute_squad_metrics, postprocess_qa_predictions
 

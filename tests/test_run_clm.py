@@ -16,7 +16,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 import run_clm
-import toy_data
+from toy import data as toy_data
 from utils_qa import UsageError
 
 BLOCK = 64

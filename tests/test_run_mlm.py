@@ -17,7 +17,7 @@ import torch
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling, HfArgumentParser, TrainingArguments
 
 import run_mlm
-import toy_data
+from toy import data as toy_data
 from utils_qa import UsageError, max_input_positions
 
 SEQ = 64

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import run_qa
-import toy_data
+from toy import data as toy_data
 from utils_qa import load_qa_file
 
 FAST = ["--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none", "--seed", "42",

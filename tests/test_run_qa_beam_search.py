@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 import run_qa_beam_search
-import toy_data
+from toy import data as toy_data
 from utils_qa import UsageError, postprocess_qa_predictions_with_beam_search
 
 COLUMNS = ("question", "context", "answers")

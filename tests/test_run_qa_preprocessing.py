@@ -2,7 +2,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-import toy_data
+from toy import data as toy_data
 from run_qa import prepare_train_features, prepare_validation_features, tokenize_windows
 
 COLUMNS = ("question", "context", "answers")

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from transformers.generation import GenerationMixin
 
 import run_seq2seq_qa
-import toy_data
+from toy import data as toy_data
 from run_seq2seq_qa import prepare_validation_features, select_window_answers, split_into_windows
 from utils_qa import UsageError
 

@@ -3,7 +3,7 @@
 Tests must not depend on downloaded datasets, so this module generates templated facts
 ("Alice lives in Paris.") with matching questions ("Where does Alice live?"). The vocabulary
 is deliberately small so that a 2-layer random model can learn the pattern in a few hundred
-steps, and so that the locally trained tokenizers in ``tiny_models`` see every word.
+steps, and so that the locally trained tokenizers in ``toy.models`` see every word.
 
 Public API:
     make_templated_qa(n, seed=0, version_2=False, long_context=False) -> list[dict]

@@ -6,10 +6,10 @@ this module builds a small tokenizer with the ``tokenizers`` library from a buil
 hidden-32 model next to it, in a folder that ``from_pretrained`` can load.
 
 Usage:
-    import tiny_models
+    from toy import models as tiny_models
     path = tiny_models.build_tiny_model("bert", "/tmp/tiny-bert", seed=0)
 
-    python tiny_models.py bert /tmp/tiny-bert
+    python -m toy.models bert /tmp/tiny-bert
 
 Each arch saves the class that carries its pretraining head (BertForMaskedLM,
 T5ForConditionalGeneration, ...), so AutoModelForQuestionAnswering / MaskedLM / CausalLM /
@@ -27,7 +27,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.implementations import ByteLevelBPETokenizer
 
-import toy_data
+from toy import data as toy_data
 
 ARCHS = ("bert", "roberta", "distilbert", "t5", "bart", "gpt2", "xlnet", "xlm")
 
@@ -337,9 +337,9 @@ def build_tiny_model(arch, out_dir, seed=0):
 
 
 def main(argv):
-    """CLI: python tiny_models.py ARCH OUT_DIR [SEED]."""
+    """CLI: python -m toy.models ARCH OUT_DIR [SEED]."""
     if len(argv) not in (2, 3) or argv[0] not in ARCHS:
-        print(f"usage: python tiny_models.py {{{','.join(ARCHS)}}} OUT_DIR [SEED]", file=sys.stderr)
+        print(f"usage: python -m toy.models {{{','.join(ARCHS)}}} OUT_DIR [SEED]", file=sys.stderr)
         return 2
     print(build_tiny_model(argv[0], argv[1], int(argv[2]) if len(argv) == 3 else 0))
     return 0
