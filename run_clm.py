@@ -44,33 +44,29 @@ from transformers.utils.versions import require_version
 
 import adapters
 from adapters import AdapterArguments, AdapterTrainer, setup_adapter_training
-from utils_qa import (
+from script_utils import (
     UsageError,
-    apply_config_overrides,
-    argmax_logits,
-    check_adapter_arguments,
-    check_fits_positions,
-    check_lm_data_args,
-    check_lm_streaming,
-    check_raw_lm_splits,
-    check_model_architecture,
-    check_numeric_args,
-    check_script_arguments,
-    checkpoint_to_resume,
+    capped_length,
     count_rows,
     detect_last_checkpoint,
-    prepare_output_dir,
+    evaluate_and_save,
     from_pretrained_or_fail,
+    model_card_kwargs,
+    parse_args,
+    prepare_output_dir,
+    select_samples,
+    setup_logging,
+    train_and_save,
+)
+from utils_lm import (
+    apply_config_overrides,
+    argmax_logits,
+    check_lm_data_args,
     group_texts,
     lm_accuracy,
     lm_column_names,
-    lm_train_samples,
     load_lm_raw_datasets,
-    model_card_kwargs,
-    parse_args,
     perplexity,
-    select_samples,
-    setup_logging,
 )
 
 
@@ -207,38 +203,14 @@ class DataTrainingArguments:
         check_lm_data_args(self)
 
 
-def check_arguments(model_args, data_args, training_args, adapter_args):
-    """Cheap checks of the command line, before any data or model is loaded."""
-    if not (model_args.model_name_or_path or model_args.config_name):
-        if model_args.model_type not in MODEL_TYPES:
-            raise UsageError(
-                "Training from scratch (no --model_name_or_path) needs --model_type, one of: " + ", ".join(MODEL_TYPES)
-            )
-    if not (model_args.model_name_or_path or model_args.tokenizer_name):
-        raise UsageError(
-            "You are instantiating a new tokenizer from scratch. This is not supported by this script. Train one "
-            "elsewhere, save it, and pass it with --tokenizer_name."
-        )
-    if data_args.block_size is not None and data_args.block_size <= 0:
-        raise UsageError(f"--block_size {data_args.block_size} must be a positive number of tokens.")
-    check_lm_streaming(data_args, training_args)
-    check_adapter_arguments(adapter_args)
-    check_script_arguments(model_args, training_args, adapter_args, require_action=False)
-    check_numeric_args(positive=[(f"--{name}", getattr(data_args, name, None))
-                                 for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers")])
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def check_architecture(config, model_args):
-    """Before the model is loaded: a causal language-modelling head exists for this model type, and adapters supports it."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    name = model_args.model_name_or_path or model_args.config_name or f"--model_type {model_args.model_type}"
-    check_model_architecture(config, name, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal language-modelling")
+def model_name(model_args) -> str:
+    """How to name the model in a message: its folder or Hub id, else how it is built from scratch."""
+    return model_args.model_name_or_path or model_args.config_name or f"--model_type {model_args.model_type}"
 
 
 def hub_kwargs(model_args):
@@ -250,12 +222,16 @@ def hub_kwargs(model_args):
     }
 
 
-def load_config(model_args):
-    """A pretrained config, or a new one of --model_type; --config_overrides applies to either (the reference
-    allowed it only from scratch)."""
+def load_config_and_tokenizer(model_args):
+    """A pretrained config or a new one of --model_type, with --config_overrides applied to either (the upstream script
+    allowed them only from scratch); the pretrained tokenizer."""
     name = model_args.config_name or model_args.model_name_or_path
     if name:
         config = from_pretrained_or_fail(AutoConfig.from_pretrained, name, "config", **hub_kwargs(model_args))
+    elif model_args.model_type not in MODEL_TYPES:
+        raise UsageError(
+            "Training from scratch (no --model_name_or_path) needs --model_type, one of: " + ", ".join(MODEL_TYPES)
+        )
     else:
         config = CONFIG_MAPPING[model_args.model_type]()
         logger.warning("You are instantiating a new config instance from scratch.")
@@ -263,45 +239,34 @@ def load_config(model_args):
         logger.info(f"Overriding config: {model_args.config_overrides}")
         apply_config_overrides(config, model_args.config_overrides)
         logger.info(f"New config: {config}")
-    return config
-
-
-def load_tokenizer(model_args):
     name = model_args.tokenizer_name or model_args.model_name_or_path
-    return from_pretrained_or_fail(
+    if not name:
+        raise UsageError(
+            "You are instantiating a new tokenizer from scratch. This is not supported by this script. Train one "
+            "elsewhere, save it, and pass it with --tokenizer_name."
+        )
+    tokenizer = from_pretrained_or_fail(
         AutoTokenizer.from_pretrained, name, "tokenizer", use_fast=model_args.use_fast_tokenizer,
         **hub_kwargs(model_args)
     )
+    return config, tokenizer
 
 
-def effective_block_size(data_args, tokenizer, config) -> int:
-    """The reference rule, then a check against the model's position embeddings (where the reference crashed)."""
-    if hasattr(config, "max_position_embeddings"):
-        max_pos_embeddings = config.max_position_embeddings
-    else:
-        # Define a default value if the attribute is missing in the config.
-        max_pos_embeddings = 1024
-
-    if data_args.block_size is None:
-        block_size = tokenizer.model_max_length
-        if block_size > max_pos_embeddings:
-            logger.warning(
-                f"The tokenizer picked seems to have a very large `model_max_length` ({tokenizer.model_max_length}). "
-                f"Using block_size={min(1024, max_pos_embeddings)} instead. You can change that default value by "
-                "passing --block_size xxx."
-            )
-            block_size = min(1024, max_pos_embeddings) if max_pos_embeddings > 0 else 1024
-        source = " (the default, from the tokenizer's model_max_length)"
-    else:
-        if data_args.block_size > tokenizer.model_max_length:
-            logger.warning(
-                f"The block_size passed ({data_args.block_size}) is larger than the maximum length for the model "
-                f"({tokenizer.model_max_length}). Using block_size={tokenizer.model_max_length}."
-            )
-        block_size = min(data_args.block_size, tokenizer.model_max_length)
-        source = ""
-    check_fits_positions(block_size, config, "--block_size", source)
-    return block_size
+def block_size_for(data_args, tokenizer, config) -> int:
+    """--block_size capped at the tokenizer's maximum; by default the tokenizer's maximum, at most 1024 and at most the
+    model's position embeddings."""
+    if data_args.block_size is not None:
+        return capped_length(data_args.block_size, tokenizer, "block_size")
+    # Define a default value if the attribute is missing in the config.
+    max_pos_embeddings = getattr(config, "max_position_embeddings", 1024)
+    if tokenizer.model_max_length > max_pos_embeddings:
+        logger.warning(
+            f"The tokenizer picked seems to have a very large `model_max_length` ({tokenizer.model_max_length}). "
+            f"Using block_size={min(1024, max_pos_embeddings)} instead. You can change that default value by "
+            "passing --block_size xxx."
+        )
+        return min(1024, max_pos_embeddings) if max_pos_embeddings > 0 else 1024
+    return tokenizer.model_max_length
 
 
 def torch_dtype(model_args):
@@ -441,56 +406,9 @@ def compute_metrics(eval_preds):
     return lm_accuracy(preds, labels)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Train / evaluate
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def train(trainer, training_args, data_args, train_dataset, last_checkpoint):
-    train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, last_checkpoint))
-    trainer.save_model()  # Saves the tokenizer too for easy upload (adapter mode: the adapter and its head)
-    metrics = train_result.metrics
-    metrics["train_samples"] = lm_train_samples(trainer, training_args, data_args.max_train_samples, train_dataset)
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
-
-
-def evaluate(trainer, data_args, n_eval_blocks):
-    logger.info("*** Evaluate ***")
-    metrics = trainer.evaluate()
-    max_eval_samples = data_args.max_eval_samples if data_args.max_eval_samples is not None else n_eval_blocks
-    metrics["eval_samples"] = min(max_eval_samples, n_eval_blocks)
-    metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
-
-
-def main(argv=None):
-    """Run the script with the given command-line arguments; returns the Trainer (for tests and notebooks)."""
-    # Arguments
-    model_args, data_args, training_args, adapter_args = parse_args(
-        (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
-    )
-    check_arguments(model_args, data_args, training_args, adapter_args)
-    setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
-    set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
-
-    # Data
-    raw_datasets, carved = load_lm_raw_datasets(
-        data_args, model_args, text_builder_kwargs={"keep_linebreaks": data_args.keep_linebreaks}
-    )
-    check_raw_lm_splits(raw_datasets, carved, data_args, training_args)
-
-    # Model
-    config = load_config(model_args)
-    check_architecture(config, model_args)
-    tokenizer = load_tokenizer(model_args)
-    block_size = effective_block_size(data_args, tokenizer, config)
-    model = load_model(model_args, config, tokenizer)
-
-    # Preprocessing
+def prepare_splits(raw_datasets, tokenizer, block_size, data_args, training_args):
+    """(train blocks, evaluation blocks, number of evaluation blocks) for the stages asked for (None, 0 otherwise). A
+    stream has no length: its evaluation blocks are counted by reading it once."""
     column_names = lm_column_names(raw_datasets["train" if training_args.do_train else "validation"])
     text_column_name = "text" if "text" in column_names else column_names[0]
     prepare = partial(prepare_split, raw_datasets, tokenizer=tokenizer, text_column_name=text_column_name,
@@ -504,15 +422,20 @@ def main(argv=None):
         logger.info(f"validation: {n_eval_blocks} blocks of {block_size} tokens (counted by reading the stream).")
         if n_eval_blocks == 0:
             raise UsageError(f"The streamed validation data gives no block of {block_size} tokens: use more text.")
+    return train_dataset, eval_dataset, n_eval_blocks
 
-    # Trainer
-    # Accuracy is computed offline, and only where the reference computes it (an evaluation with logits).
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args):
+    # Accuracy is computed offline, and only where the upstream script computes it (an evaluation with logits).
     with_metrics = training_args.do_eval and not is_torch_xla_available()
-    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
-    save_scratch_base_model(model, model_args, training_args, adapter_args)
     setup_adapter_training(model, adapter_args, data_args.dataset_name or "clm")
     trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer
-    trainer = trainer_class(
+    return trainer_class(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -524,11 +447,59 @@ def main(argv=None):
         preprocess_logits_for_metrics=argmax_logits if with_metrics else None,
     )
 
+
+def perplexity_metric(metrics) -> dict:
+    return {"perplexity": perplexity(metrics["eval_loss"])}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Train / evaluate
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    """Run the script with the given command-line arguments; returns the Trainer (for tests and notebooks)."""
+    # Arguments
+    model_args, data_args, training_args, adapter_args = parse_args(
+        (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
+    )
+    setup_logging(training_args, logger)
+    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
+
+    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
+    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
+    import checks
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CLM_HEADS
+
+    checks.check_lm_run(model_args, data_args, training_args, adapter_args, CLM_HEADS, "causal language-modelling",
+                        block_size_for)
+
+    set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
+
+    # Data
+    raw_datasets, carved = load_lm_raw_datasets(
+        data_args, model_args, text_builder_kwargs={"keep_linebreaks": data_args.keep_linebreaks}
+    )
+    config, tokenizer = load_config_and_tokenizer(model_args)
+    block_size = block_size_for(data_args, tokenizer, config)
+
+    # Model
+    model = load_model(model_args, config, tokenizer)
+
+    # Preprocessing
+    train_dataset, eval_dataset, n_eval_blocks = prepare_splits(raw_datasets, tokenizer, block_size, data_args,
+                                                                training_args)
+
+    # Trainer
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
+    save_scratch_base_model(model, model_args, training_args, adapter_args)
+    trainer = make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args)
+
     # Train / evaluate
     if training_args.do_train:
-        train(trainer, training_args, data_args, train_dataset, last_checkpoint)
+        train_and_save(trainer, last_checkpoint, data_args.max_train_samples, train_dataset)
     if training_args.do_eval:
-        evaluate(trainer, data_args, n_eval_blocks)
+        evaluate_and_save(trainer, data_args.max_eval_samples, n_eval_blocks, more_metrics=perplexity_metric)
 
     kwargs = model_card_kwargs(model_args, data_args, "text-generation")
     if training_args.push_to_hub:

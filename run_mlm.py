@@ -41,33 +41,29 @@ from transformers.utils.versions import require_version
 
 import adapters
 from adapters import AdapterArguments, AdapterTrainer, setup_adapter_training
-from utils_qa import (
+from script_utils import (
     UsageError,
-    apply_config_overrides,
-    argmax_logits,
-    check_adapter_arguments,
-    check_fits_positions,
-    check_lm_data_args,
-    check_lm_streaming,
-    check_raw_lm_splits,
-    check_model_architecture,
-    check_numeric_args,
-    check_script_arguments,
-    checkpoint_to_resume,
+    capped_length,
     count_rows,
     detect_last_checkpoint,
-    prepare_output_dir,
+    evaluate_and_save,
     from_pretrained_or_fail,
+    model_card_kwargs,
+    parse_args,
+    prepare_output_dir,
+    select_samples,
+    setup_logging,
+    train_and_save,
+)
+from utils_lm import (
+    apply_config_overrides,
+    argmax_logits,
+    check_lm_data_args,
     group_texts,
     lm_accuracy,
     lm_column_names,
-    lm_train_samples,
     load_lm_raw_datasets,
-    model_card_kwargs,
-    parse_args,
     perplexity,
-    select_samples,
-    setup_logging,
 )
 
 
@@ -147,6 +143,12 @@ class ModelArguments:
         },
     )
 
+    def __post_init__(self):
+        if self.config_overrides is not None and (self.config_name is not None or self.model_name_or_path is not None):
+            raise UsageError(
+                "--config_overrides can't be used in combination with --config_name or --model_name_or_path"
+            )
+
 
 @dataclass
 class DataTrainingArguments:
@@ -221,44 +223,14 @@ class DataTrainingArguments:
         check_lm_data_args(self)
 
 
-def check_arguments(model_args, data_args, training_args, adapter_args):
-    """Cheap checks of the command line, before any data or model is loaded."""
-    if model_args.config_overrides is not None and (
-        model_args.config_name is not None or model_args.model_name_or_path is not None
-    ):
-        raise UsageError("--config_overrides can't be used in combination with --config_name or --model_name_or_path")
-    if not (model_args.model_name_or_path or model_args.config_name):
-        if model_args.model_type not in MODEL_TYPES:
-            raise UsageError(
-                "Training from scratch (no --model_name_or_path) needs --model_type, one of: " + ", ".join(MODEL_TYPES)
-            )
-    if not (model_args.model_name_or_path or model_args.tokenizer_name):
-        raise UsageError(
-            "You are instantiating a new tokenizer from scratch. This is not supported by this script. Train one "
-            "elsewhere, save it, and pass it with --tokenizer_name."
-        )
-    if not 0.0 < data_args.mlm_probability <= 1.0:
-        raise UsageError(f"--mlm_probability {data_args.mlm_probability} must be in (0, 1].")
-    if data_args.max_seq_length is not None and data_args.max_seq_length <= 0:
-        raise UsageError(f"--max_seq_length {data_args.max_seq_length} must be a positive number of tokens.")
-    check_lm_streaming(data_args, training_args)
-    check_adapter_arguments(adapter_args)
-    check_script_arguments(model_args, training_args, adapter_args, require_action=False)
-    check_numeric_args(positive=[(f"--{name}", getattr(data_args, name, None))
-                                 for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers")])
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def check_architecture(config, model_args):
-    """Before the model is loaded: a masked language-modelling head exists for this model type, and adapters supports it."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    name = model_args.model_name_or_path or model_args.config_name or f"--model_type {model_args.model_type}"
-    check_model_architecture(config, name, MODEL_FOR_MASKED_LM_MAPPING_NAMES, "masked language-modelling")
+def model_name(model_args) -> str:
+    """How to name the model in a message: its folder or Hub id, else how it is built from scratch."""
+    return model_args.model_name_or_path or model_args.config_name or f"--model_type {model_args.model_type}"
 
 
 def hub_kwargs(model_args):
@@ -270,22 +242,28 @@ def hub_kwargs(model_args):
     }
 
 
-def load_config(model_args):
-    """A pretrained config, or a new one of --model_type with --config_overrides applied."""
+def load_config_and_tokenizer(model_args, data_args):
+    """A pretrained config, or a new one of --model_type with --config_overrides applied; the pretrained tokenizer."""
     name = model_args.config_name or model_args.model_name_or_path
     if name:
-        return from_pretrained_or_fail(AutoConfig.from_pretrained, name, "config", **hub_kwargs(model_args))
-    config = CONFIG_MAPPING[model_args.model_type]()
-    logger.warning("You are instantiating a new config instance from scratch.")
-    if model_args.config_overrides is not None:
-        logger.info(f"Overriding config: {model_args.config_overrides}")
-        apply_config_overrides(config, model_args.config_overrides)
-        logger.info(f"New config: {config}")
-    return config
-
-
-def load_tokenizer(model_args, data_args):
+        config = from_pretrained_or_fail(AutoConfig.from_pretrained, name, "config", **hub_kwargs(model_args))
+    elif model_args.model_type not in MODEL_TYPES:
+        raise UsageError(
+            "Training from scratch (no --model_name_or_path) needs --model_type, one of: " + ", ".join(MODEL_TYPES)
+        )
+    else:
+        config = CONFIG_MAPPING[model_args.model_type]()
+        logger.warning("You are instantiating a new config instance from scratch.")
+        if model_args.config_overrides is not None:
+            logger.info(f"Overriding config: {model_args.config_overrides}")
+            apply_config_overrides(config, model_args.config_overrides)
+            logger.info(f"New config: {config}")
     name = model_args.tokenizer_name or model_args.model_name_or_path
+    if not name:
+        raise UsageError(
+            "You are instantiating a new tokenizer from scratch. This is not supported by this script. Train one "
+            "elsewhere, save it, and pass it with --tokenizer_name."
+        )
     tokenizer = from_pretrained_or_fail(
         AutoTokenizer.from_pretrained, name, "tokenizer", use_fast=model_args.use_fast_tokenizer,
         **hub_kwargs(model_args)
@@ -294,31 +272,21 @@ def load_tokenizer(model_args, data_args):
         raise UsageError(f"The tokenizer '{name}' has no mask token, which masked language modelling needs.")
     if data_args.whole_word_mask and not tokenizer.is_fast:
         raise UsageError("--whole_word_mask needs a fast tokenizer (its word_ids); drop --use_fast_tokenizer False.")
-    return tokenizer
+    return config, tokenizer
 
 
-def effective_max_seq_length(data_args, tokenizer, config) -> int:
-    """The reference rule, then a check against the model's position embeddings (where the reference crashed)."""
-    if data_args.max_seq_length is None:
-        max_seq_length = tokenizer.model_max_length
-        if max_seq_length > 1024:
-            logger.warning(
-                "The chosen tokenizer supports a `model_max_length` that is longer than the default maximum length "
-                "of 1024. If you would like to use a longer sequence length up to `tokenizer.model_max_length` you "
-                "can override this default with `--max_seq_length xxx`."
-            )
-            max_seq_length = 1024
-        source = " (the default, from the tokenizer's model_max_length)"
-    else:
-        if data_args.max_seq_length > tokenizer.model_max_length:
-            logger.warning(
-                f"The max_seq_length passed ({data_args.max_seq_length}) is larger than the maximum length for the "
-                f"model ({tokenizer.model_max_length}). Using max_seq_length={tokenizer.model_max_length}."
-            )
-        max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
-        source = ""
-    check_fits_positions(max_seq_length, config, "--max_seq_length", source)
-    return max_seq_length
+def max_seq_length_for(data_args, tokenizer, config=None) -> int:
+    """--max_seq_length capped at the tokenizer's maximum; by default the tokenizer's maximum, at most 1024."""
+    if data_args.max_seq_length is not None:
+        return capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
+    if tokenizer.model_max_length > 1024:
+        logger.warning(
+            "The chosen tokenizer supports a `model_max_length` that is longer than the default maximum length "
+            "of 1024. If you would like to use a longer sequence length up to `tokenizer.model_max_length` you "
+            "can override this default with `--max_seq_length xxx`."
+        )
+        return 1024
+    return tokenizer.model_max_length
 
 
 def torch_dtype(model_args):
@@ -566,6 +534,25 @@ class DataCollatorForWholeWordMasking(DataCollatorForLanguageModeling):
         return inputs, labels
 
 
+def prepare_splits(raw_datasets, tokenizer, max_seq_length, data_args, training_args):
+    """(train examples, evaluation examples, number of evaluation examples) for the stages asked for (None, 0
+    otherwise). A stream has no length: its evaluation examples are counted by reading it once."""
+    column_names = lm_column_names(raw_datasets["train" if training_args.do_train else "validation"])
+    text_column_name = "text" if "text" in column_names else column_names[0]
+    prepare = partial(prepare_split, raw_datasets, tokenizer=tokenizer, text_column_name=text_column_name,
+                      max_seq_length=max_seq_length, data_args=data_args, training_args=training_args)
+    train_dataset = prepare("train") if training_args.do_train else None
+    eval_dataset = prepare("validation") if training_args.do_eval else None
+    if data_args.streaming and training_args.do_train and next(iter(train_dataset), None) is None:
+        raise UsageError("The streamed training data gives no example: use more text.")
+    n_eval_examples = count_rows(eval_dataset) if training_args.do_eval else 0
+    if data_args.streaming and training_args.do_eval:
+        logger.info(f"validation: {n_eval_examples} examples (counted by reading the stream).")
+        if n_eval_examples == 0:
+            raise UsageError("The streamed validation data gives no example: use more text.")
+    return train_dataset, eval_dataset, n_eval_examples
+
+
 def make_data_collator(tokenizer, data_args, training_args):
     """Dynamic masking (a new random mask every batch), by token or (--whole_word_mask) by word."""
     pad_to_multiple_of_8 = data_args.line_by_line and training_args.fp16 and not data_args.pad_to_max_length
@@ -586,78 +573,14 @@ def compute_metrics(eval_preds):
     return lm_accuracy(preds, labels, ignore_index=-100)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Train / evaluate
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def train(trainer, training_args, data_args, train_dataset, last_checkpoint):
-    train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, last_checkpoint))
-    trainer.save_model()  # Saves the tokenizer too for easy upload (adapter mode: the adapter and its head)
-    metrics = train_result.metrics
-    metrics["train_samples"] = lm_train_samples(trainer, training_args, data_args.max_train_samples, train_dataset)
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
-
-
-def evaluate(trainer, data_args, n_eval_examples):
-    logger.info("*** Evaluate ***")
-    metrics = trainer.evaluate()
-    max_eval_samples = data_args.max_eval_samples if data_args.max_eval_samples is not None else n_eval_examples
-    metrics["eval_samples"] = min(max_eval_samples, n_eval_examples)
-    metrics["perplexity"] = perplexity(metrics["eval_loss"])
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
-
-
-def main(argv=None):
-    """Run the script with the given command-line arguments; returns the Trainer (for tests and notebooks)."""
-    # Arguments
-    model_args, data_args, training_args, adapter_args = parse_args(
-        (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
-    )
-    check_arguments(model_args, data_args, training_args, adapter_args)
-    setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
-    set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
-
-    # Data
-    raw_datasets, carved = load_lm_raw_datasets(data_args, model_args)
-    check_raw_lm_splits(raw_datasets, carved, data_args, training_args)
-
-    # Model
-    config = load_config(model_args)
-    check_architecture(config, model_args)
-    tokenizer = load_tokenizer(model_args, data_args)
-    max_seq_length = effective_max_seq_length(data_args, tokenizer, config)
-    model = load_model(model_args, config, tokenizer)
-
-    # Preprocessing
-    column_names = lm_column_names(raw_datasets["train" if training_args.do_train else "validation"])
-    text_column_name = "text" if "text" in column_names else column_names[0]
-    prepare = partial(prepare_split, raw_datasets, tokenizer=tokenizer, text_column_name=text_column_name,
-                      max_seq_length=max_seq_length, data_args=data_args, training_args=training_args)
-    train_dataset = prepare("train") if training_args.do_train else None
-    eval_dataset = prepare("validation") if training_args.do_eval else None
-    if data_args.streaming and training_args.do_train and next(iter(train_dataset), None) is None:
-        raise UsageError("The streamed training data gives no example: use more text.")
-    n_eval_examples = count_rows(eval_dataset) if training_args.do_eval else 0
-    if data_args.streaming and training_args.do_eval:
-        logger.info(f"validation: {n_eval_examples} examples (counted by reading the stream).")
-        if n_eval_examples == 0:
-            raise UsageError("The streamed validation data gives no example: use more text.")
-
-    # Trainer
+def make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args):
     # This one will take care of randomly masking the tokens.
     data_collator = make_data_collator(tokenizer, data_args, training_args)
-    # Accuracy is computed offline, and only where the reference computes it (an evaluation with logits).
+    # Accuracy is computed offline, and only where the upstream script computes it (an evaluation with logits).
     with_metrics = training_args.do_eval and not is_torch_xla_available()
-    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
-    save_scratch_base_model(model, model_args, training_args, adapter_args)
     setup_adapter_training(model, adapter_args, data_args.dataset_name or "mlm")
     trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer
-    trainer = trainer_class(
+    return trainer_class(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -668,11 +591,57 @@ def main(argv=None):
         preprocess_logits_for_metrics=argmax_logits if with_metrics else None,
     )
 
+
+def perplexity_metric(metrics) -> dict:
+    return {"perplexity": perplexity(metrics["eval_loss"])}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Train / evaluate
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    """Run the script with the given command-line arguments; returns the Trainer (for tests and notebooks)."""
+    # Arguments
+    model_args, data_args, training_args, adapter_args = parse_args(
+        (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
+    )
+    setup_logging(training_args, logger)
+    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
+
+    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
+    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
+    import checks
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as MLM_HEADS
+
+    checks.check_lm_run(model_args, data_args, training_args, adapter_args, MLM_HEADS, "masked language-modelling",
+                        max_seq_length_for)
+
+    set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
+
+    # Data
+    raw_datasets, carved = load_lm_raw_datasets(data_args, model_args)
+    config, tokenizer = load_config_and_tokenizer(model_args, data_args)
+    max_seq_length = max_seq_length_for(data_args, tokenizer)
+
+    # Model
+    model = load_model(model_args, config, tokenizer)
+
+    # Preprocessing
+    train_dataset, eval_dataset, n_eval_examples = prepare_splits(raw_datasets, tokenizer, max_seq_length, data_args,
+                                                                  training_args)
+
+    # Trainer
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
+    save_scratch_base_model(model, model_args, training_args, adapter_args)
+    trainer = make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args)
+
     # Train / evaluate
     if training_args.do_train:
-        train(trainer, training_args, data_args, train_dataset, last_checkpoint)
+        train_and_save(trainer, last_checkpoint, data_args.max_train_samples, train_dataset)
     if training_args.do_eval:
-        evaluate(trainer, data_args, n_eval_examples)
+        evaluate_and_save(trainer, data_args.max_eval_samples, n_eval_examples, more_metrics=perplexity_metric)
 
     kwargs = model_card_kwargs(model_args, data_args, "fill-mask")
     if training_args.push_to_hub:

@@ -23,7 +23,6 @@ Local files (--train_file/--validation_file/--test_file) may be the flattened Hu
 the original nested SQuAD v1.1/v2.0 JSON, JSON Lines or CSV; the format is detected from the content.
 A single `.json` argument is read as a file of arguments.
 """
-import importlib
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     EvalPrediction,
-    PreTrainedTokenizerFast,
     TrainingArguments,
     XLMForQuestionAnswering,
     XLNetForQuestionAnswering,
@@ -48,32 +46,35 @@ from transformers.utils.versions import require_version
 import adapters
 from adapters import AdapterArguments, setup_adapter_training
 from beam_search_head import BeamSearchQuestionAnsweringModel
-from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
-from utils_qa import (
-    UsageError,
+from qa_data import (
     build_features,
-    capped_max_seq_length,
-    check_doc_stride,
-    check_extractive_qa_arguments,
-    check_fits_positions,
     check_qa_data_files,
-    check_qa_splits,
-    check_windows_fit,
-    compute_squad_eval_metrics,
+    load_qa_raw_datasets,
+    qa_columns,
+    qa_examples,
+    realign_train_answers,
+    select_qa_samples,
+    stage_source,
+    use_v2_for_unanswerable_data,
+    with_squad_answers,
+)
+from script_utils import (
+    UsageError,
+    capped_length,
     detect_last_checkpoint,
     evaluate_and_save,
     from_pretrained_or_fail,
-    load_qa_raw_datasets,
     model_card_kwargs,
     parse_args,
-    postprocess_qa_predictions_with_beam_search,
     predict_and_save,
     prepare_output_dir,
-    qa_column_names,
+    require_fast_tokenizer,
     setup_logging,
-    split_or_fail,
     train_and_save,
 )
+from squad_metric import compute_squad_eval_metrics
+from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
+from utils_qa_beam_search import postprocess_qa_predictions_with_beam_search
 
 
 check_min_version("4.44.0")
@@ -196,48 +197,31 @@ class DataTrainingArguments:
         },
     )
 
+    id_column: str = field(default="id", metadata={"help": "The column holding each question's unique id."})
+    question_column: str = field(default="question", metadata={"help": "The column holding the questions."})
+    context_column: str = field(default="context", metadata={"help": "The column holding the contexts."})
+    answer_column: str = field(
+        default="answers",
+        metadata={"help": "The column holding the answers (read by answer_spans() in this script; not needed in a "
+                          "test file)."},
+    )
+
     def __post_init__(self):
         check_qa_data_files(self)
 
 
-def adapters_supports(model_type: str) -> bool:
-    """Whether `adapters.init` can add adapters to this architecture (a built-in integration or interface)."""
-    from adapters.wrappers.interfaces import get_adapter_interface
-    from adapters.wrappers.model import get_module_name
-
-    if get_adapter_interface(model_type) is not None:
-        return True
-    name = get_module_name(model_type)
-    try:  # the lookup adapters.init itself does
-        importlib.import_module(f".{name}.modeling_{name}", "adapters.models")
-    except ImportError:
-        return False
-    return True
+# ----------------------------------------------------------------------------------------------------------------------
+# Your data format
+# ----------------------------------------------------------------------------------------------------------------------
+# The column names come from the four --*_column flags above; how one example's answers are stored is read here. If
+# your data is structured differently, adapt answer_spans (and, for other inputs, prepare_train_features below): the
+# checks, the features and the metric all read answers through it.
 
 
-def check_architecture(config, adapter_args):
-    """Which model this run builds, decided from the config alone (before the data and the weights are loaded)."""
-    model_type = config.model_type
-    if model_type in FULL_FINE_TUNING_MODELS:
-        if adapter_args.train_adapter:
-            raise UsageError(
-                f"--train_adapter: the adapters library does not support {model_type} models, so no adapter can be "
-                f"trained on this one. Drop --train_adapter to fine-tune the whole {model_type} model, or keep it and "
-                "use a model that adapters supports, which gets the same kind of beam-search head (e.g. "
-                "--model_name_or_path roberta-base or bert-base-uncased)."
-            )
-        return
-    if not adapter_args.train_adapter:
-        raise UsageError(
-            f"run_qa_beam_search.py fine-tunes whole models only for XLNet and XLM; for this {model_type} model add "
-            "--train_adapter (an adapter plus a beam-search QA head), or fine-tune it in full with run_qa.py."
-        )
-    if getattr(config, "is_encoder_decoder", False) or not adapters_supports(model_type):
-        raise UsageError(
-            f"--train_adapter with a beam-search head needs an encoder model that adapters supports (BERT, RoBERTa, "
-            f"DistilBERT, XLM-RoBERTa, DeBERTa, ...); {model_type} is not one. For encoder-decoder models use "
-            "run_seq2seq_qa.py."
-        )
+def answer_spans(answers):
+    """One example's answers as (texts, start character offsets in the context), empty lists when it has none.
+    SQuAD stores them as {"text": ["Paris"], "answer_start": [17]}."""
+    return answers["text"], answers["answer_start"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -245,35 +229,22 @@ def check_architecture(config, adapter_args):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def hub_kwargs(model_args):
-    return {
+def load_config_and_tokenizer(model_args):
+    hub_kwargs = {
         "cache_dir": model_args.cache_dir,
         "revision": model_args.model_revision,
         "token": model_args.token,
         "trust_remote_code": model_args.trust_remote_code,
     }
-
-
-def load_config(model_args):
-    return from_pretrained_or_fail(
-        AutoConfig.from_pretrained, model_args.config_name or model_args.model_name_or_path, "config",
-        **hub_kwargs(model_args)
+    config = from_pretrained_or_fail(
+        AutoConfig.from_pretrained, model_args.config_name or model_args.model_name_or_path, "config", **hub_kwargs
     )
-
-
-def load_tokenizer(model_args):
     tokenizer = from_pretrained_or_fail(
         AutoTokenizer.from_pretrained, model_args.tokenizer_name or model_args.model_name_or_path, "tokenizer",
-        use_fast=True, **hub_kwargs(model_args)
+        use_fast=True, **hub_kwargs
     )
-    # Tokenizer check: this script requires a fast tokenizer (for offsets and overflowing windows).
-    if not isinstance(tokenizer, PreTrainedTokenizerFast):
-        raise UsageError(
-            "This example script only works for models that have a fast tokenizer. Checkout the big table of models at"
-            " https://huggingface.co/transformers/index.html#supported-frameworks to find the model types that meet"
-            " this requirement"
-        )
-    return tokenizer
+    require_fast_tokenizer(tokenizer)  # offsets map tokens back to text, and long contexts overflow into windows
+    return config, tokenizer
 
 
 def load_model(model_args, config):
@@ -306,13 +277,12 @@ def load_model(model_args, config):
 def tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride):
     """Question and context tokenized together, always padded to max_seq_length (as the reference); long contexts
     overflow into several windows overlapping by doc_stride tokens. XLNet pads on the left: context first."""
-    question_column, context_column, _ = columns
     pad_on_right = tokenizer.padding_side == "right"
     # Some of the questions have lots of whitespace on the left, which is not useful and will make the
     # truncation of the context fail (the tokenized question will take a lots of space). So we remove that
     # left whitespace
-    questions = [q.lstrip() for q in examples[question_column]]
-    contexts = examples[context_column]
+    questions = [q.lstrip() for q in examples[columns.question]]
+    contexts = examples[columns.context]
     return tokenizer(
         questions if pad_on_right else contexts,
         contexts if pad_on_right else questions,
@@ -367,7 +337,6 @@ def prepare_train_features(examples, tokenizer, columns, max_seq_length, doc_str
     """Training features: start/end token positions of the answer, is_impossible (1.0 when the question has no answer
     or the answer is not fully inside this window; the positions are then the CLS token's), cls_index, p_mask."""
     tokenized_examples = tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride)
-    answer_column = columns[2]
     context_index = 1 if tokenizer.padding_side == "right" else 0
 
     # Since one example might give us several features if it has a long context, we need a map from a feature to
@@ -384,7 +353,7 @@ def prepare_train_features(examples, tokenizer, columns, max_seq_length, doc_str
             tokenized_examples, i, special_tokens, tokenizer, special_token_segment
         )
         input_ids = tokenized_examples["input_ids"][i]
-        answers = examples[answer_column][sample_mapping[i]]
+        answers = examples[columns.answer][sample_mapping[i]]  # in the SQuAD layout by now (with_squad_answers)
         start, end, impossible = cls_index, cls_index, 1.0
         if len(answers["answer_start"]) > 0:
             start_char = answers["answer_start"][0]
@@ -430,7 +399,7 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, do
         _, sequence_ids = add_cls_index_and_p_mask(
             tokenized_examples, i, special_tokens, tokenizer, special_token_segment
         )
-        tokenized_examples["example_id"].append(examples["id"][sample_mapping[i]])
+        tokenized_examples["example_id"].append(examples[columns.id][sample_mapping[i]])
         # Set to None the offset_mapping that are not part of the context so it's easy to determine if a token
         # position is part of the context or not.
         tokenized_examples["offset_mapping"][i] = [
@@ -445,7 +414,7 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, do
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def post_processing_function(examples, features, predictions, stage="eval", *, data_args, answer_column, output_dir,
+def post_processing_function(examples, features, predictions, stage="eval", *, data_args, columns, output_dir,
                              log_level, start_n_top, end_n_top):
     """Answers as text for the metric (and the {stage}_*.json files); v2 null odds = the minimum cls logit."""
     predictions, scores_diff_json = postprocess_qa_predictions_with_beam_search(
@@ -460,6 +429,8 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         output_dir=output_dir,
         log_level=log_level,
         prefix=stage,
+        id_column=columns.id,
+        context_column=columns.context,
     )
     if data_args.version_2_with_negative:
         formatted_predictions = [
@@ -469,9 +440,65 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
     else:
         formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     references = None
-    if answer_column is not None and answer_column in examples.column_names:
-        references = [{"id": str(ex["id"]), "answers": ex[answer_column]} for ex in examples]
+    if columns.answer in examples.column_names:
+        references = [{"id": str(ex[columns.id]), "answers": ex[columns.answer]} for ex in examples]
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
+
+
+FEATURE_NAMES = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
+
+
+def build_all_features(examples, tokenizer, columns, max_seq_length, config, data_args, training_args) -> dict:
+    """{stage: features}: training windows with answer labels, evaluation/prediction windows with offsets."""
+    feature_kwargs = {
+        "tokenizer": tokenizer,
+        "columns": columns,
+        "max_seq_length": max_seq_length,
+        "doc_stride": data_args.doc_stride,
+        "special_token_segment": 3 if config.model_type == "xlnet" else None,
+    }
+    prepare = {"train": prepare_train_features, "eval": prepare_validation_features,
+               "predict": prepare_validation_features}
+    return {
+        stage: build_features(stage_examples, prepare[stage], feature_kwargs, data_args, training_args,
+                              max_samples=getattr(data_args, f"max_{stage}_samples"), desc=FEATURE_NAMES[stage])
+        for stage, stage_examples in examples.items()
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args, log_level):
+    # Data collator: we have already padded to max length if pad_to_max_length, otherwise pad dynamically.
+    data_collator = (
+        default_data_collator
+        if data_args.pad_to_max_length
+        else DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 else None)
+    )
+    setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
+    trainer_class = QuestionAnsweringAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringTrainer
+    return trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=features.get("train"),
+        eval_dataset=features.get("eval"),
+        eval_examples=examples.get("eval"),
+        processing_class=tokenizer,
+        data_collator=data_collator,
+        post_process_function=partial(
+            post_processing_function,
+            data_args=data_args,
+            columns=columns,
+            output_dir=training_args.output_dir,
+            log_level=log_level,
+            start_n_top=model.config.start_n_top,
+            end_n_top=model.config.end_n_top,
+        ),
+        compute_metrics=partial(compute_squad_eval_metrics, version_2_with_negative=data_args.version_2_with_negative),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -484,91 +511,49 @@ def main(argv=None):
     model_args, data_args, training_args, adapter_args = parse_args(
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
-    check_extractive_qa_arguments(model_args, data_args, training_args, adapter_args)
     log_level = setup_logging(training_args, logger)
-    config = load_config(model_args)  # a small JSON file: decides the model before any heavy work
-    check_architecture(config, adapter_args)
     last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
+
+    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
+    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
+    import checks
+
+    checks.check_run_qa_beam_search(model_args, data_args, training_args, adapter_args, answer_spans)
+
     set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
 
-    # Data
+    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
     raw_datasets = load_qa_raw_datasets(data_args, model_args)
-    train_examples = split_or_fail(raw_datasets, "train", "--do_train") if training_args.do_train else None
-    eval_examples = split_or_fail(raw_datasets, "validation", "--do_eval") if training_args.do_eval else None
-    predict_examples = split_or_fail(raw_datasets, "test", "--do_predict") if training_args.do_predict else None
-    columns = qa_column_names(raw_datasets, training_args)
-    # Checked before the model is loaded (training answers realigned to their contexts; SQuAD v2.0 mode switched on
-    # for data with unanswerable questions).
-    splits = check_qa_splits(data_args, columns, training_args, train=train_examples, eval=eval_examples,
-                             predict=predict_examples)
-    train_examples, eval_examples, predict_examples = (splits.get(s, (None,))[0] for s in ("train", "eval", "predict"))
+    columns = qa_columns(data_args)
+    examples = qa_examples(raw_datasets, training_args)
+    use_v2_for_unanswerable_data(data_args, examples, columns, answer_spans)
+    examples = select_qa_samples(examples, data_args)
+    config, tokenizer = load_config_and_tokenizer(model_args)
+    max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
+
+    # Repair: answers in the SQuAD layout; training answers that are not where answer_start says realigned or dropped
+    examples = with_squad_answers(examples, columns, answer_spans, training_args)
+    if "train" in examples:
+        examples["train"] = realign_train_answers(examples["train"], stage_source(data_args, "train"), columns)
 
     # Model
-    tokenizer = load_tokenizer(model_args)
-    max_seq_length = capped_max_seq_length(data_args, tokenizer)
-    check_doc_stride(data_args.doc_stride, max_seq_length)
-    check_fits_positions(max_seq_length, config, "--max_seq_length")
-    for examples, source in splits.values():
-        check_windows_fit(examples, source, tokenizer, columns, max_seq_length, data_args.doc_stride)
     model = load_model(model_args, config)
 
     # Preprocessing
-    feature_kwargs = {
-        "tokenizer": tokenizer,
-        "columns": columns,
-        "max_seq_length": max_seq_length,
-        "doc_stride": data_args.doc_stride,
-        "special_token_segment": 3 if config.model_type == "xlnet" else None,
-    }
-    build = partial(build_features, feature_kwargs=feature_kwargs, data_args=data_args, training_args=training_args)
-    train_dataset = eval_dataset = predict_dataset = None
-    if training_args.do_train:
-        _, train_dataset = build(train_examples, prepare_train_features, max_samples=data_args.max_train_samples,
-                                 desc="train dataset")
-    if training_args.do_eval:
-        eval_examples, eval_dataset = build(eval_examples, prepare_validation_features,
-                                            max_samples=data_args.max_eval_samples, desc="validation dataset")
-    if training_args.do_predict:
-        predict_examples, predict_dataset = build(predict_examples, prepare_validation_features,
-                                                  max_samples=data_args.max_predict_samples, desc="prediction dataset")
+    features = build_all_features(examples, tokenizer, columns, max_seq_length, config, data_args, training_args)
 
     # Trainer
     prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
-    # Data collator: we have already padded to max length if pad_to_max_length, otherwise pad dynamically.
-    data_collator = (
-        default_data_collator
-        if data_args.pad_to_max_length
-        else DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 else None)
-    )
-    setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
-    trainer_class = QuestionAnsweringAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringTrainer
-    trainer = trainer_class(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        eval_examples=eval_examples,
-        processing_class=tokenizer,
-        data_collator=data_collator,
-        post_process_function=partial(
-            post_processing_function,
-            data_args=data_args,
-            answer_column=columns[2],
-            output_dir=training_args.output_dir,
-            log_level=log_level,
-            start_n_top=model.config.start_n_top,
-            end_n_top=model.config.end_n_top,
-        ),
-        compute_metrics=partial(compute_squad_eval_metrics, version_2_with_negative=data_args.version_2_with_negative),
-    )
+    trainer = make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args,
+                           log_level)
 
     # Train / evaluate / predict
     if training_args.do_train:
-        train_and_save(trainer, training_args, data_args, train_dataset, last_checkpoint)
+        train_and_save(trainer, last_checkpoint, data_args.max_train_samples, features["train"])
     if training_args.do_eval:
-        evaluate_and_save(trainer, data_args, eval_dataset)
+        evaluate_and_save(trainer, data_args.max_eval_samples, len(features["eval"]))
     if training_args.do_predict:
-        predict_and_save(trainer, data_args, predict_dataset, predict_examples)
+        predict_and_save(trainer, data_args.max_predict_samples, features["predict"], examples["predict"])
 
     kwargs = model_card_kwargs(model_args, data_args, "question-answering")
     if training_args.push_to_hub:

@@ -29,7 +29,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForSeq2Seq,
     EvalPrediction,
-    PreTrainedTokenizerFast,
     Seq2SeqTrainingArguments,
     set_seed,
 )
@@ -38,35 +37,35 @@ from transformers.utils.versions import require_version
 
 import adapters
 from adapters import AdapterArguments, setup_adapter_training
-from trainer_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
-from utils_qa import (
-    UsageError,
-    capped_max_seq_length,
+from qa_data import (
     build_features,
-    check_adapter_arguments,
-    check_adapter_sources,
-    check_adapters_support,
-    check_best_model_metric,
-    check_fits_positions,
-    check_model_source,
-    check_numeric_args,
     check_qa_data_files,
-    check_qa_examples,
-    compute_squad_eval_metrics,
+    load_qa_raw_datasets,
+    qa_columns,
+    qa_examples,
+    realign_train_answers,
+    select_qa_samples,
+    stage_source,
+    use_v2_for_unanswerable_data,
+    with_squad_answers,
+)
+from script_utils import (
+    UsageError,
+    capped_length,
     detect_last_checkpoint,
     evaluate_and_save,
     from_pretrained_or_fail,
-    load_qa_raw_datasets,
     model_card_kwargs,
     parse_args,
     predict_and_save,
     prepare_output_dir,
-    qa_split_source,
+    require_fast_tokenizer,
     setup_logging,
-    split_or_fail,
     train_and_save,
-    write_prediction_files,
 )
+from squad_metric import compute_squad_eval_metrics
+from trainer_seq2seq_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
+from utils_qa import write_prediction_files
 
 
 check_min_version("4.44.0")
@@ -221,6 +220,8 @@ class DataTrainingArguments:
         },
     )
 
+    id_column: str = field(default="id", metadata={"help": "The column holding each question's unique id."})
+
     def __post_init__(self):
         check_qa_data_files(self)
         if self.val_max_answer_length is None:
@@ -249,39 +250,6 @@ def resolve_generation(training_args, argv) -> bool:
     if training_args.prediction_loss_only:
         return False
     return training_args.predict_with_generate
-
-
-def check_arguments(model_args, data_args, training_args, adapter_args, generate):
-    """Cheap checks of the command line, before any data or model is loaded."""
-    check_adapter_arguments(adapter_args)
-    check_adapter_sources(adapter_args)
-    # eval_loss is always reported; the SQuAD metrics only when answers are generated.
-    squad_metrics = ("exact", "f1", "HasAns_exact", "HasAns_f1") if data_args.version_2_with_negative else (
-        "exact_match", "f1")
-    check_best_model_metric(training_args, ("loss",) + (squad_metrics if generate else ()))
-    check_numeric_args(
-        positive=[
-            ("--max_seq_length", data_args.max_seq_length),
-            ("--max_answer_length", data_args.max_answer_length),
-            ("--val_max_answer_length", data_args.val_max_answer_length),
-            ("--generation_max_length", training_args.generation_max_length),
-            ("--num_beams", data_args.num_beams),
-            ("--generation_num_beams", training_args.generation_num_beams),
-            ("--max_train_samples", data_args.max_train_samples),
-            ("--max_eval_samples", data_args.max_eval_samples),
-            ("--max_predict_samples", data_args.max_predict_samples),
-            ("--preprocessing_num_workers", data_args.preprocessing_num_workers),
-        ],
-        non_negative=[("--doc_stride", data_args.doc_stride)],
-    )
-    check_model_source(model_args.model_name_or_path, "--model_name_or_path")
-    check_model_source(model_args.config_name, "--config_name")
-    check_model_source(model_args.tokenizer_name, "--tokenizer_name", required_file=None)
-    if not model_args.use_fast_tokenizer and (training_args.do_eval or training_args.do_predict):
-        raise UsageError(
-            "--use_fast_tokenizer False: evaluation and prediction need a fast tokenizer (its offsets split long "
-            "contexts into windows). Drop the flag."
-        )
 
 
 def log_generation_mode(generate: bool, training_args):
@@ -314,13 +282,6 @@ def load_config_and_tokenizer(model_args):
     config = from_pretrained_or_fail(
         AutoConfig.from_pretrained, model_args.config_name or model_args.model_name_or_path, "config", **hub_kwargs
     )
-    if not getattr(config, "is_encoder_decoder", False):
-        raise UsageError(
-            f"{model_args.model_name_or_path} is a '{config.model_type}' model, not an encoder-decoder: "
-            "run_seq2seq_qa.py generates answers with T5, BART and the like. For extractive QA with BERT-like "
-            "models use run_qa.py."
-        )
-    check_adapters_support(config, model_args.model_name_or_path)
     tokenizer = from_pretrained_or_fail(
         AutoTokenizer.from_pretrained,
         model_args.tokenizer_name or model_args.model_name_or_path,
@@ -331,17 +292,7 @@ def load_config_and_tokenizer(model_args):
     return config, tokenizer
 
 
-def check_lengths(config, data_args, training_args, max_seq_length):
-    """Inputs, labels and generated answers must fit the model's position table (BART has a fixed one)."""
-    check_fits_positions(max_seq_length, config, "--max_seq_length")
-    check_fits_positions(data_args.max_answer_length, config, "--max_answer_length")
-    if training_args.generation_max_length is not None:
-        check_fits_positions(training_args.generation_max_length, config, "--generation_max_length")
-    else:
-        check_fits_positions(data_args.val_max_answer_length, config, "--val_max_answer_length")
-
-
-def load_model(model_args, config, tokenizer):
+def load_model(model_args, config, tokenizer, label_smoothing_factor=0.0):
     model = AutoModelForSeq2SeqLM.from_pretrained(
         model_args.model_name_or_path,
         from_tf=bool(".ckpt" in model_args.model_name_or_path),
@@ -364,6 +315,11 @@ def load_model(model_args, config, tokenizer):
             "The model config has no decoder_start_token_id: set `decoder_start_token_id` in its config.json "
             "(T5 uses the pad token id, BART the eos token id)."
         )
+    if label_smoothing_factor > 0 and not hasattr(model, "prepare_decoder_input_ids_from_labels"):
+        logger.warning(
+            "label_smoothing is enabled but the `prepare_decoder_input_ids_from_labels` method is not defined for "
+            f"`{model.__class__.__name__}`. This will lead to loss being calculated twice and will take up more memory"
+        )
     return model
 
 
@@ -372,46 +328,18 @@ def load_model(model_args, config, tokenizer):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def qa_columns(raw_datasets, data_args, split):
-    """(question, context, answer) column names for a split. Training and validation data need all three; a test
-    file without answers is fine (its predictions are written, not scored), so its answer column may be None."""
-    column_names = raw_datasets[split].column_names
-    names = (data_args.question_column, data_args.context_column, data_args.answer_column)
-    flags = ("--question_column", "--context_column", "--answer_column")
-    for flag, name in zip(flags, names):
-        if name in column_names:
-            continue
-        if flag == "--answer_column" and split == "test":
-            return names[0], names[1], None
-        raise UsageError(
-            f"{flag} '{name}' is not a column of the {split} data: use one of {', '.join(column_names)}."
-        )
-    return names
+# ----------------------------------------------------------------------------------------------------------------------
+# Your data format
+# ----------------------------------------------------------------------------------------------------------------------
+# The column names come from the --*_column flags above; how one example's answers are stored is read here. If your
+# data is structured differently, adapt answer_spans (and, for other inputs or targets, squad_inputs_and_targets
+# below): the checks, the features and the metric all read answers through it.
 
 
-def use_v2_scoring_for_unanswerable_data(data_args, splits):
-    """Questions without an answer in the training/validation data, without --version_2_with_negative: switch to
-    SQuAD v2.0 scoring, with a warning.
-
-    The seed's T5 command trains on squad_v2 without the flag. Generative QA handles such questions by itself (the
-    target is the empty answer), and the flag only picks the metric; v1.1 scoring cannot score an empty gold answer.
-    """
-    if data_args.version_2_with_negative:
-        return
-    for examples, columns, split in splits:
-        if examples is None or columns[2] not in examples.column_names:
-            continue
-        unanswerable = sum(
-            1 for answer in examples[columns[2]] if isinstance(answer, dict) and not (answer.get("text") or [])
-        )
-        if unanswerable:
-            logger.warning(
-                f"{unanswerable} of {len(examples)} {split} questions have no answer: this is SQuAD v2.0-style data, "
-                "so answers are scored with the SQuAD v2.0 metric (eval_exact, eval_f1, eval_HasAns_*, ...) as with "
-                "--version_2_with_negative. Pass that flag to say so explicitly."
-            )
-            data_args.version_2_with_negative = True
-            return
+def answer_spans(answers):
+    """One example's answers as (texts, start character offsets in the context), empty lists when it has none.
+    SQuAD stores them as {"text": ["Paris"], "answer_start": [17]}."""
+    return answers["text"], answers["answer_start"]
 
 
 def squad_inputs_and_targets(examples, columns):
@@ -420,15 +348,14 @@ def squad_inputs_and_targets(examples, columns):
     Returns (inputs, targets, context_starts); targets is None without an answer column; context_starts[i] is the
     character where the context begins in inputs[i].
     """
-    question_column, context_column, answer_column = columns
     inputs, context_starts = [], []
-    for question, context in zip(examples[question_column], examples[context_column]):
+    for question, context in zip(examples[columns.question], examples[columns.context]):
         text = " ".join(["question:", question.lstrip(), "context:", context.lstrip()])
         inputs.append(text)
         context_starts.append(len(text) - len(context.lstrip()))
     targets = None
-    if answer_column is not None:
-        targets = [answer["text"][0] if len(answer["text"]) > 0 else "" for answer in examples[answer_column]]
+    if columns.answer in examples:  # in the SQuAD layout by now (with_squad_answers); a test file may have none
+        targets = [answer["text"][0] if len(answer["text"]) > 0 else "" for answer in examples[columns.answer]]
     return inputs, targets, context_starts
 
 
@@ -505,7 +432,7 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, ma
                                      context_starts[i], max_seq_length, doc_stride)
         for window in windows:
             features["input_ids"].append(window)
-            features["example_id"].append(examples["id"][i])
+            features["example_id"].append(examples[columns.id][i])
             if labels is not None:
                 features["labels"].append(labels[i])
     features["attention_mask"] = [[1] * len(ids) for ids in features["input_ids"]]
@@ -553,12 +480,12 @@ def select_window_answers(example_ids, feature_example_ids, texts, scores):
     return predictions, windows
 
 
-def post_processing_function(examples, features, answers, stage="eval", *, version_2_with_negative, answer_column,
+def post_processing_function(examples, features, answers, stage="eval", *, version_2_with_negative, columns,
                              output_dir):
     """Generated answers (a trainer_qa.GeneratedAnswers, one per feature) as one answer per question: written to
     {stage}_predictions.json (and every window's answer and score to {stage}_nbest_predictions.json), formatted for
     the SQuAD metric, with references when the examples have answers."""
-    example_ids = [str(i) for i in examples["id"]]
+    example_ids = [str(i) for i in examples[columns.id]]
     predictions, windows = select_window_answers(
         example_ids, [str(i) for i in features["example_id"]], answers.texts, answers.scores
     )
@@ -577,13 +504,84 @@ def post_processing_function(examples, features, answers, stage="eval", *, versi
     else:
         formatted_predictions = [{"id": k, "prediction_text": v} for k, v in predictions.items()]
     references = None
-    if answer_column in examples.column_names:  # a test file may have no answers: nothing to score then
+    if columns.answer in examples.column_names:  # a test file may have no answers: nothing to score then
         references = [
             {"id": str(ex_id), "answers": answer}
-            for ex_id, answer in zip(examples["id"], examples[answer_column])
+            for ex_id, answer in zip(examples[columns.id], examples[columns.answer])
             if str(ex_id) in predictions
         ]
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
+
+
+FEATURE_NAMES = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
+
+
+def build_all_features(examples, tokenizer, columns, max_seq_length, data_args, training_args) -> dict:
+    """{stage: features}: training inputs with their target answer, evaluation/prediction windows with example ids."""
+    feature_kwargs = {
+        "tokenizer": tokenizer,
+        "columns": columns,
+        "max_seq_length": max_seq_length,
+        "max_answer_length": data_args.max_answer_length,
+        "padding": "max_length" if data_args.pad_to_max_length else False,
+        "ignore_pad_token_for_loss": data_args.ignore_pad_token_for_loss,
+    }
+    window_kwargs = {**feature_kwargs, "doc_stride": data_args.doc_stride}
+    return {
+        stage: build_features(
+            stage_examples,
+            prepare_train_features if stage == "train" else prepare_validation_features,
+            feature_kwargs if stage == "train" else window_kwargs,
+            data_args, training_args, max_samples=getattr(data_args, f"max_{stage}_samples"), desc=FEATURE_NAMES[stage],
+        )
+        for stage, stage_examples in examples.items()
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args, generate):
+    label_pad_token_id = -100 if data_args.ignore_pad_token_for_loss else tokenizer.pad_token_id
+    data_collator = DataCollatorForSeq2Seq(
+        tokenizer,
+        model=model,
+        label_pad_token_id=label_pad_token_id,
+        pad_to_multiple_of=8 if training_args.fp16 else None,
+    )
+    # The adapter is named after the task ("squad" for local files; the upstream script used "mlm").
+    setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
+    trainer_class = (
+        QuestionAnsweringSeq2SeqAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringSeq2SeqTrainer
+    )
+    num_beams = data_args.num_beams if data_args.num_beams is not None else training_args.generation_num_beams
+    max_length = training_args.generation_max_length
+    return trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=features.get("train"),
+        eval_dataset=features.get("eval"),
+        eval_examples=examples.get("eval"),
+        processing_class=tokenizer,
+        data_collator=data_collator,
+        compute_metrics=(
+            partial(compute_squad_eval_metrics, version_2_with_negative=data_args.version_2_with_negative)
+            if generate
+            else None
+        ),
+        post_process_function=partial(
+            post_processing_function,
+            version_2_with_negative=data_args.version_2_with_negative,
+            columns=columns,
+            output_dir=training_args.output_dir,
+        ),
+        generation_kwargs={
+            "max_length": max_length if max_length is not None else data_args.val_max_answer_length,
+            "num_beams": num_beams,
+        },
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -597,128 +595,52 @@ def main(argv=None):
         (ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments, AdapterArguments), argv
     )
     generate = resolve_generation(training_args, argv)
-    check_arguments(model_args, data_args, training_args, adapter_args, generate)
     setup_logging(training_args, logger)
     log_generation_mode(generate, training_args)
-    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        logger.info("There is nothing to do. Please pass `do_train`, `do_eval` and/or `do_predict`.")
-        return
     last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
+
+    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
+    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
+    import checks
+
+    checks.check_run_seq2seq_qa(model_args, data_args, training_args, adapter_args, answer_spans, generate)
+
     set_seed(training_args.seed)  # before the model is created, so the adapter weights are reproducible
 
-    # Data
+    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
     raw_datasets = load_qa_raw_datasets(data_args, model_args)
-    train_examples = split_or_fail(raw_datasets, "train", "--do_train") if training_args.do_train else None
-    eval_examples = split_or_fail(raw_datasets, "validation", "--do_eval") if training_args.do_eval else None
-    predict_examples = split_or_fail(raw_datasets, "test", "--do_predict") if training_args.do_predict else None
-    train_columns = qa_columns(raw_datasets, data_args, "train") if training_args.do_train else None
-    eval_columns = qa_columns(raw_datasets, data_args, "validation") if training_args.do_eval else None
-    predict_columns = qa_columns(raw_datasets, data_args, "test") if training_args.do_predict else None
-    use_v2_scoring_for_unanswerable_data(data_args, [(train_examples, train_columns, "train"),
-                                                     (eval_examples, eval_columns, "validation")])
-    # Checked before the model is loaded (ids, answer layout, columns, ...); training answers that are not at their
-    # answer_start are realigned or dropped, as in run_qa.py.
-    checked = partial(check_qa_examples, version_2_with_negative=data_args.version_2_with_negative)
-    if training_args.do_train:
-        train_examples = checked(train_examples, qa_split_source(data_args, "train"), train_columns, stage="train",
-                                 max_samples=data_args.max_train_samples)
-    if training_args.do_eval:
-        eval_examples = checked(eval_examples, qa_split_source(data_args, "validation"), eval_columns, stage="eval",
-                                max_samples=data_args.max_eval_samples)
-    if training_args.do_predict:
-        predict_examples = checked(predict_examples, qa_split_source(data_args, "test"), predict_columns,
-                                   stage="predict", max_samples=data_args.max_predict_samples)
+    columns = qa_columns(data_args)
+    examples = qa_examples(raw_datasets, training_args)
+    use_v2_for_unanswerable_data(data_args, examples, columns, answer_spans)
+    examples = select_qa_samples(examples, data_args)
+    config, tokenizer = load_config_and_tokenizer(model_args)
+    max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
+
+    # Repair: answers in the SQuAD layout; training answers that are not where answer_start says realigned or dropped
+    examples = with_squad_answers(examples, columns, answer_spans, training_args)
+    if "train" in examples:
+        examples["train"] = realign_train_answers(examples["train"], stage_source(data_args, "train"), columns)
 
     # Model
-    config, tokenizer = load_config_and_tokenizer(model_args)
-    max_seq_length = capped_max_seq_length(data_args, tokenizer)
-    check_lengths(config, data_args, training_args, max_seq_length)
-    if (training_args.do_eval or training_args.do_predict) and not isinstance(tokenizer, PreTrainedTokenizerFast):
-        raise UsageError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer: evaluation and prediction need one (its offsets "
-            "split long contexts into windows). Use a model folder with a tokenizer.json."
-        )
-    model = load_model(model_args, config, tokenizer)
-    if training_args.label_smoothing_factor > 0 and not hasattr(model, "prepare_decoder_input_ids_from_labels"):
-        logger.warning(
-            "label_smoothing is enabled but the `prepare_decoder_input_ids_from_labels` method is not defined for "
-            f"`{model.__class__.__name__}`. This will lead to loss being calculated twice and will take up more memory"
-        )
+    if training_args.do_eval or training_args.do_predict:
+        require_fast_tokenizer(tokenizer, "its offsets split long contexts into windows")
+    model = load_model(model_args, config, tokenizer, training_args.label_smoothing_factor)
 
     # Preprocessing
-    padding = "max_length" if data_args.pad_to_max_length else False
-    target_kwargs = {
-        "tokenizer": tokenizer,
-        "max_seq_length": max_seq_length,
-        "max_answer_length": data_args.max_answer_length,
-        "padding": padding,
-        "ignore_pad_token_for_loss": data_args.ignore_pad_token_for_loss,
-    }
-    window_kwargs = {**target_kwargs, "doc_stride": data_args.doc_stride}
-    build = partial(build_features, data_args=data_args, training_args=training_args)
-    train_dataset = eval_dataset = predict_dataset = None
-    if training_args.do_train:
-        _, train_dataset = build(train_examples, prepare_train_features, {**target_kwargs, "columns": train_columns},
-                                 max_samples=data_args.max_train_samples, desc="train dataset")
-    if training_args.do_eval:
-        eval_examples, eval_dataset = build(eval_examples, prepare_validation_features,
-                                            {**window_kwargs, "columns": eval_columns},
-                                            max_samples=data_args.max_eval_samples, desc="validation dataset")
-    if training_args.do_predict:
-        predict_examples, predict_dataset = build(predict_examples, prepare_validation_features,
-                                                  {**window_kwargs, "columns": predict_columns},
-                                                  max_samples=data_args.max_predict_samples, desc="prediction dataset")
+    features = build_all_features(examples, tokenizer, columns, max_seq_length, data_args, training_args)
 
     # Trainer
     prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
-    label_pad_token_id = -100 if data_args.ignore_pad_token_for_loss else tokenizer.pad_token_id
-    data_collator = DataCollatorForSeq2Seq(
-        tokenizer,
-        model=model,
-        label_pad_token_id=label_pad_token_id,
-        pad_to_multiple_of=8 if training_args.fp16 else None,
-    )
-    # The adapter is named after the task ("squad" for local files; the reference used "mlm").
-    setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
-    trainer_class = (
-        QuestionAnsweringSeq2SeqAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringSeq2SeqTrainer
-    )
-    trainer = trainer_class(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        eval_examples=eval_examples,
-        processing_class=tokenizer,
-        data_collator=data_collator,
-        compute_metrics=(
-            partial(compute_squad_eval_metrics, version_2_with_negative=data_args.version_2_with_negative)
-            if generate
-            else None
-        ),
-        post_process_function=partial(
-            post_processing_function,
-            version_2_with_negative=data_args.version_2_with_negative,
-            answer_column=data_args.answer_column,
-            output_dir=training_args.output_dir,
-        ),
-        generation_kwargs={
-            "max_length": (
-                training_args.generation_max_length
-                if training_args.generation_max_length is not None
-                else data_args.val_max_answer_length
-            ),
-            "num_beams": data_args.num_beams if data_args.num_beams is not None else training_args.generation_num_beams,
-        },
-    )
+    trainer = make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args,
+                           generate)
 
     # Train / evaluate / predict
     if training_args.do_train:
-        train_and_save(trainer, training_args, data_args, train_dataset, last_checkpoint)
+        train_and_save(trainer, last_checkpoint, data_args.max_train_samples, features["train"])
     if training_args.do_eval:
-        evaluate_and_save(trainer, data_args, eval_dataset)
+        evaluate_and_save(trainer, data_args.max_eval_samples, len(features["eval"]))
     if training_args.do_predict:
-        predict_and_save(trainer, data_args, predict_dataset, predict_examples)
+        predict_and_save(trainer, data_args.max_predict_samples, features["predict"], examples["predict"])
 
     if training_args.push_to_hub:
         trainer.push_to_hub(**model_card_kwargs(model_args, data_args, "question-answering"))

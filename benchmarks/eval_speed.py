@@ -79,7 +79,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     from toy import data as toy_data
-    from utils_qa import load_qa_file
+    from qa_data import load_qa_file
 
     work = Path(tempfile.mkdtemp(prefix="eval_speed_"))
     model = args.model_name_or_path

@@ -159,7 +159,8 @@ def forced_answer_f1(nbest_file, eval_file):
 
     v2 diagnostic: a model that abstains everywhere scores HasAns F1 0 yet may already rank good spans first.
     """
-    from utils_qa import compute_squad_v1, flatten_nested_squad  # the scripts' own reader and SQuAD v1.1 metric
+    from qa_data import flatten_nested_squad
+    from squad_metric import compute_squad_v1  # the scripts' own reader and SQuAD v1.1 metric
 
     with open(nbest_file, encoding="utf-8") as f:
         nbest = json.load(f)

@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from toy import data as toy_data
-from utils_qa import UsageError
+from script_utils import UsageError
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -358,7 +358,7 @@ def test_training_answers_are_realigned_or_skipped(tmp_path, caplog):
     the context is dropped (its example skipped); correct answers are untouched."""
     import datasets
 
-    from utils_qa import check_qa_examples
+    from qa_data import QAColumns, realign_train_answers
 
     context = "Alice lives in\u00a0New York. Bob works at the bank."
     records = [
@@ -369,8 +369,7 @@ def test_training_answers_are_realigned_or_skipped(tmp_path, caplog):
     ]
     examples = datasets.Dataset.from_list(records)
     with caplog.at_level("WARNING"):
-        fixed = check_qa_examples(examples, "--train_file x.json", ("question", "context", "answers"),
-                                  stage="train", version_2_with_negative=False)
+        fixed = realign_train_answers(examples, "--train_file x.json", QAColumns("id", "question", "context", "answers"))
     assert fixed["id"] == ["ok", "shifted", "nbsp"]
     answers = {r["id"]: r["answers"] for r in fixed}
     assert answers["ok"] == records[0]["answers"]
@@ -385,12 +384,12 @@ def test_training_answers_are_realigned_or_skipped(tmp_path, caplog):
 def test_arcd_mismatched_answers_are_realigned(shared_data, tmp_path, caplog):
     """The real ARCD files have 3 answers per file that differ from the context by a non-breaking or doubled space:
     all 3 are realigned, none skipped."""
-    from utils_qa import check_qa_examples, load_qa_file
+    from qa_data import QAColumns, load_qa_file, realign_train_answers
 
     examples = load_qa_file(str(shared_data / "arcd_train.json"), cache_dir=str(tmp_path / "cache"))
     with caplog.at_level("WARNING"):
-        fixed = check_qa_examples(examples, "--train_file arcd_train.json", ("question", "context", "answers"),
-                                  stage="train", version_2_with_negative=False)
+        fixed = realign_train_answers(examples, "--train_file arcd_train.json",
+                                      QAColumns("id", "question", "context", "answers"))
     assert len(fixed) == len(examples) == 693
     assert "3 answer(s) did not match" in caplog.text and "3 realigned" in caplog.text and "0 dropped" in caplog.text
     for r in fixed:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from toy import data as toy_data
-from utils_qa import (
+from script_utils import (
     UsageError,
     checkpoint_problem,
     detect_last_checkpoint,

@@ -16,11 +16,13 @@ from transformers import (
 
 from transformers.trainer_utils import EvalLoopOutput
 
+from qa_data import QAColumns
 import run_qa
 from toy import data as toy_data
-from trainer_qa import GeneratedAnswers, QuestionAnsweringTrainer, in_dataset_order
+from trainer_qa import QuestionAnsweringTrainer, in_dataset_order
+from trainer_seq2seq_qa import GeneratedAnswers
 
-COLUMNS = ("question", "context", "answers")
+COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")
 
 
 def read(path):

@@ -6,10 +6,11 @@ import types
 from transformers import AutoTokenizer, TrainingArguments
 
 import run_qa
+from qa_data import QAColumns, load_qa_file
+from script_utils import select_samples
 from toy import data as toy_data
-from utils_qa import load_qa_file
 
-COLUMNS = ("question", "context", "answers")
+COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")
 
 
 def test_features_cache_key(tiny_model, tmp_path):
@@ -21,10 +22,10 @@ def test_features_cache_key(tiny_model, tmp_path):
     def build(model="bert", max_seq_length=64, doc_stride=16, max_samples=None, pad_to_max_length=True,
               prepare=run_qa.prepare_validation_features, tokenizer=None):
         """One run's features: the file loaded and a tokenizer created afresh, as a new process would."""
-        examples = load_qa_file(data, str(tmp_path / "cache"))
+        examples = select_samples(load_qa_file(data, str(tmp_path / "cache")), max_samples)
         kwargs = {"tokenizer": tokenizer or AutoTokenizer.from_pretrained(tiny_model(model)), "columns": COLUMNS,
                   "max_seq_length": max_seq_length, "doc_stride": doc_stride, "pad_to_max_length": pad_to_max_length}
-        return run_qa.build_features(examples, prepare, kwargs, data_args, training_args, max_samples, "validation")[1]
+        return run_qa.build_features(examples, prepare, kwargs, data_args, training_args, max_samples, "validation")
 
     first = build()
     cache_file = first.cache_files[0]["filename"]

@@ -8,7 +8,9 @@ from transformers import AutoTokenizer
 
 from toy import data as toy_data
 from run_qa import prepare_validation_features
-from utils_qa import compute_squad_metrics, postprocess_qa_predictions
+from qa_data import QAColumns
+from squad_metric import compute_squad_metrics
+from utils_qa import postprocess_qa_predictions
 
 SEQ_LEN, QUESTION_TOKENS = 24, 4
 
@@ -138,7 +140,7 @@ def test_oracle_logits_score_100(tiny_model, v2):
     records = toy_data.make_templated_qa(20, seed=11, version_2=v2, long_context=True)
     examples = Dataset.from_list(records)
     batch = {key: [r[key] for r in records] for key in records[0]}
-    features = Dataset.from_dict(dict(prepare_validation_features(batch, tokenizer, ("question", "context", "answers"), 128, 32, True)))
+    features = Dataset.from_dict(dict(prepare_validation_features(batch, tokenizer, QAColumns("id", "question", "context", "answers"), 128, 32, True)))
     start = np.zeros((len(features), 128), dtype=np.float32)
     end = np.zeros((len(features), 128), dtype=np.float32)
     by_id = {r["id"]: r for r in records}

@@ -17,7 +17,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 import run_clm
 from toy import data as toy_data
-from utils_qa import UsageError
+from script_utils import UsageError
 
 BLOCK = 64
 COMMON = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--overwrite_output_dir",

@@ -18,7 +18,8 @@ from transformers import AutoTokenizer, DataCollatorForLanguageModeling, HfArgum
 
 import run_mlm
 from toy import data as toy_data
-from utils_qa import UsageError, max_input_positions
+from checks import max_input_positions
+from script_utils import UsageError
 
 SEQ = 64
 COMMON = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--overwrite_output_dir",

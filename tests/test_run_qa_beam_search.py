@@ -8,11 +8,13 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from qa_data import QAColumns
 import run_qa_beam_search
 from toy import data as toy_data
-from utils_qa import UsageError, postprocess_qa_predictions_with_beam_search
+from script_utils import UsageError
+from utils_qa_beam_search import postprocess_qa_predictions_with_beam_search
 
-COLUMNS = ("question", "context", "answers")
+COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Post-processing against a brute-force reading of SPEC 5.2
@@ -146,7 +148,7 @@ def test_postprocessing_rejects_wrong_prediction_shapes():
 def reference_features(examples, tokenizer, max_seq_length, doc_stride, train):
     """transformers' run_qa_beam_search.py (v4.24) prepare_train_features / prepare_validation_features, verbatim
     apart from the closure variables becoming arguments."""
-    question_column_name, context_column_name, answer_column_name = COLUMNS
+    question_column_name, context_column_name, answer_column_name = COLUMNS.question, COLUMNS.context, COLUMNS.answer
     pad_on_right = tokenizer.padding_side == "right"
     examples[question_column_name] = [q.lstrip() for q in examples[question_column_name]]
     tokenized_examples = tokenizer(

@@ -10,12 +10,13 @@ import pytest
 from transformers import AutoTokenizer
 from transformers.generation import GenerationMixin
 
+from qa_data import QAColumns
 import run_seq2seq_qa
 from toy import data as toy_data
 from run_seq2seq_qa import prepare_validation_features, select_window_answers, split_into_windows
-from utils_qa import UsageError
+from script_utils import UsageError
 
-COLUMNS = ("question", "context", "answers")
+COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +328,7 @@ def test_every_data_format_and_a_test_file_without_answers(tiny_model, data, tmp
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--question_column", "query"], "--question_column 'query' is not a column of the validation data"),
+    (["--question_column", "query"], "the question column 'query' is missing"),
     (["--train_adapter", "--adapter_config", "seq_bnn"], "not a valid adapter configuration"),
     (["--load_adapter", "somewhere"], "need --train_adapter"),
     (["--load_best_model_at_end", "--eval_strategy", "steps", "--save_strategy", "steps", "--metric_for_best_model",
@@ -348,7 +349,7 @@ def test_unanswerable_questions_without_the_v2_flag_are_scored_as_v2(tiny_model,
         out = run(tmp_path / "out", "--model_name_or_path", tiny_model("t5"), "--train_file", data["train_v2"],
                   "--validation_file", data["dev_v2"], "--do_train", "--do_eval", "--max_steps", "1",
                   "--generation_max_length", "4")
-    assert "8 of 24 train questions have no answer" in caplog.text
+    assert "8 of 24 questions have no answer" in caplog.text
     assert V2_KEYS <= set(read(out / "eval_results.json"))
 
 

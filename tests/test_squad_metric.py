@@ -1,7 +1,8 @@
 """The offline SQuAD metrics against hand-computed values of the official v1.1 and v2.0 evaluation scripts."""
 import pytest
 
-from utils_qa import UsageError, compute_squad_metrics, compute_squad_v1, compute_squad_v2
+from script_utils import UsageError
+from squad_metric import compute_squad_metrics, compute_squad_v1, compute_squad_v2
 
 
 def ref(qid, *texts):

@@ -1,0 +1,711 @@
+# coding=utf-8
+"""Pre-flight checks: each raises a UsageError that says what is wrong and how to fix it, before the model is loaded
+(so a mistake costs seconds, not a training run) and before anything is written to the output folder.
+
+The scripts call them from one marked block near the top of main(); a copy of a script that does not want them can
+delete that block and this file. They read the data once in Python and use no random number generator, so a run on
+valid input is unchanged by them. Sections: command-line arguments; model, tokenizer and adapter sources; QA data;
+language-modelling data.
+"""
+import importlib
+import logging
+import os
+from typing import Optional
+
+from qa_data import read_column, stage_source
+from script_utils import UsageError
+from squad_metric import SQUAD_V1_METRICS, SQUAD_V2_METRICS
+
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command-line arguments
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def check_numeric_args(positive=(), non_negative=()):
+    """(flag, value) pairs: `positive` values must be >= 1 when set, `non_negative` ones >= 0."""
+    for flag, value in positive:
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} {value} must be a positive number.")
+    for flag, value in non_negative:
+        if value is not None and value < 0:
+            raise UsageError(f"{flag} {value} must not be negative.")
+
+
+def check_arguments(model_args, training_args, adapter_args, actions=("train", "eval", "predict")):
+    """The command line every script shares: the adapter configuration, the model/config/tokenizer folders, the
+    output folder, batch sizes, --load_adapter sources, and that there is something to do (one of --do_{actions})."""
+    check_adapter_arguments(adapter_args)
+    check_model_source(getattr(model_args, "model_name_or_path", None), "--model_name_or_path")
+    check_model_source(getattr(model_args, "config_name", None), "--config_name")
+    check_model_source(getattr(model_args, "tokenizer_name", None), "--tokenizer_name", required_file=TOKENIZER_FILES)
+    output_dir = training_args.output_dir
+    if output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"--output_dir {output_dir} is a file; pass a folder (it is created if needed).")
+    check_numeric_args(
+        positive=[
+            ("--per_device_train_batch_size", training_args.per_device_train_batch_size),
+            ("--per_device_eval_batch_size", training_args.per_device_eval_batch_size),
+            ("--gradient_accumulation_steps", training_args.gradient_accumulation_steps),
+        ],
+        non_negative=[("--num_train_epochs", training_args.num_train_epochs)],
+    )
+    check_adapter_sources(adapter_args)
+    if not any(getattr(training_args, f"do_{action}") for action in actions):
+        flags = [f"--do_{action}" for action in actions]
+        raise UsageError(f"Nothing to do: pass {', '.join(flags[:-1])} and/or {flags[-1]}.")
+
+
+def check_data_arguments(data_args):
+    """Lengths, sizes and counts among a script's data arguments (those it has) are positive; --doc_stride is not
+    negative."""
+    positive = (
+        "max_seq_length", "block_size", "n_best_size", "max_answer_length", "val_max_answer_length", "num_beams",
+        "max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers",
+    )
+    check_numeric_args(
+        positive=[(f"--{name}", getattr(data_args, name, None)) for name in positive],
+        non_negative=[("--doc_stride", getattr(data_args, "doc_stride", None))],
+    )
+
+
+def check_best_model_metric(training_args, valid_metrics, reason: str = ""):
+    """--load_best_model_at_end compares eval metrics; the QA scripts report no eval_loss, so the default ("loss") or a
+    metric the script does not report would fail with a KeyError at the first evaluation, after training (the
+    upstream scripts only warned)."""
+    if not training_args.load_best_model_at_end:
+        return
+    metric = training_args.metric_for_best_model
+    name = metric[len("eval_"):] if metric and metric.startswith("eval_") else metric
+    if name not in valid_metrics:
+        raise UsageError(
+            f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports"
+            f"{' ' + reason if reason else ''}: {', '.join(valid_metrics)} (got {metric!r})."
+        )
+
+
+def check_squad_best_model_metric(training_args, version_2_with_negative: bool):
+    """check_best_model_metric with the SQuAD metric names of this run (v2.0 when the flag is given or the data has
+    unanswerable questions)."""
+    if version_2_with_negative:
+        reason = "(SQuAD v2.0 metrics: --version_2_with_negative, or data with unanswerable questions)"
+        check_best_model_metric(training_args, SQUAD_V2_METRICS, reason)
+    else:
+        check_best_model_metric(training_args, SQUAD_V1_METRICS)
+
+
+def check_adapter_arguments(adapter_args):
+    """--adapter_config must parse (checked before anything is loaded); adapters load only in adapter mode."""
+    import adapters
+    from adapters import AdapterConfig
+
+    if adapter_args.train_adapter:
+        try:
+            AdapterConfig.load(adapter_args.adapter_config)
+        except (ValueError, TypeError, SyntaxError) as err:
+            valid = ", ".join(sorted(adapters.ADAPTER_CONFIG_MAP))
+            raise UsageError(
+                f"--adapter_config {adapter_args.adapter_config!r} is not a valid adapter configuration ({err}). "
+                f"Use one of: {valid}; a JSON file; or a config string such as 'seq_bn[reduction_factor=8]' "
+                "(string values quoted: 'seq_bn[non_linearity=\"gelu\"]')."
+            ) from err
+    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
+        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+
+
+def check_doc_stride(doc_stride: int, max_seq_length: int):
+    if doc_stride >= max_seq_length:
+        raise UsageError(
+            f"--doc_stride ({doc_stride}) must be smaller than --max_seq_length ({max_seq_length}): "
+            "the stride is the overlap between consecutive windows of a long context."
+        )
+
+
+def check_lm_arguments(data_args, training_args):
+    """The language-modelling scripts' own flags: --mlm_probability (run_mlm.py) and --streaming."""
+    probability = getattr(data_args, "mlm_probability", None)
+    if probability is not None and not 0.0 < probability <= 1.0:
+        raise UsageError(f"--mlm_probability {probability} must be in (0, 1].")
+    check_lm_streaming(data_args, training_args)
+
+
+def default_length_note(given) -> str:
+    """For check_fits_positions' message: where a length came from when the flag was not given."""
+    return "" if given is not None else " (the default, from the tokenizer's model_max_length)"
+
+
+def check_lm_streaming(data_args, training_args):
+    """A stream has no length: training needs --max_steps, and a validation split cannot be carved by percentage."""
+    if not data_args.streaming:
+        return
+    if training_args.do_train and training_args.max_steps <= 0:
+        raise UsageError(
+            "--streaming reads the training data as a stream of unknown length, so the number of epochs cannot be "
+            "turned into steps: pass --max_steps N (the number of optimizer steps to train for)."
+        )
+    has_validation = data_args.validation_file is not None or data_args.dataset_name is not None
+    if training_args.do_eval and not has_validation:
+        raise UsageError(
+            "--streaming with --do_eval needs a validation split: a percentage of a stream of unknown length "
+            "(--validation_split_percentage) cannot be carved out. Pass --validation_file."
+        )
+
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model, tokenizer and adapter sources
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _looks_like_local_path(name: str) -> bool:
+    """A path, not a Hub id ("org/name"): absolute, relative with ./ or ../, home-relative, or several levels deep."""
+    return name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or "\\" in name or name.count("/") >= 2
+
+
+def _adapter_folders_inside(folder: str, depth: int = 2) -> list:
+    """Sub-folders (up to `depth` levels down) that hold an adapter_config.json, relative to folder."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        level = os.path.relpath(root, folder).count(os.sep) + (root != folder)
+        if root != folder and "adapter_config.json" in files:
+            found.append(os.path.relpath(root, folder))
+        if level >= depth:
+            dirs[:] = []
+    return sorted(found)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
+
+
+def check_model_source(name: Optional[str], flag: str, required_file=("config.json",)):
+    """A local --model_name_or_path/--config_name/--tokenizer_name must exist and be a model folder (holding one of
+    `required_file`). Hub ids are left to from_pretrained (which fails with its own message offline)."""
+    if name is None:
+        return
+    if isinstance(required_file, str):
+        required_file = (required_file,)
+    if os.path.isdir(name):
+        if required_file and not any(os.path.isfile(os.path.join(name, f)) for f in required_file):
+            required_file = " or ".join(required_file)
+            adapters_inside = _adapter_folders_inside(name)
+            hint = (
+                f" It holds adapters ({', '.join(adapters_inside)}): pass the base model as {flag} and the adapter "
+                f"folder as --load_adapter (with --train_adapter)."
+                if adapters_inside
+                else " Pass a folder saved with save_pretrained() or a Hugging Face Hub model id."
+            )
+            raise UsageError(f"{flag} {name} is not a model folder: it has no {required_file}.{hint}")
+    elif os.path.isfile(name) and required_file:
+        raise UsageError(f"{flag} {name} is a file; pass the folder that holds {required_file[0]} (or a Hub model id).")
+    elif _looks_like_local_path(name):
+        raise UsageError(f"{flag} {name} does not exist. Pass an existing model folder or a Hugging Face Hub model id.")
+
+
+def check_adapter_sources(adapter_args):
+    """--load_adapter/--load_lang_adapter given as a local path must be a folder written by save_adapter (with
+    adapter_config.json); the common mistake of passing the run's output or checkpoint folder names the adapter
+    folders inside it."""
+    for flag, source in (
+        ("--load_adapter", getattr(adapter_args, "load_adapter", None)),
+        ("--load_lang_adapter", getattr(adapter_args, "load_lang_adapter", None)),
+    ):
+        if not source:
+            continue
+        if os.path.isdir(source):
+            if os.path.isfile(os.path.join(source, "adapter_config.json")):
+                continue
+            inside = _adapter_folders_inside(source)
+            hint = (
+                f" It contains adapter folders: {', '.join(os.path.join(source, a) for a in inside)}; pass one of them."
+                if inside
+                else " Pass a folder written by --train_adapter (it holds adapter_config.json and pytorch_adapter.bin)."
+            )
+            raise UsageError(f"{flag} {source} is not an adapter folder: it has no adapter_config.json.{hint}")
+        if os.path.isfile(source) or _looks_like_local_path(source):
+            raise UsageError(
+                f"{flag} {source} is not an adapter folder ({'a file' if os.path.isfile(source) else 'it does not exist'}). "
+                "Pass a folder written by --train_adapter (it holds adapter_config.json), or an AdapterHub / "
+                "Hugging Face Hub adapter id."
+            )
+
+
+def adapters_supported_model_types() -> list:
+    """Model types that adapters.init() knows (adapters' model packages and its built-in interfaces)."""
+    import pkgutil
+
+    import adapters.models
+
+    types = {m.name for m in pkgutil.iter_modules(adapters.models.__path__) if m.ispkg and m.name != "auto"}
+    try:
+        from adapters.wrappers.interfaces import CUSTOM_INTERFACES
+
+        types |= set(CUSTOM_INTERFACES)
+    except ImportError:
+        pass
+    return sorted(types)
+
+
+def adapters_supports(model_type: str) -> bool:
+    """Whether adapters.init() can add adapters to this model type: a built-in interface, or a model package (the
+    lookup adapters.init itself does)."""
+    from adapters.wrappers.interfaces import get_adapter_interface
+    from adapters.wrappers.model import get_module_name
+
+    if get_adapter_interface(model_type) is not None:
+        return True
+    name = get_module_name(model_type)
+    try:
+        importlib.import_module(f".{name}.modeling_{name}", "adapters.models")
+    except ImportError:
+        return False
+    return True
+
+
+def check_adapters_support(config, name: str, hint: str = ""):
+    """adapters.init() raises "Model x not pre-supported" deep in model loading: say it before the model is loaded."""
+    if adapters_supports(config.model_type):
+        return
+    raise UsageError(
+        f"{name} is a '{config.model_type}' model, which the adapters library (installed version) does not support. "
+        f"Supported model types: {', '.join(adapters_supported_model_types())}.{(' ' + hint) if hint else ''}"
+    )
+
+
+def check_task_head(config, head_names: dict, task: str, name: str, also_supported=None):
+    """The model type has a head for the task (head_names: transformers' MODEL_FOR_<TASK>_MAPPING_NAMES).
+    also_supported (e.g. the adapters-supported types) narrows the list of alternatives that the message names."""
+    if config.model_type in head_names:
+        return
+    if also_supported:
+        supported = {name.replace("-", "_") for name in also_supported}
+        alternatives = sorted(t for t in head_names if t.replace("-", "_") in supported)
+    else:
+        alternatives = sorted(head_names)
+    raise UsageError(
+        f"{name} is a '{config.model_type}' model, which has no {task} head in transformers. "
+        f"Use a model of one of these types: {', '.join(alternatives)}."
+    )
+
+
+def check_model_type(config, name: str, head_names: dict, task: str, hint: str = ""):
+    """Before the model is loaded: transformers has a head for the task for this model type (head_names: its
+    MODEL_FOR_<TASK>_MAPPING_NAMES), and adapters.init() (which every adapters script runs) knows the type."""
+    check_task_head(config, head_names, task, name, also_supported=adapters_supported_model_types())
+    check_adapters_support(config, name, hint=hint)
+
+
+def check_beam_search_model_type(config, adapter_args, full_fine_tuning_types=("xlnet", "xlm")):
+    """run_qa_beam_search.py fine-tunes XLNet and XLM in full (adapters does not support them) and any other encoder
+    that adapters supports with --train_adapter (an adapter plus the beam-search head)."""
+    model_type = config.model_type
+    if model_type in full_fine_tuning_types:
+        if adapter_args.train_adapter:
+            raise UsageError(
+                f"--train_adapter: the adapters library does not support {model_type} models, so no adapter can be "
+                f"trained on this one. Drop --train_adapter to fine-tune the whole {model_type} model, or keep it and "
+                "use a model that adapters supports, which gets the same kind of beam-search head (e.g. "
+                "--model_name_or_path roberta-base or bert-base-uncased)."
+            )
+        return
+    if not adapter_args.train_adapter:
+        raise UsageError(
+            f"run_qa_beam_search.py fine-tunes whole models only for XLNet and XLM; for this {model_type} model add "
+            "--train_adapter (an adapter plus a beam-search QA head), or fine-tune it in full with run_qa.py."
+        )
+    if getattr(config, "is_encoder_decoder", False) or not adapters_supports(model_type):
+        raise UsageError(
+            f"--train_adapter with a beam-search head needs an encoder model that adapters supports (BERT, RoBERTa, "
+            f"DistilBERT, XLM-RoBERTa, DeBERTa, ...); {model_type} is not one. For encoder-decoder models use "
+            "run_seq2seq_qa.py."
+        )
+
+
+_OFFSET_POSITION_TYPES = frozenset({
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "xmod", "data2vec-text", "longformer",
+    "roberta-prelayernorm", "ibert", "mpnet",
+})
+
+
+_ABSOLUTE_POSITION_TYPES = _OFFSET_POSITION_TYPES | frozenset({
+    "bert", "distilbert", "albert", "electra", "megatron-bert", "mobilebert", "big_bird", "ernie", "layoutlm",
+    "squeezebert", "bert-generation", "gpt2", "gpt_neo", "gpt_bigcode", "biogpt", "opt", "bart", "mbart", "plbart",
+    "xlm",
+})
+
+
+def max_input_positions(config) -> Optional[int]:
+    """How many tokens the model's absolute position embeddings can take; None when unknown or not limited
+    (relative or rotary positions: longer inputs run, so the reference's behaviour is kept)."""
+    if config.model_type not in _ABSOLUTE_POSITION_TYPES:
+        return None
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if config.model_type in _OFFSET_POSITION_TYPES:
+        positions -= (config.pad_token_id or 0) + 1
+    return positions
+
+
+def check_fits_positions(length: int, config, flag: str, source: str = ""):
+    """A block longer than the model's position table crashes in the first forward pass: say so up front."""
+    limit = max_input_positions(config)
+    if limit is not None and length > limit:
+        raise UsageError(
+            f"{flag} {length}{source} is larger than the {limit} positions of the model "
+            f"({config.model_type} config: max_position_embeddings/n_positions). Pass {flag} {limit} or less, "
+            "or use a config with more positions."
+        )
+
+
+
+def check_seq2seq_arguments(model_args, data_args, training_args, generate: bool):
+    """run_seq2seq_qa.py's own flags: generation lengths and beams, the metric for --load_best_model_at_end (eval_loss
+    always; the SQuAD metrics only when answers are generated), and a fast tokenizer for evaluation."""
+    squad_metrics = SQUAD_V2_METRICS if data_args.version_2_with_negative else SQUAD_V1_METRICS
+    check_best_model_metric(training_args, ("loss",) + (squad_metrics if generate else ()))
+    check_numeric_args(positive=[("--generation_max_length", training_args.generation_max_length),
+                                 ("--generation_num_beams", training_args.generation_num_beams)])
+    if not model_args.use_fast_tokenizer and (training_args.do_eval or training_args.do_predict):
+        raise UsageError(
+            "--use_fast_tokenizer False: evaluation and prediction need a fast tokenizer (its offsets split long "
+            "contexts into windows). Drop the flag."
+        )
+
+
+def check_seq2seq_model(config, name: str, data_args, training_args, max_seq_length: int):
+    """An encoder-decoder model that adapters supports, whose position table fits the inputs, the labels and the
+    generated answers (BART has a fixed one)."""
+    if not getattr(config, "is_encoder_decoder", False):
+        raise UsageError(
+            f"{name} is a '{config.model_type}' model, not an encoder-decoder: run_seq2seq_qa.py generates answers "
+            "with T5, BART and the like. For extractive QA with BERT-like models use run_qa.py."
+        )
+    check_adapters_support(config, name)
+    check_fits_positions(max_seq_length, config, "--max_seq_length")
+    check_fits_positions(data_args.max_answer_length, config, "--max_answer_length")
+    if training_args.generation_max_length is not None:
+        check_fits_positions(training_args.generation_max_length, config, "--generation_max_length")
+    else:
+        check_fits_positions(data_args.val_max_answer_length, config, "--val_max_answer_length")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# QA data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+
+
+
+
+def _feature_kind(feature) -> str:
+    """A column's type for messages: its dtype, "struct" for a dict of fields, else the feature's class name."""
+    if getattr(feature, "dtype", None) is not None:
+        return feature.dtype
+    return "struct" if isinstance(feature, dict) else type(feature).__name__
+
+
+def _is_string_feature(feature) -> bool:
+    return getattr(feature, "dtype", None) in ("string", "large_string")
+
+
+def check_qa_columns(examples, source: str, columns, stage: str):
+    """The columns a stage needs exist, with text in every record: question and context always, a unique id for
+    evaluation and prediction (answers and prediction files are matched to questions by id), answers for training."""
+    if len(examples) == 0:
+        raise UsageError(f"{source} has no examples. Check the file (or --max_{stage}_samples).")
+    found = examples.column_names
+    found_text = ", ".join(f"{name} ({_feature_kind(examples.features[name])})" for name in found)
+    needed = [("question", columns.question), ("context", columns.context)]
+    if stage != "train":
+        needed.append(("id", columns.id))
+    for role, column in needed:
+        if column not in found or not _is_string_feature(examples.features[column]):
+            raise UsageError(
+                f"{source}: the {role} column '{column}' is missing or not text. Found columns: {found_text}. "
+                f"Name the column with --{role}_column, or rename it in the data."
+            )
+    for role, column in needed:
+        values = read_column(examples, column)
+        if None in values:
+            raise UsageError(f"{source}: record {values.index(None)} has no {role} (column '{column}' is empty there).")
+    if stage != "train":
+        _check_unique_ids(read_column(examples, columns.id), source)
+    if stage == "train" and columns.answer not in found:
+        raise UsageError(
+            f"{source} has no '{columns.answer}' answers column (found: {found_text}); training needs answers "
+            '(by default {"text": ["..."], "answer_start": [character offset in the context]}; name the column with '
+            "--answer_column)."
+        )
+
+
+def _check_unique_ids(ids, source: str):
+    seen = set()
+    for i, example_id in enumerate(ids):
+        if example_id in seen:
+            raise UsageError(
+                f"{source}: id {example_id!r} appears more than once (again at record {i}). Predictions are "
+                "stored per id, so every question needs its own id."
+            )
+        seen.add(example_id)
+
+
+def _read_answers(answers, i: int, source: str, answer_column: str, answer_spans):
+    """(texts, starts) of record i through the script's answer_spans(), checked: lists of texts and of integer
+    offsets, one offset per text."""
+    try:
+        texts, starts = answer_spans(answers)
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as err:
+        raise UsageError(
+            f"{source}: record {i}: the answers column '{answer_column}' holds {str(answers)[:80]!r}, which "
+            f"answer_spans() in the script cannot read ({type(err).__name__}: {err}). Write answers in the SQuAD "
+            'layout, e.g. "answers": {"text": ["Paris"], "answer_start": [17]} (empty lists for an unanswerable '
+            "question), or adapt answer_spans() to your layout."
+        ) from err
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise UsageError(f'{source}: record {i}: answers "text" must be a list of texts (e.g. ["Paris"]), found '
+                         f"{str(texts)[:60]!r}.")
+    if not isinstance(starts, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in starts):
+        raise UsageError(f'{source}: record {i}: answers "answer_start" must be a list of integer character offsets '
+                         f"(e.g. [17]), found {str(starts)[:60]!r}.")
+    if len(texts) != len(starts):
+        raise UsageError(
+            f"{source}: record {i} has {len(texts)} answer texts but {len(starts)} answer_start values; give one "
+            "start (a character offset in the context) per answer text."
+        )
+    return texts, starts
+
+
+def check_qa_answers(examples, source: str, columns, stage: str, version_2_with_negative: bool, answer_spans):
+    """Every answer reads through the script's answer_spans(); unanswerable questions only in SQuAD v2.0 mode (v1.1
+    scoring counts them wrongly); evaluation answers that are not at their answer_start are reported (evaluation
+    compares texts only, so they are kept; training answers are realigned by the script's repair step)."""
+    if columns.answer not in examples.column_names:
+        return
+    contexts = read_column(examples, columns.context)
+    unanswerable, first_unanswerable, mismatched = 0, None, []
+    for i, (answers, context) in enumerate(zip(read_column(examples, columns.answer), contexts)):
+        texts, starts = _read_answers(answers, i, source, columns.answer, answer_spans)
+        if not texts:
+            unanswerable += 1
+            first_unanswerable = i if first_unanswerable is None else first_unanswerable
+        mismatched += [i for text, start in zip(texts, starts) if start < 0 or context[start: start + len(text)] != text]
+    if unanswerable and stage in ("train", "eval") and not version_2_with_negative:
+        everything = (" If the file has no answers at all, pass it as --test_file with --do_predict instead."
+                      if unanswerable == len(examples) and stage == "eval" else "")
+        raise UsageError(
+            f"{source}: {unanswerable} of {len(examples)} questions have no answer (record {first_unanswerable}): "
+            "this is SQuAD v2.0-style data. Pass --version_2_with_negative to train and score unanswerable questions "
+            f"(SQuAD v1.1 scoring would count them wrongly).{everything}"
+        )
+    if mismatched and stage != "train":
+        logger.warning(
+            f"{source}: {len(mismatched)} answer(s) are not found at their answer_start in the context (first: record "
+            f"{mismatched[0]}). Evaluation compares answer texts only, so they are kept as they are."
+        )
+
+
+def check_qa_examples(examples, source: str, columns, stage: str, version_2_with_negative: bool, answer_spans):
+    """Check the raw QA examples of one split (already cut to --max_*_samples) before the model is loaded: the
+    columns the run needs (check_qa_columns) and the answers (check_qa_answers)."""
+    check_qa_columns(examples, source, columns, stage)
+    check_qa_answers(examples, source, columns, stage, version_2_with_negative, answer_spans)
+
+
+def check_qa_data(examples: dict, data_args, columns, answer_spans, tokenizer=None, max_seq_length=None):
+    """check_qa_examples for each stage's examples ({stage: dataset}) and, given a tokenizer, check_windows_fit."""
+    for stage, dataset in examples.items():
+        source = stage_source(data_args, stage)
+        check_qa_examples(dataset, source, columns, stage, data_args.version_2_with_negative, answer_spans)
+        if tokenizer is not None:
+            check_windows_fit(dataset, source, tokenizer, columns, max_seq_length, data_args.doc_stride)
+
+
+def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length: int, doc_stride: int):
+    """Every question must leave room in a window for more than doc_stride context tokens, or the fast tokenizer
+    stops the preprocessing with a Rust panic ("`stride` must be strictly less than `max_len`").
+
+    The tokenizer (pair encoding, truncating the context) fails exactly when doc_stride > max_seq_length - the special
+    tokens of one sequence, or when question + context + special tokens exceed max_seq_length while the context room
+    (max_seq_length - question - special tokens of a pair) is <= doc_stride. Questions are bounded by their UTF-8
+    size first (a token is at least one byte, plus at most one word-start marker per byte), so only the few long
+    questions are tokenized."""
+    single = tokenizer.num_special_tokens_to_add(pair=False)
+    pair = tokenizer.num_special_tokens_to_add(pair=True)
+    if doc_stride > max_seq_length - single:
+        raise UsageError(
+            f"--doc_stride ({doc_stride}) must be smaller than --max_seq_length ({max_seq_length}) minus the {single} "
+            "special tokens the tokenizer adds."
+        )
+    # The room for context is max_seq_length - pair - question tokens; trouble needs question tokens >= threshold.
+    threshold = max_seq_length - pair - doc_stride
+    questions = read_column(examples, columns.question)
+    candidates = [i for i, q in enumerate(questions) if 2 * len(q.lstrip().encode("utf-8")) + 1 >= threshold]
+    if not candidates:
+        return
+    question_tokens = tokenizer([questions[i].lstrip() for i in candidates], add_special_tokens=False)["input_ids"]
+    long_questions = [(i, len(ids)) for i, ids in zip(candidates, question_tokens) if len(ids) >= threshold]
+    if not long_questions:
+        return
+    contexts = read_column(examples.select([i for i, _ in long_questions]), columns.context)
+    context_tokens = tokenizer(contexts, add_special_tokens=False)["input_ids"]
+    for (i, n_question), context_ids in zip(long_questions, context_tokens):
+        if n_question + len(context_ids) + pair <= max_seq_length:
+            continue  # fits in one window: nothing is truncated
+        room = max_seq_length - pair - n_question
+        example_id = examples[i][columns.id] if columns.id in examples.column_names else i
+        raise UsageError(
+            f"{source}: question {example_id!r} (record {i}) is {n_question} tokens long, so a window of "
+            f"--max_seq_length {max_seq_length} keeps only {max(room, 0)} context tokens, which must be more than "
+            f"--doc_stride {doc_stride}. Use a larger --max_seq_length, a --doc_stride below {max(room, 0)} or "
+            "a shorter question."
+        )
+
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Language-modelling data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def check_raw_lm_splits(raw_datasets, carved, data_args, training_args):
+    """Fail before the model is loaded when a split that is needed is missing or has no rows."""
+    if training_args.do_train and "train" not in raw_datasets:
+        raise UsageError(
+            "--do_train requires a train dataset: pass --train_file (or a --dataset_name with a train split)."
+        )
+    if training_args.do_eval and "validation" not in raw_datasets:
+        raise UsageError("--do_eval requires a validation dataset: pass --validation_file.")
+    if data_args.streaming:
+        return
+    if training_args.do_train and len(raw_datasets["train"]) == 0:
+        raise UsageError("The training data has no rows: check --train_file (or --validation_split_percentage).")
+    if training_args.do_eval and len(raw_datasets["validation"]) == 0:
+        if carved:
+            total = len(raw_datasets["train"])
+            raise UsageError(
+                f"The validation split is empty: {data_args.validation_split_percentage}% of the {total} rows of the "
+                "training data rounds to 0 rows. Pass --validation_file, or raise --validation_split_percentage."
+            )
+        raise UsageError("The validation data has no rows: check --validation_file.")
+
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One entry point per script: everything checked before the script loads anything itself
+# ----------------------------------------------------------------------------------------------------------------------
+# Each reads the config, the tokenizer and the raw data on its own (the datasets cache makes the script's own reading
+# of them afterwards cheap), so that a script that drops its call to these functions loses nothing but the checks.
+
+
+def _config_and_tokenizer(model_args, use_fast=True):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from script_utils import from_pretrained_or_fail
+
+    hub = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
+           "trust_remote_code": model_args.trust_remote_code}
+    config = from_pretrained_or_fail(AutoConfig.from_pretrained, model_args.config_name or
+                                     model_args.model_name_or_path, "config", **hub)
+    tokenizer = from_pretrained_or_fail(AutoTokenizer.from_pretrained, model_args.tokenizer_name or
+                                        model_args.model_name_or_path, "tokenizer", use_fast=use_fast, **hub)
+    return config, tokenizer
+
+
+def _qa_examples(model_args, data_args, training_args, columns, answer_spans):
+    """({stage: examples cut to --max_*_samples}, whether the run is in SQuAD v2.0 mode), as the script will see
+    them."""
+    from qa_data import count_unanswerable, load_qa_raw_datasets, qa_examples, select_qa_samples
+
+    examples = qa_examples(load_qa_raw_datasets(data_args, model_args), training_args)
+    version_2 = data_args.version_2_with_negative or any(
+        count_unanswerable(examples.get(stage), columns, answer_spans) for stage in ("train", "eval"))
+    return select_qa_samples(examples, data_args), version_2
+
+
+def check_extractive_qa_run(model_args, data_args, training_args, adapter_args, answer_spans, check_model):
+    """run_qa.py and run_qa_beam_search.py: arguments, model and adapter sources, every stage's data, the model
+    (check_model(config)), lengths, and the windows every question leaves for its context."""
+    from qa_data import qa_columns
+
+    check_arguments(model_args, training_args, adapter_args)
+    check_data_arguments(data_args)
+    columns = qa_columns(data_args)
+    examples, version_2 = _qa_examples(model_args, data_args, training_args, columns, answer_spans)
+    check_squad_best_model_metric(training_args, version_2)
+    for stage, dataset in examples.items():
+        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
+    config, tokenizer = _config_and_tokenizer(model_args)
+    max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
+    check_doc_stride(data_args.doc_stride, max_seq_length)
+    check_model(config)
+    check_fits_positions(max_seq_length, config, "--max_seq_length")
+    for stage, dataset in examples.items():
+        check_windows_fit(dataset, stage_source(data_args, stage), tokenizer, columns, max_seq_length,
+                          data_args.doc_stride)
+
+
+def check_run_qa(model_args, data_args, training_args, adapter_args, answer_spans):
+    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES as QA_HEADS
+
+    def check_model(config):
+        check_model_type(config, model_args.model_name_or_path, QA_HEADS, "question-answering",
+                         hint="(run_qa_beam_search.py fine-tunes XLNet and XLM without adapters.)")
+
+    check_extractive_qa_run(model_args, data_args, training_args, adapter_args, answer_spans, check_model)
+
+
+def check_run_qa_beam_search(model_args, data_args, training_args, adapter_args, answer_spans):
+    check_extractive_qa_run(model_args, data_args, training_args, adapter_args, answer_spans,
+                            lambda config: check_beam_search_model_type(config, adapter_args))
+
+
+def check_run_seq2seq_qa(model_args, data_args, training_args, adapter_args, answer_spans, generate: bool):
+    from qa_data import qa_columns
+
+    check_arguments(model_args, training_args, adapter_args)
+    check_data_arguments(data_args)
+    check_seq2seq_arguments(model_args, data_args, training_args, generate)
+    columns = qa_columns(data_args)
+    examples, version_2 = _qa_examples(model_args, data_args, training_args, columns, answer_spans)
+    for stage, dataset in examples.items():
+        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
+    config, tokenizer = _config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
+    max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
+    check_seq2seq_model(config, model_args.model_name_or_path, data_args, training_args, max_seq_length)
+
+
+def check_lm_run(model_args, data_args, training_args, adapter_args, head_names: dict, task: str, length_for):
+    """run_mlm.py and run_clm.py: arguments, model and adapter sources, the model type (pretrained or --model_type),
+    the script's sequence length (length_for(data_args, tokenizer, config)) against the position table, and the raw
+    data splits."""
+    from transformers import AutoTokenizer, CONFIG_MAPPING
+
+    from script_utils import from_pretrained_or_fail
+    from utils_lm import apply_config_overrides, load_lm_raw_datasets
+
+    check_arguments(model_args, training_args, adapter_args, actions=("train", "eval"))
+    check_data_arguments(data_args)
+    check_lm_arguments(data_args, training_args)
+    name = model_args.model_name_or_path or model_args.config_name
+    if name:
+        config, tokenizer = _config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
+    elif model_args.model_type in CONFIG_MAPPING and model_args.tokenizer_name:
+        name = f"--model_type {model_args.model_type}"
+        config = CONFIG_MAPPING[model_args.model_type]()
+        tokenizer = from_pretrained_or_fail(AutoTokenizer.from_pretrained, model_args.tokenizer_name, "tokenizer")
+    else:
+        return  # the script itself says what --model_type / --tokenizer_name it needs
+    if model_args.config_overrides is not None:
+        apply_config_overrides(config, model_args.config_overrides)
+    check_model_type(config, name, head_names, task)
+    length_flag = "--max_seq_length" if hasattr(data_args, "max_seq_length") else "--block_size"
+    given = getattr(data_args, length_flag[2:])
+    check_fits_positions(length_for(data_args, tokenizer, config), config, length_flag, default_length_note(given))
+    raw_datasets, carved = load_lm_raw_datasets(data_args, model_args)
+    check_raw_lm_splits(raw_datasets, carved, data_args, training_args)

@@ -1,0 +1,526 @@
+# coding=utf-8
+"""SQuAD-style question-answering data: loading it (a Hub dataset, or local files in the formats users have: the
+flattened Hugging Face JSON, the original nested SQuAD JSON, JSON Lines, CSV), naming its columns, switching SQuAD v2.0
+mode on for data with unanswerable questions, repairing training answers that are not where answer_start says, and
+tokenizing examples into features with the datasets cache.
+
+The layout of a record is read through the column names the script passes (its --id_column/--question_column/
+--context_column/--answer_column flags) and, for the answers, through a small function the script owns
+(`answer_spans`): a copy of a script adapted to another data format changes those, not this file.
+"""
+import collections
+import hashlib
+import json
+import logging
+import os
+import re
+from typing import Optional
+
+from script_utils import UsageError, file_problem, innermost_error, select_samples
+
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+QA_FILE_EXTENSIONS = ("json", "jsonl", "csv")
+
+
+def check_qa_data_files(data_args):
+    """The reference __post_init__ checks, with messages that say how to fix the command."""
+    files = [data_args.train_file, data_args.validation_file, data_args.test_file]
+    if data_args.dataset_name is None and all(f is None for f in files):
+        raise UsageError("Need either a dataset name or a training/validation file/test_file.")
+    for flag, path in (("--train_file", files[0]), ("--validation_file", files[1]), ("--test_file", files[2])):
+        if path is None:
+            continue
+        extension = path.split(".")[-1].lower()
+        if extension not in QA_FILE_EXTENSIONS:
+            raise UsageError(
+                f"{flag} {path}: unsupported extension '.{extension}'. Use a .json (flattened or original nested "
+                "SQuAD), .jsonl or .csv file."
+            )
+
+
+def load_qa_raw_datasets(data_args, model_args):
+    """Load the raw QA examples: a hub dataset, or local files split by split (train/validation/test)."""
+    import datasets
+
+    if data_args.dataset_name is not None:
+        try:
+            return datasets.load_dataset(
+                data_args.dataset_name,
+                data_args.dataset_config_name,
+                cache_dir=model_args.cache_dir,
+                token=model_args.token,
+                trust_remote_code=model_args.trust_remote_code,
+            )
+        except (ConnectionError, FileNotFoundError, OSError) as err:
+            raise UsageError(
+                f"Could not load dataset '{data_args.dataset_name}' from the Hugging Face Hub ({type(err).__name__}). "
+                "Without network access, pass local files instead: --train_file/--validation_file/--test_file "
+                "(SQuAD JSON, JSON Lines or CSV)."
+            ) from err
+    splits = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    return datasets.DatasetDict(
+        {split: _load_qa_file_or_fail(path, model_args.cache_dir) for split, path in splits.items() if path is not None}
+    )
+
+
+def _load_qa_file_or_fail(path: str, cache_dir: Optional[str]):
+    """load_qa_file, with the loaders' parse errors (datasets/pyarrow/pandas) turned into one line naming the file
+    and, where it can be found, the line or record at fault."""
+    try:
+        return load_qa_file(path, cache_dir)
+    except UsageError:
+        raise
+    except Exception as err:  # DatasetGenerationError, ArrowInvalid, ParserError, JSONDecodeError from a .map ...
+        raise UsageError(_describe_load_failure(path, err)) from err
+
+
+def _describe_load_failure(path: str, err: Exception) -> str:
+    """One line on why a data file could not be read: what _file_problem finds in it, or the loader's innermost
+    error (pandas names the CSV line, pyarrow the JSON position)."""
+    problem = file_problem(path)
+    if problem is not None:
+        return problem
+    how = "read as CSV" if path.lower().endswith(".csv") else "loaded"
+    return f"Data file {path} could not be {how}: {innermost_error(err)}"
+
+
+def detect_qa_file_format(path: str) -> str:
+    """Return "flat" ({"data": [records]}), "nested" (original SQuAD), "records" (a JSON list), "jsonl" or "csv"."""
+    if not os.path.isfile(path):
+        raise UsageError(f"Data file {path} {'is a folder, not a file' if os.path.isdir(path) else 'does not exist'}.")
+    if path.lower().endswith(".csv"):
+        return "csv"
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(4096).lstrip()
+    except UnicodeDecodeError as err:
+        raise UsageError(f"Data file {path} is not UTF-8 text (byte offset {err.start}); save it as UTF-8.") from err
+    if not head:
+        raise UsageError(f"Data file {path} is empty.")
+    if head.startswith("\ufeff"):
+        raise UsageError(f"Data file {path} starts with a byte-order mark (BOM): save it as UTF-8 without BOM.")
+    if head.startswith("["):
+        content = _read_json(path)
+        if not content:
+            raise UsageError(f"Data file {path} has no examples: it is an empty JSON list.")
+        for i, record in enumerate(content):
+            if not isinstance(record, dict):
+                raise UsageError(
+                    f"Data file {path}: record {i} is a {type(record).__name__}, not an object with "
+                    '"id", "question", "context" and "answers".'
+                )
+        return "records"
+    if head.startswith("{"):
+        try:
+            content = _read_json(path)
+        except UsageError:
+            if _first_line_is_json(path):
+                return "jsonl"  # several JSON objects, one per line
+            raise
+        if isinstance(content, dict) and isinstance(content.get("data"), list):
+            if not content["data"]:
+                raise UsageError(f'Data file {path} has no examples: its "data" list is empty.')
+            first = content["data"][0]
+            return "nested" if isinstance(first, dict) and "paragraphs" in first else "flat"
+        if isinstance(content, dict) and "data" in content:
+            raise UsageError(
+                f'Data file {path}: its "data" is a {type(content["data"]).__name__}, not a list of records (or of '
+                "SQuAD articles)."
+            )
+        return "jsonl"  # a single record on a single line
+    raise UsageError(f"Data file {path} is neither JSON, JSON Lines nor CSV (it starts with {head[:20]!r}).")
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"Data file {path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}.")
+
+
+def _first_line_is_json(path) -> bool:
+    with open(path, encoding="utf-8") as f:
+        try:
+            return isinstance(json.loads(f.readline()), dict)
+        except json.JSONDecodeError:
+            return False
+
+
+def flatten_nested_squad(squad: dict) -> list:
+    """The original SQuAD v1.1/v2.0 layout (data[].paragraphs[].qas[]) as flat records, in file order.
+
+    Unanswerable v2 questions (is_impossible) get empty answers, as in the hub's squad_v2 dataset: their
+    plausible_answers are not answers.
+    """
+    records = []
+    for article in squad["data"]:
+        title = article.get("title", "")
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
+                records.append(
+                    {
+                        "id": str(qa["id"]),
+                        "title": title,
+                        "context": paragraph["context"],
+                        "question": qa["question"],
+                        "answers": {
+                            "text": [a["text"] for a in answers],
+                            "answer_start": [int(a["answer_start"]) for a in answers],
+                        },
+                    }
+                )
+    return records
+
+
+def _flattened_copy(path: str, cache_dir: Optional[str]) -> str:
+    """Write the nested SQuAD file as JSON Lines in the datasets cache, named by the content hash (never stale)."""
+    import datasets
+
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:20]
+    folder = os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "flattened_squad")
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, f"{digest}.jsonl")
+    if not os.path.isfile(target):
+        squad = _read_json(path)
+        problem = _nested_squad_problem(squad)
+        if problem is not None:
+            raise UsageError(f"Data file {path} is not in the SQuAD layout: {problem}.")
+        records = flatten_nested_squad(squad)
+        if not records:
+            raise UsageError(f"Data file {path} has no questions (no qas in any paragraph).")
+        tmp = f"{target}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(tmp, target)  # atomic: a concurrent process never reads half a file
+    return target
+
+
+def _nested_squad_problem(squad) -> Optional[str]:
+    """Where an original-layout SQuAD file departs from data[].paragraphs[].qas[] (for the error message)."""
+    for a, article in enumerate(squad["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            return f'data[{a}] has no "paragraphs" list'
+        for p, paragraph in enumerate(article["paragraphs"]):
+            where = f"data[{a}].paragraphs[{p}]"
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
+                return f'{where} has no "context" text'
+            if not isinstance(paragraph.get("qas"), list):
+                return f'{where} has no "qas" list'
+            for q, qa in enumerate(paragraph["qas"]):
+                if not isinstance(qa, dict) or "id" not in qa or not isinstance(qa.get("question"), str):
+                    return f'{where}.qas[{q}] needs an "id" and a "question"'
+                answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
+                if not isinstance(answers, list) or not all(
+                    isinstance(x, dict) and isinstance(x.get("text"), str) and "answer_start" in x for x in answers
+                ):
+                    return f'{where}.qas[{q}] (id {qa["id"]!r}): answers must be a list of {{"text", "answer_start"}}'
+                for x in answers:
+                    try:
+                        int(x["answer_start"])
+                    except (TypeError, ValueError):
+                        return f'{where}.qas[{q}] (id {qa["id"]!r}): answer_start {x["answer_start"]!r} is not a number'
+    return None
+
+
+def _id_as_text(example):
+    return {"id": None if example["id"] is None else str(example["id"])}
+
+
+def _answers_as_lists(example, answer_column):
+    """[{"text": t, "answer_start": s}, ...] (one dict per answer, as in the original SQuAD layout) as
+    {"text": [...], "answer_start": [...]}."""
+    answers = example[answer_column] or []
+    return {
+        answer_column: {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]}
+    }
+
+
+def _parse_csv_answers(example):
+    answers = example["answers"]
+    if answers is None:  # an empty cell: no answer
+        answers = {"text": [], "answer_start": []}
+    if isinstance(answers, str):
+        answers = json.loads(answers) if answers.strip() else {"text": [], "answer_start": []}
+    return {"answers": {"text": list(answers["text"]), "answer_start": [int(s) for s in answers["answer_start"]]}}
+
+
+def load_qa_file(path: str, cache_dir: Optional[str] = None):
+    """One local QA file as a datasets.Dataset of flat records, whatever its format.
+
+    Loading goes through datasets' json/csv builders so that the result lives in the datasets cache and later
+    `.map` calls are cached on disk too.
+    """
+    import datasets
+
+    fmt = detect_qa_file_format(path)
+    if fmt == "flat":
+        dataset = datasets.load_dataset("json", data_files={"data": path}, field="data", cache_dir=cache_dir)["data"]
+    elif fmt == "nested":
+        flat_path = _flattened_copy(path, cache_dir)
+        dataset = datasets.load_dataset("json", data_files={"data": flat_path}, cache_dir=cache_dir)["data"]
+    elif fmt in ("jsonl", "records"):
+        dataset = datasets.load_dataset("json", data_files={"data": path}, cache_dir=cache_dir)["data"]
+    else:
+        dataset = datasets.load_dataset("csv", data_files={"data": path}, cache_dir=cache_dir)["data"]
+        if "answers" in dataset.column_names:
+            dataset = dataset.map(_parse_csv_answers, desc=f"Parsing CSV answers of {os.path.basename(path)}")
+    if "id" in dataset.column_names and getattr(dataset.features["id"], "dtype", None) != "string":
+        if isinstance(dataset.features["id"], datasets.Value):
+            dataset = dataset.cast_column("id", datasets.Value("string"))
+        else:  # numbers and strings mixed (datasets' Json feature)
+            dataset = dataset.map(_id_as_text, desc=f"Reading ids of {os.path.basename(path)}")
+    if len(dataset.column_names) < 2:
+        raise UsageError(
+            f"Data file {path} has no QA records: found the columns {dataset.column_names}; expected "
+            '"id", "question", "context" and "answers".'
+        )
+    answers_feature = dataset.features.get("answers")
+    if isinstance(answers_feature, datasets.List) and isinstance(answers_feature.feature, dict):
+        dataset = dataset.map(
+            _answers_as_lists, fn_kwargs={"answer_column": "answers"}, desc=f"Reading answers of {os.path.basename(path)}"
+        )
+    return dataset
+
+
+def read_column(dataset, name) -> list:
+    """A whole column as a Python list, read once: through Arrow for a datasets.Dataset (indices mapping applied),
+    row by row for anything else. Reading `dataset[i][name]` instead decodes the whole row every time."""
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        if dataset.format["type"] != "arrow":
+            dataset = dataset.with_format("arrow")
+        return dataset[name].to_pylist()
+    return [row[name] for row in dataset]
+
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Columns, SQuAD v2.0 mode, repairing training answers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+QAColumns = collections.namedtuple("QAColumns", "id question context answer")
+QA_STAGES = {"train": ("train", "--do_train"), "eval": ("validation", "--do_eval"), "predict": ("test", "--do_predict")}
+
+
+def qa_columns(data_args) -> QAColumns:
+    """The column names given by the script's --id_column/--question_column/--context_column/--answer_column."""
+    return QAColumns(data_args.id_column, data_args.question_column, data_args.context_column, data_args.answer_column)
+
+
+def qa_examples(raw_datasets, training_args) -> dict:
+    """{stage: raw examples} for the stages this run does ("train", "eval", "predict"), each split required."""
+    examples = {}
+    for stage, (split, flag) in QA_STAGES.items():
+        if getattr(training_args, f"do_{stage}"):
+            if split not in raw_datasets:
+                raise UsageError(
+                    f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that has it)."
+                )
+            examples[stage] = raw_datasets[split]
+    return examples
+
+
+def stage_source(data_args, stage: str) -> str:
+    """How to name a stage's data in a message: the flag and file it came from, or the split of the hub dataset."""
+    split = QA_STAGES[stage][0]
+    path = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}[split]
+    if path is not None:
+        return f"--{split}_file {path}"
+    return f"the {split} split of {data_args.dataset_name}"
+
+
+def select_qa_samples(examples: dict, data_args) -> dict:
+    """Each stage's examples cut to its --max_{train,eval,predict}_samples (the first ones, as the upstream scripts)."""
+    return {stage: select_samples(dataset, getattr(data_args, f"max_{stage}_samples")) for stage, dataset in
+            examples.items()}
+
+
+def count_unanswerable(examples, columns, answer_spans) -> int:
+    """Questions without an answer (SQuAD v2.0's unanswerable questions). Records whose answers answer_spans() cannot
+    read are not counted: the checks report them."""
+    if examples is None or columns.answer not in examples.column_names:
+        return 0
+    count = 0
+    for answers in read_column(examples, columns.answer):
+        try:
+            texts, _ = answer_spans(answers)
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError):
+            return 0
+        count += not texts
+    return count
+
+
+def use_v2_for_unanswerable_data(data_args, examples: dict, columns, answer_spans) -> bool:
+    """Unanswerable questions in the training or validation data without --version_2_with_negative: switch SQuAD
+    v2.0 mode on, with a warning (`run_qa.py --dataset_name squad_v2` without the flag is a common command).
+
+    Training features do not depend on the flag (a question without an answer is labelled with the CLS token either
+    way); it picks the post-processing (null answers allowed, *_null_odds.json) and the metric. v1.1 scoring cannot
+    score an empty gold answer (the upstream script crashed there, after training), so v2.0 is the only meaningful
+    choice. The test split is not looked at: test files usually have no answers at all. Returns True when it switched.
+    """
+    if data_args.version_2_with_negative:
+        return False
+    for stage in ("train", "eval"):
+        unanswerable = count_unanswerable(examples.get(stage), columns, answer_spans)
+        if unanswerable:
+            logger.warning(
+                f"{stage_source(data_args, stage)}: {unanswerable} of {len(examples[stage])} questions have no answer, "
+                "so this is SQuAD v2.0-style data: running as with --version_2_with_negative (null answers, SQuAD v2.0 "
+                "metrics eval_exact/eval_f1/eval_HasAns_*). Pass the flag to say so explicitly."
+            )
+            data_args.version_2_with_negative = True
+            return True
+    return False
+
+
+def _squad_answers(example, answer_column, answer_spans):
+    texts, starts = answer_spans(example[answer_column])
+    return {answer_column: {"text": list(texts), "answer_start": [int(s) for s in starts]}}
+
+
+def with_squad_answers(examples: dict, columns, answer_spans, training_args) -> dict:
+    """Each stage's answers in the SQuAD layout {"text": [...], "answer_start": [...]}, read through the script's
+    answer_spans(): everything after this step (repairing training answers, features, the metric's references) reads
+    that one layout. Data already in that layout, read as is, is passed through untouched."""
+    converted = {}
+    for stage, dataset in examples.items():
+        if columns.answer not in dataset.column_names or _reads_as_squad(dataset, columns.answer, answer_spans):
+            converted[stage] = dataset
+            continue
+        with training_args.main_process_first(desc=f"{stage} answers"):
+            converted[stage] = dataset.map(_squad_answers, fn_kwargs={"answer_column": columns.answer,
+                                                                      "answer_spans": answer_spans},
+                                           desc=f"Reading the {stage} answers")
+    return converted
+
+
+def _reads_as_squad(dataset, answer_column, answer_spans) -> bool:
+    """True when the column is a {"text", "answer_start"} struct and answer_spans() returns exactly those lists."""
+    feature = dataset.features[answer_column]
+    if not (isinstance(feature, dict) and set(feature) == {"text", "answer_start"}):
+        return False
+    probe = {"text": ["probe"], "answer_start": [7]}
+    try:
+        return tuple(answer_spans(probe)) == (probe["text"], probe["answer_start"])
+    except Exception:
+        return False
+
+
+def realign_train_answers(train_examples, source: str, columns):
+    """Repair the training answers that are not at their answer_start in the context (a shifted offset, a doubled or
+    non-breaking space): realigned when the text is found nearby (exactly, or up to whitespace), else the answer is
+    dropped, and an example left with no answer is skipped. Counts are logged. Evaluation answers are left alone: the
+    metric compares texts only."""
+    answers, contexts = read_column(train_examples, columns.answer), read_column(train_examples, columns.context)
+    fixes, skipped, counts = {}, [], collections.Counter()
+    for i, (answer, context) in enumerate(zip(answers, contexts)):
+        texts, starts = [], []
+        for text, start in zip(answer["text"], answer["answer_start"]):
+            if start >= 0 and context[start: start + len(text)] == text:
+                texts.append(text)
+                starts.append(start)
+                continue
+            new = _realign_answer(context, text, start)
+            counts["mismatched"] += 1
+            counts["dropped" if new is None else "realigned"] += 1
+            if new is not None:
+                texts.append(new[0])
+                starts.append(new[1])
+        if texts != answer["text"] or starts != answer["answer_start"]:
+            if texts:
+                fixes[str(i)] = (texts, starts)
+            else:
+                skipped.append(i)
+    if not counts:
+        return train_examples
+    logger.warning(
+        f"{source}: {counts['mismatched']} answer(s) did not match the context at their answer_start: "
+        f"{counts['realigned']} realigned (text found nearby), {counts['dropped']} dropped (not found); "
+        f"{len(skipped)} example(s) skipped for having no answer left."
+    )
+    return _apply_answer_fixes(train_examples, source, columns.answer, fixes, skipped)
+
+
+def _apply_answer_fixes(train_examples, source, answer_column, fixes, skipped):
+    if fixes:
+        train_examples = train_examples.map(
+            _fixed_answers, with_indices=True, fn_kwargs={"answer_column": answer_column, "fixes": fixes},
+            desc="Realigning answers",
+        )
+    if skipped:
+        skip = set(skipped)
+        train_examples = train_examples.select([i for i in range(len(train_examples)) if i not in skip])
+        if len(train_examples) == 0:
+            raise UsageError(f"{source}: no example is left after skipping those whose answer is not in the context.")
+    return train_examples
+
+
+def _fixed_answers(example, index, answer_column, fixes):
+    fix = fixes.get(str(index))
+    if fix is None:
+        return {}
+    return {answer_column: {"text": fix[0], "answer_start": fix[1]}}
+
+
+def _realign_answer(context: str, text: str, start: int, window: int = 100):
+    """(text, start) of the answer as it appears in the context near `start`, or None.
+
+    First the exact text nearest to start (within `window` characters); then the same words with any whitespace
+    between them (a non-breaking or doubled space in the context, spaces around the answer), taken verbatim from the
+    context."""
+    if not text or not text.strip():
+        return None
+    best = None
+    position = context.find(text, max(0, start - window))
+    while position != -1 and position <= start + window:
+        if best is None or abs(position - start) < abs(best - start):
+            best = position
+        position = context.find(text, position + 1)
+    if best is not None:
+        return text, best
+    pattern = re.compile(r"\s+".join(re.escape(word) for word in text.split()))
+    region_start = max(0, start - window)
+    matches = [m for m in pattern.finditer(context, region_start, start + window + len(text) * 2)]
+    if not matches:
+        return None
+    match = min(matches, key=lambda m: abs(m.start() - start))
+    return context[match.start() : match.end()], match.start()
+
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Features
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def build_features(examples, prepare_function, feature_kwargs, data_args, training_args, max_samples, desc):
+    """Tokenize examples (already cut to max_samples) into features, cut to max_samples too, as the upstream scripts
+    do. Cached by datasets; in distributed runs the main process of each node tokenizes first and the others read its
+    cache."""
+    with training_args.main_process_first(desc=desc):
+        features = examples.map(
+            prepare_function,
+            fn_kwargs=feature_kwargs,
+            batched=True,
+            num_proc=data_args.preprocessing_num_workers,
+            remove_columns=examples.column_names,
+            load_from_cache_file=not data_args.overwrite_cache,
+            desc=f"Running tokenizer on {desc}",
+        )
+    return select_samples(features, max_samples)
+

@@ -1,0 +1,216 @@
+# coding=utf-8
+"""Language-modelling helpers for run_mlm.py and run_clm.py: loading text data (a Hub dataset or local files, with the
+upstream scripts' carving of a validation split), config overrides for training from scratch, grouping tokenized
+text into blocks, offline accuracy and perplexity.
+"""
+import itertools
+import logging
+import math
+import os
+from typing import Optional
+
+import numpy as np
+
+from script_utils import UsageError, describe_data_load_failure
+
+
+logger = logging.getLogger(__name__)
+
+
+LM_FILE_BUILDERS = {"txt": "text", "csv": "csv", "json": "json", "jsonl": "json"}
+
+
+def lm_file_builder(path: str) -> str:
+    """The `datasets` builder for a local LM data file: text, csv or json (JSON Lines or a list of records)."""
+    return LM_FILE_BUILDERS[path.split(".")[-1].lower()]
+
+
+def check_lm_data_args(data_args):
+    """The reference __post_init__ checks (plus .jsonl, existing files, one format for both files)."""
+    files = {"--train_file": data_args.train_file, "--validation_file": data_args.validation_file}
+    if data_args.dataset_name is None and all(path is None for path in files.values()):
+        raise UsageError("Need either a dataset name or a training/validation file.")
+    for flag, path in files.items():
+        if path is None:
+            continue
+        extension = path.split(".")[-1].lower()
+        if extension not in LM_FILE_BUILDERS:
+            raise UsageError(
+                f"{flag} {path}: unsupported extension '.{extension}'. Use a .txt, .csv, .json or .jsonl file."
+            )
+        if "*" not in path and "://" not in path and not os.path.isfile(path):
+            raise UsageError(f"{flag} {path} does not exist.")
+    if data_args.train_file is not None and data_args.validation_file is not None:
+        if lm_file_builder(data_args.train_file) != lm_file_builder(data_args.validation_file):
+            raise UsageError(
+                f"--train_file {data_args.train_file} and --validation_file {data_args.validation_file} have different "
+                "formats; both are read with one loader, so give them the same format (.txt, .csv or .json/.jsonl)."
+            )
+    pct = data_args.validation_split_percentage
+    if pct is not None and not 0 <= pct < 100:
+        raise UsageError(f"--validation_split_percentage {pct} must be between 0 and 99.")
+
+
+def _load_lm_dataset(path, name=None, **kwargs):
+    import datasets
+
+    try:
+        return datasets.load_dataset(path, name, **kwargs)
+    except ConnectionError as err:
+        raise UsageError(
+            f"Could not load dataset '{path}' from the Hugging Face Hub ({type(err).__name__}). Without network "
+            "access, pass local files instead: --train_file/--validation_file (.txt, .csv, .json or .jsonl)."
+        ) from err
+
+
+def load_lm_raw_datasets(data_args, model_args, text_builder_kwargs=None):
+    """Raw LM data as in the reference: a hub dataset or local files; with no validation split, the first
+    validation_split_percentage % of train becomes validation and the rest train (even without --do_eval).
+
+    Returns (raw_datasets, carved) where carved says the validation split was cut from train. With --streaming the
+    data is streamed (local files too) and nothing is carved (check_lm_streaming has ruled out --do_eval then)."""
+    common = {"cache_dir": model_args.cache_dir, "token": model_args.token}
+    if data_args.streaming:
+        common["streaming"] = True
+    if data_args.dataset_name is not None:
+        path, name = data_args.dataset_name, data_args.dataset_config_name
+        common["trust_remote_code"] = model_args.trust_remote_code
+    else:
+        data_files = {}
+        if data_args.train_file is not None:
+            data_files["train"] = data_args.train_file
+        if data_args.validation_file is not None:
+            data_files["validation"] = data_args.validation_file
+        path, name = lm_file_builder(data_args.validation_file or data_args.train_file), None
+        common["data_files"] = data_files
+        if path == "text":
+            common.update(text_builder_kwargs or {})
+    try:
+        raw_datasets = _load_lm_dataset(path, name, **common)
+        carved = "validation" not in raw_datasets and "train" in raw_datasets and not data_args.streaming
+        if carved:
+            pct = data_args.validation_split_percentage
+            empty = raw_datasets["train"].select([])
+            raw_datasets["validation"] = _load_split_or_empty(path, name, f"train[:{pct}%]", empty, common)
+            raw_datasets["train"] = _load_split_or_empty(path, name, f"train[{pct}%:]", empty, common)
+    except UsageError:
+        raise
+    except Exception as err:  # parse errors arrive as DatasetGenerationError (pyarrow/pandas inside)
+        if data_args.dataset_name is not None:
+            raise UsageError(f"Could not load the language-modelling data ({type(err).__name__}: {err}).") from err
+        raise UsageError(describe_data_load_failure([data_args.train_file, data_args.validation_file], err)) from err
+    return raw_datasets, carved
+
+
+def _load_split_or_empty(path, name, split, empty, common):
+    """A percentage slice of a split; datasets raises when the slice has no rows (reported later, if it matters)."""
+    try:
+        return _load_lm_dataset(path, name, split=split, **common)
+    except ValueError as err:
+        if "corresponds to no data" not in str(err):
+            raise
+        return empty
+
+
+def lm_column_names(dataset) -> list:
+    """Column names of a Dataset or IterableDataset (a stream of JSON may not know them before the first row)."""
+    names = dataset.column_names
+    if names is None:
+        first = next(iter(dataset), None)
+        names = list(first.keys()) if first is not None else []
+    return list(names)
+
+
+def apply_config_overrides(config, overrides: str):
+    """config.update_from_string with errors that name the bad key and the valid ones.
+
+    Accepts spaces around keys and values, and sets keys whose current value is None (e.g. gpt2's n_inner), which
+    update_from_string refuses; everything else is update_from_string's parsing (int, float, true/false, string)."""
+    import difflib
+
+    pairs = []
+    for item in overrides.split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise UsageError(
+                f"--config_overrides {overrides!r}: {item.strip()!r} is not key=value. "
+                "Example: --config_overrides n_embd=10,resid_pdrop=0.2,scale_attn_weights=false"
+            )
+        pairs.append((key, value))
+    valid = sorted(set(config.to_dict()) | set(getattr(config, "attribute_map", {})))
+    unknown = [key for key, _ in pairs if not hasattr(config, key)]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hints.append(f"{key} (did you mean {', '.join(close)}?)" if close else key)
+        raise UsageError(
+            f"--config_overrides: unknown key(s) for a {config.model_type} config: {', '.join(hints)}. "
+            f"Valid keys: {', '.join(valid)}."
+        )
+    settable = []
+    for key, value in pairs:
+        if getattr(config, key) is None:
+            setattr(config, key, _parse_override_value(value))
+        else:
+            settable.append(f"{key}={value}")
+    if settable:
+        try:
+            config.update_from_string(",".join(settable))
+        except ValueError as err:
+            raise UsageError(f"--config_overrides {overrides!r}: {err}.") from err
+
+
+def _parse_override_value(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def group_texts(examples, block_size: int, add_labels: bool = False):
+    """Concatenate the tokenized texts of one map batch and cut them into block_size chunks; the remainder (and a
+    batch shorter than one block) is dropped. add_labels copies input_ids to labels (causal LM)."""
+    concatenated_examples = {k: list(itertools.chain(*examples[k])) for k in examples.keys()}
+    total_length = len(concatenated_examples[list(examples.keys())[0]])
+    total_length = (total_length // block_size) * block_size
+    result = {
+        k: [t[i : i + block_size] for i in range(0, total_length, block_size)]
+        for k, t in concatenated_examples.items()
+    }
+    if add_labels:
+        result["labels"] = result["input_ids"].copy()
+    return result
+
+
+def argmax_logits(logits, labels):
+    """preprocess_logits_for_metrics: keep the argmax only (logits may be a tuple with past_key_values after them)."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def lm_accuracy(predictions, references, ignore_index: Optional[int] = None) -> dict:
+    """`evaluate.load("accuracy")` offline: the fraction of equal positions (sklearn's accuracy_score), optionally
+    skipping positions whose reference is ignore_index. nan when nothing is left to score."""
+    predictions = np.asarray(predictions).reshape(-1)
+    references = np.asarray(references).reshape(-1)
+    if ignore_index is not None:
+        keep = references != ignore_index
+        predictions, references = predictions[keep], references[keep]
+    if references.size == 0:
+        return {"accuracy": float("nan")}
+    return {"accuracy": float(np.average(predictions == references))}
+
+
+def perplexity(eval_loss: float) -> float:
+    """exp(eval_loss), inf on overflow, as the reference reports it."""
+    try:
+        return math.exp(eval_loss)
+    except OverflowError:
+        return float("inf")
