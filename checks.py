@@ -8,13 +8,18 @@ valid input is unchanged by them. Sections: command-line arguments; model, token
 language-modelling data.
 """
 import importlib
+import json
 import logging
 import os
 from typing import Optional
 
-from qa_data import read_column, stage_source
-from script_utils import UsageError
-from squad_metric import SQUAD_V1_METRICS, SQUAD_V2_METRICS
+from script_utils import UsageError, load_config_and_tokenizer
+
+try:  # the QA helpers, which a copy of run_mlm.py or run_clm.py does without
+    from qa_data import read_column, stage_source
+    from squad_metric import SQUAD_V1_METRICS, SQUAD_V2_METRICS
+except ImportError:
+    pass
 
 
 logger = logging.getLogger(__name__)
@@ -395,6 +400,112 @@ def check_seq2seq_model(config, name: str, data_args, training_args, max_seq_len
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Data files the loaders cannot read
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_or_describe(load, paths):
+    """load(); when it fails, the problem found by reading the files themselves (the line or record at fault) is
+    reported instead of the loader's error, where one is found."""
+    try:
+        return load()
+    except UsageError as err:
+        for path in paths:
+            problem = data_file_problem(path) if path and os.path.isfile(path) else None
+            if problem is not None:
+                raise UsageError(problem) from err
+        raise
+
+
+def data_file_problem(path: str) -> Optional[str]:
+    """file_problem, and for an original-layout SQuAD file where it departs from data[].paragraphs[].qas[]."""
+    problem = file_problem(path)
+    if problem is not None or not path.lower().endswith(".json"):
+        return problem
+    try:
+        with open(path, encoding="utf-8") as f:
+            squad = json.load(f)
+    except ValueError:
+        return None
+    articles = squad.get("data") if isinstance(squad, dict) else None
+    if isinstance(articles, list) and articles and isinstance(articles[0], dict) and "paragraphs" in articles[0]:
+        problem = _nested_squad_problem(squad)
+        return None if problem is None else f"Data file {path} is not in the SQuAD layout: {problem}."
+    return None
+
+
+def file_problem(path: str) -> Optional[str]:
+    """What makes a data file unreadable, found by reading it: not UTF-8, a JSON Lines line that is not JSON, a CSV row
+    whose answers are not JSON. None when nothing is found."""
+    extension = path.lower().rsplit(".", 1)[-1]
+    try:
+        if extension == "csv":
+            import csv
+
+            with open(path, encoding="utf-8", newline="") as f:
+                try:
+                    for row_number, row in enumerate(csv.DictReader(f), start=1):
+                        answers = row.get("answers")
+                        if isinstance(answers, str) and answers.strip():
+                            try:
+                                json.loads(answers)
+                            except json.JSONDecodeError:
+                                return (
+                                    f"Data file {path}: the answers of data row {row_number} are not JSON "
+                                    f'({answers[:60]!r}); write them as {{"text": [...], "answer_start": [...]}}.'
+                                )
+                except csv.Error:
+                    return None
+        elif extension in ("json", "jsonl"):
+            with open(path, encoding="utf-8") as f:
+                if f.read(4096).lstrip().startswith("["):
+                    return None
+                f.seek(0)
+                for line_number, line in enumerate(f, start=1):
+                    if line.strip():
+                        try:
+                            json.loads(line)
+                        except json.JSONDecodeError as line_err:
+                            if line_number == 1 and line.lstrip().startswith("{") and not line.rstrip().endswith("}"):
+                                return None  # a JSON document over several lines, not JSON Lines
+                            return f"Data file {path}: line {line_number} is not valid JSON ({line_err.msg})."
+        else:
+            with open(path, encoding="utf-8") as f:
+                while f.read(1 << 20):
+                    pass
+    except UnicodeDecodeError as decode_err:
+        return f"Data file {path} is not UTF-8 text (byte offset {decode_err.start}); save it as UTF-8."
+    return None
+
+
+def _nested_squad_problem(squad) -> Optional[str]:
+    """Where an original-layout SQuAD file departs from data[].paragraphs[].qas[] (for the error message)."""
+    for a, article in enumerate(squad["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            return f'data[{a}] has no "paragraphs" list'
+        for p, paragraph in enumerate(article["paragraphs"]):
+            where = f"data[{a}].paragraphs[{p}]"
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
+                return f'{where} has no "context" text'
+            if not isinstance(paragraph.get("qas"), list):
+                return f'{where} has no "qas" list'
+            for q, qa in enumerate(paragraph["qas"]):
+                if not isinstance(qa, dict) or "id" not in qa or not isinstance(qa.get("question"), str):
+                    return f'{where}.qas[{q}] needs an "id" and a "question"'
+                answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
+                if not isinstance(answers, list) or not all(
+                    isinstance(x, dict) and isinstance(x.get("text"), str) and "answer_start" in x for x in answers
+                ):
+                    return f'{where}.qas[{q}] (id {qa["id"]!r}): answers must be a list of {{"text", "answer_start"}}'
+                for x in answers:
+                    try:
+                        int(x["answer_start"])
+                    except (TypeError, ValueError):
+                        return f'{where}.qas[{q}] (id {qa["id"]!r}): answer_start {x["answer_start"]!r} is not a number'
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # QA data
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -603,26 +714,14 @@ def check_raw_lm_splits(raw_datasets, carved, data_args, training_args):
 # of them afterwards cheap), so that a script that drops its call to these functions loses nothing but the checks.
 
 
-def _config_and_tokenizer(model_args, use_fast=True):
-    from transformers import AutoConfig, AutoTokenizer
-
-    from script_utils import from_pretrained_or_fail
-
-    hub = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
-           "trust_remote_code": model_args.trust_remote_code}
-    config = from_pretrained_or_fail(AutoConfig.from_pretrained, model_args.config_name or
-                                     model_args.model_name_or_path, "config", **hub)
-    tokenizer = from_pretrained_or_fail(AutoTokenizer.from_pretrained, model_args.tokenizer_name or
-                                        model_args.model_name_or_path, "tokenizer", use_fast=use_fast, **hub)
-    return config, tokenizer
-
-
 def _qa_examples(model_args, data_args, training_args, columns, answer_spans):
     """({stage: examples cut to --max_*_samples}, whether the run is in SQuAD v2.0 mode), as the script will see
     them."""
     from qa_data import count_unanswerable, load_qa_raw_datasets, qa_examples, select_qa_samples
 
-    examples = qa_examples(load_qa_raw_datasets(data_args, model_args), training_args)
+    raw_datasets = load_or_describe(lambda: load_qa_raw_datasets(data_args, model_args),
+                                    [data_args.train_file, data_args.validation_file, data_args.test_file])
+    examples = qa_examples(raw_datasets, training_args)
     version_2 = data_args.version_2_with_negative or any(
         count_unanswerable(examples.get(stage), columns, answer_spans) for stage in ("train", "eval"))
     return select_qa_samples(examples, data_args), version_2
@@ -640,7 +739,7 @@ def check_extractive_qa_run(model_args, data_args, training_args, adapter_args, 
     check_squad_best_model_metric(training_args, version_2)
     for stage, dataset in examples.items():
         check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
-    config, tokenizer = _config_and_tokenizer(model_args)
+    config, tokenizer = load_config_and_tokenizer(model_args)
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
     check_doc_stride(data_args.doc_stride, max_seq_length)
     check_model(config)
@@ -675,7 +774,7 @@ def check_run_seq2seq_qa(model_args, data_args, training_args, adapter_args, ans
     examples, version_2 = _qa_examples(model_args, data_args, training_args, columns, answer_spans)
     for stage, dataset in examples.items():
         check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
-    config, tokenizer = _config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
+    config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
     check_seq2seq_model(config, model_args.model_name_or_path, data_args, training_args, max_seq_length)
 
@@ -694,7 +793,7 @@ def check_lm_run(model_args, data_args, training_args, adapter_args, head_names:
     check_lm_arguments(data_args, training_args)
     name = model_args.model_name_or_path or model_args.config_name
     if name:
-        config, tokenizer = _config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
+        config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
     elif model_args.model_type in CONFIG_MAPPING and model_args.tokenizer_name:
         name = f"--model_type {model_args.model_type}"
         config = CONFIG_MAPPING[model_args.model_type]()
@@ -707,5 +806,7 @@ def check_lm_run(model_args, data_args, training_args, adapter_args, head_names:
     length_flag = "--max_seq_length" if hasattr(data_args, "max_seq_length") else "--block_size"
     given = getattr(data_args, length_flag[2:])
     check_fits_positions(length_for(data_args, tokenizer, config), config, length_flag, default_length_note(given))
-    raw_datasets, carved = load_lm_raw_datasets(data_args, model_args)
+    builder_kwargs = {"keep_linebreaks": data_args.keep_linebreaks} if hasattr(data_args, "keep_linebreaks") else None
+    raw_datasets, carved = load_or_describe(lambda: load_lm_raw_datasets(data_args, model_args, builder_kwargs),
+                                            [data_args.train_file, data_args.validation_file])
     check_raw_lm_splits(raw_datasets, carved, data_args, training_args)

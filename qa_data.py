@@ -16,7 +16,7 @@ import os
 import re
 from typing import Optional
 
-from script_utils import UsageError, file_problem, innermost_error, select_samples
+from script_utils import UsageError, innermost_error, select_samples
 
 
 logger = logging.getLogger(__name__)
@@ -83,11 +83,8 @@ def _load_qa_file_or_fail(path: str, cache_dir: Optional[str]):
 
 
 def _describe_load_failure(path: str, err: Exception) -> str:
-    """One line on why a data file could not be read: what _file_problem finds in it, or the loader's innermost
-    error (pandas names the CSV line, pyarrow the JSON position)."""
-    problem = file_problem(path)
-    if problem is not None:
-        return problem
+    """One line on why a data file could not be read: the loader's innermost error (pandas names the CSV line, pyarrow
+    the JSON position). checks.py looks into the file for a more precise one."""
     how = "read as CSV" if path.lower().endswith(".csv") else "loaded"
     return f"Data file {path} could not be {how}: {innermost_error(err)}"
 
@@ -192,11 +189,13 @@ def _flattened_copy(path: str, cache_dir: Optional[str]) -> str:
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, f"{digest}.jsonl")
     if not os.path.isfile(target):
-        squad = _read_json(path)
-        problem = _nested_squad_problem(squad)
-        if problem is not None:
-            raise UsageError(f"Data file {path} is not in the SQuAD layout: {problem}.")
-        records = flatten_nested_squad(squad)
+        try:
+            records = flatten_nested_squad(_read_json(path))
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise UsageError(
+                f"Data file {path} is not in the SQuAD layout (data[].paragraphs[] with a context and qas[] with an "
+                f"id, a question and answers): {type(err).__name__} {err}."
+            ) from err
         if not records:
             raise UsageError(f"Data file {path} has no questions (no qas in any paragraph).")
         tmp = f"{target}.{os.getpid()}.tmp"
@@ -205,33 +204,6 @@ def _flattened_copy(path: str, cache_dir: Optional[str]) -> str:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         os.replace(tmp, target)  # atomic: a concurrent process never reads half a file
     return target
-
-
-def _nested_squad_problem(squad) -> Optional[str]:
-    """Where an original-layout SQuAD file departs from data[].paragraphs[].qas[] (for the error message)."""
-    for a, article in enumerate(squad["data"]):
-        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
-            return f'data[{a}] has no "paragraphs" list'
-        for p, paragraph in enumerate(article["paragraphs"]):
-            where = f"data[{a}].paragraphs[{p}]"
-            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
-                return f'{where} has no "context" text'
-            if not isinstance(paragraph.get("qas"), list):
-                return f'{where} has no "qas" list'
-            for q, qa in enumerate(paragraph["qas"]):
-                if not isinstance(qa, dict) or "id" not in qa or not isinstance(qa.get("question"), str):
-                    return f'{where}.qas[{q}] needs an "id" and a "question"'
-                answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
-                if not isinstance(answers, list) or not all(
-                    isinstance(x, dict) and isinstance(x.get("text"), str) and "answer_start" in x for x in answers
-                ):
-                    return f'{where}.qas[{q}] (id {qa["id"]!r}): answers must be a list of {{"text", "answer_start"}}'
-                for x in answers:
-                    try:
-                        int(x["answer_start"])
-                    except (TypeError, ValueError):
-                        return f'{where}.qas[{q}] (id {qa["id"]!r}): answer_start {x["answer_start"]!r} is not a number'
-    return None
 
 
 def _id_as_text(example):
@@ -506,6 +478,49 @@ def _realign_answer(context: str, text: str, start: int, window: int = 100):
 # ----------------------------------------------------------------------------------------------------------------------
 # Features
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_qa_examples(data_args, model_args, training_args, answer_spans):
+    """({stage: raw examples} for the stages this run does, cut to --max_*_samples; the column names), with SQuAD
+    v2.0 mode switched on when the training or validation data has unanswerable questions."""
+    columns = qa_columns(data_args)
+    examples = qa_examples(load_qa_raw_datasets(data_args, model_args), training_args)
+    use_v2_for_unanswerable_data(data_args, examples, columns, answer_spans)
+    return select_qa_samples(examples, data_args), columns
+
+
+def repair_qa_examples(examples: dict, data_args, columns, answer_spans, training_args) -> dict:
+    """Answers in the SQuAD layout (with_squad_answers); training answers that are not where answer_start says
+    realigned, or dropped (realign_train_answers)."""
+    examples = with_squad_answers(examples, columns, answer_spans, training_args)
+    if "train" in examples:
+        examples["train"] = realign_train_answers(examples["train"], stage_source(data_args, "train"), columns)
+    return examples
+
+
+FEATURE_NAMES = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
+
+
+def build_stage_features(examples: dict, prepare_train, prepare_eval, train_kwargs, eval_kwargs, data_args,
+                         training_args) -> dict:
+    """{stage: features}: prepare_train(batch, **train_kwargs) for training, prepare_eval(batch, **eval_kwargs) for
+    evaluation and prediction."""
+    return {
+        stage: build_features(stage_examples, prepare_train if stage == "train" else prepare_eval,
+                              train_kwargs if stage == "train" else eval_kwargs, data_args, training_args,
+                              max_samples=getattr(data_args, f"max_{stage}_samples"), desc=FEATURE_NAMES[stage])
+        for stage, stage_examples in examples.items()
+    }
+
+
+def padding_collator(tokenizer, data_args, training_args):
+    """Features padded to max_seq_length already (--pad_to_max_length, the default) are stacked as they are; otherwise
+    each batch is padded to its longest feature."""
+    from transformers import DataCollatorWithPadding, default_data_collator
+
+    if data_args.pad_to_max_length:
+        return default_data_collator
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 else None)
 
 
 def build_features(examples, prepare_function, feature_kwargs, data_args, training_args, max_samples, desc):

@@ -48,9 +48,9 @@ from script_utils import (
     detect_last_checkpoint,
     evaluate_and_save,
     from_pretrained_or_fail,
-    model_card_kwargs,
     parse_args,
     prepare_output_dir,
+    save_model_card,
     select_samples,
     setup_logging,
     train_and_save,
@@ -643,11 +643,7 @@ def main(argv=None):
     if training_args.do_eval:
         evaluate_and_save(trainer, data_args.max_eval_samples, n_eval_examples, more_metrics=perplexity_metric)
 
-    kwargs = model_card_kwargs(model_args, data_args, "fill-mask")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**kwargs)
-    else:
-        trainer.create_model_card(**kwargs)
+    save_model_card(trainer, model_args, data_args, "fill-mask")
     return trainer
 
 

@@ -30,14 +30,10 @@ from functools import partial
 from typing import Optional
 
 from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-    DataCollatorWithPadding,
     EvalPrediction,
     TrainingArguments,
     XLMForQuestionAnswering,
     XLNetForQuestionAnswering,
-    default_data_collator,
     set_seed,
 )
 from transformers.utils import check_min_version
@@ -46,31 +42,18 @@ from transformers.utils.versions import require_version
 import adapters
 from adapters import AdapterArguments, setup_adapter_training
 from beam_search_head import BeamSearchQuestionAnsweringModel
-from qa_data import (
-    build_features,
-    check_qa_data_files,
-    load_qa_raw_datasets,
-    qa_columns,
-    qa_examples,
-    realign_train_answers,
-    select_qa_samples,
-    stage_source,
-    use_v2_for_unanswerable_data,
-    with_squad_answers,
-)
+from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, padding_collator, repair_qa_examples
 from script_utils import (
     UsageError,
     capped_length,
     detect_last_checkpoint,
-    evaluate_and_save,
-    from_pretrained_or_fail,
-    model_card_kwargs,
+    load_config_and_tokenizer,
     parse_args,
-    predict_and_save,
     prepare_output_dir,
     require_fast_tokenizer,
+    save_model_card,
     setup_logging,
-    train_and_save,
+    train_evaluate_predict,
 )
 from squad_metric import compute_squad_eval_metrics
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
@@ -227,24 +210,6 @@ def answer_spans(answers):
 # ----------------------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def load_config_and_tokenizer(model_args):
-    hub_kwargs = {
-        "cache_dir": model_args.cache_dir,
-        "revision": model_args.model_revision,
-        "token": model_args.token,
-        "trust_remote_code": model_args.trust_remote_code,
-    }
-    config = from_pretrained_or_fail(
-        AutoConfig.from_pretrained, model_args.config_name or model_args.model_name_or_path, "config", **hub_kwargs
-    )
-    tokenizer = from_pretrained_or_fail(
-        AutoTokenizer.from_pretrained, model_args.tokenizer_name or model_args.model_name_or_path, "tokenizer",
-        use_fast=True, **hub_kwargs
-    )
-    require_fast_tokenizer(tokenizer)  # offsets map tokens back to text, and long contexts overflow into windows
-    return config, tokenizer
 
 
 def load_model(model_args, config):
@@ -445,9 +410,6 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
-FEATURE_NAMES = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
-
-
 def build_all_features(examples, tokenizer, columns, max_seq_length, config, data_args, training_args) -> dict:
     """{stage: features}: training windows with answer labels, evaluation/prediction windows with offsets."""
     feature_kwargs = {
@@ -457,13 +419,8 @@ def build_all_features(examples, tokenizer, columns, max_seq_length, config, dat
         "doc_stride": data_args.doc_stride,
         "special_token_segment": 3 if config.model_type == "xlnet" else None,
     }
-    prepare = {"train": prepare_train_features, "eval": prepare_validation_features,
-               "predict": prepare_validation_features}
-    return {
-        stage: build_features(stage_examples, prepare[stage], feature_kwargs, data_args, training_args,
-                              max_samples=getattr(data_args, f"max_{stage}_samples"), desc=FEATURE_NAMES[stage])
-        for stage, stage_examples in examples.items()
-    }
+    return build_stage_features(examples, prepare_train_features, prepare_validation_features, feature_kwargs,
+                                feature_kwargs, data_args, training_args)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -472,12 +429,6 @@ def build_all_features(examples, tokenizer, columns, max_seq_length, config, dat
 
 
 def make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args, log_level):
-    # Data collator: we have already padded to max length if pad_to_max_length, otherwise pad dynamically.
-    data_collator = (
-        default_data_collator
-        if data_args.pad_to_max_length
-        else DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 else None)
-    )
     setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
     trainer_class = QuestionAnsweringAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringTrainer
     return trainer_class(
@@ -487,7 +438,7 @@ def make_trainer(model, tokenizer, examples, features, columns, data_args, train
         eval_dataset=features.get("eval"),
         eval_examples=examples.get("eval"),
         processing_class=tokenizer,
-        data_collator=data_collator,
+        data_collator=padding_collator(tokenizer, data_args, training_args),
         post_process_function=partial(
             post_processing_function,
             data_args=data_args,
@@ -523,18 +474,11 @@ def main(argv=None):
     set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
 
     # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    raw_datasets = load_qa_raw_datasets(data_args, model_args)
-    columns = qa_columns(data_args)
-    examples = qa_examples(raw_datasets, training_args)
-    use_v2_for_unanswerable_data(data_args, examples, columns, answer_spans)
-    examples = select_qa_samples(examples, data_args)
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
     config, tokenizer = load_config_and_tokenizer(model_args)
+    require_fast_tokenizer(tokenizer)  # offsets map tokens back to text, and long contexts overflow into windows
     max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
-
-    # Repair: answers in the SQuAD layout; training answers that are not where answer_start says realigned or dropped
-    examples = with_squad_answers(examples, columns, answer_spans, training_args)
-    if "train" in examples:
-        examples["train"] = realign_train_answers(examples["train"], stage_source(data_args, "train"), columns)
+    examples = repair_qa_examples(examples, data_args, columns, answer_spans, training_args)
 
     # Model
     model = load_model(model_args, config)
@@ -548,18 +492,8 @@ def main(argv=None):
                            log_level)
 
     # Train / evaluate / predict
-    if training_args.do_train:
-        train_and_save(trainer, last_checkpoint, data_args.max_train_samples, features["train"])
-    if training_args.do_eval:
-        evaluate_and_save(trainer, data_args.max_eval_samples, len(features["eval"]))
-    if training_args.do_predict:
-        predict_and_save(trainer, data_args.max_predict_samples, features["predict"], examples["predict"])
-
-    kwargs = model_card_kwargs(model_args, data_args, "question-answering")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**kwargs)
-    else:
-        trainer.create_model_card(**kwargs)
+    train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
+    save_model_card(trainer, model_args, data_args, "question-answering")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ from functools import partial
 from typing import Optional
 
 from transformers import (
-    AutoConfig,
     AutoModelForSeq2SeqLM,
-    AutoTokenizer,
     DataCollatorForSeq2Seq,
     EvalPrediction,
     Seq2SeqTrainingArguments,
@@ -37,31 +35,18 @@ from transformers.utils.versions import require_version
 
 import adapters
 from adapters import AdapterArguments, setup_adapter_training
-from qa_data import (
-    build_features,
-    check_qa_data_files,
-    load_qa_raw_datasets,
-    qa_columns,
-    qa_examples,
-    realign_train_answers,
-    select_qa_samples,
-    stage_source,
-    use_v2_for_unanswerable_data,
-    with_squad_answers,
-)
+from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
 from script_utils import (
     UsageError,
     capped_length,
     detect_last_checkpoint,
-    evaluate_and_save,
-    from_pretrained_or_fail,
+    load_config_and_tokenizer,
     model_card_kwargs,
     parse_args,
-    predict_and_save,
     prepare_output_dir,
     require_fast_tokenizer,
     setup_logging,
-    train_and_save,
+    train_evaluate_predict,
 )
 from squad_metric import compute_squad_eval_metrics
 from trainer_seq2seq_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
@@ -270,26 +255,6 @@ def log_generation_mode(generate: bool, training_args):
 # ----------------------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def load_config_and_tokenizer(model_args):
-    hub_kwargs = {
-        "cache_dir": model_args.cache_dir,
-        "revision": model_args.model_revision,
-        "token": model_args.token,
-        "trust_remote_code": model_args.trust_remote_code,
-    }
-    config = from_pretrained_or_fail(
-        AutoConfig.from_pretrained, model_args.config_name or model_args.model_name_or_path, "config", **hub_kwargs
-    )
-    tokenizer = from_pretrained_or_fail(
-        AutoTokenizer.from_pretrained,
-        model_args.tokenizer_name or model_args.model_name_or_path,
-        "tokenizer",
-        use_fast=model_args.use_fast_tokenizer,
-        **hub_kwargs,
-    )
-    return config, tokenizer
 
 
 def load_model(model_args, config, tokenizer, label_smoothing_factor=0.0):
@@ -513,9 +478,6 @@ def post_processing_function(examples, features, answers, stage="eval", *, versi
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
-FEATURE_NAMES = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
-
-
 def build_all_features(examples, tokenizer, columns, max_seq_length, data_args, training_args) -> dict:
     """{stage: features}: training inputs with their target answer, evaluation/prediction windows with example ids."""
     feature_kwargs = {
@@ -527,15 +489,8 @@ def build_all_features(examples, tokenizer, columns, max_seq_length, data_args, 
         "ignore_pad_token_for_loss": data_args.ignore_pad_token_for_loss,
     }
     window_kwargs = {**feature_kwargs, "doc_stride": data_args.doc_stride}
-    return {
-        stage: build_features(
-            stage_examples,
-            prepare_train_features if stage == "train" else prepare_validation_features,
-            feature_kwargs if stage == "train" else window_kwargs,
-            data_args, training_args, max_samples=getattr(data_args, f"max_{stage}_samples"), desc=FEATURE_NAMES[stage],
-        )
-        for stage, stage_examples in examples.items()
-    }
+    return build_stage_features(examples, prepare_train_features, prepare_validation_features, feature_kwargs,
+                                window_kwargs, data_args, training_args)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -608,18 +563,10 @@ def main(argv=None):
     set_seed(training_args.seed)  # before the model is created, so the adapter weights are reproducible
 
     # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    raw_datasets = load_qa_raw_datasets(data_args, model_args)
-    columns = qa_columns(data_args)
-    examples = qa_examples(raw_datasets, training_args)
-    use_v2_for_unanswerable_data(data_args, examples, columns, answer_spans)
-    examples = select_qa_samples(examples, data_args)
-    config, tokenizer = load_config_and_tokenizer(model_args)
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
     max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
-
-    # Repair: answers in the SQuAD layout; training answers that are not where answer_start says realigned or dropped
-    examples = with_squad_answers(examples, columns, answer_spans, training_args)
-    if "train" in examples:
-        examples["train"] = realign_train_answers(examples["train"], stage_source(data_args, "train"), columns)
+    examples = repair_qa_examples(examples, data_args, columns, answer_spans, training_args)
 
     # Model
     if training_args.do_eval or training_args.do_predict:
@@ -635,13 +582,7 @@ def main(argv=None):
                            generate)
 
     # Train / evaluate / predict
-    if training_args.do_train:
-        train_and_save(trainer, last_checkpoint, data_args.max_train_samples, features["train"])
-    if training_args.do_eval:
-        evaluate_and_save(trainer, data_args.max_eval_samples, len(features["eval"]))
-    if training_args.do_predict:
-        predict_and_save(trainer, data_args.max_predict_samples, features["predict"], examples["predict"])
-
+    train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
     if training_args.push_to_hub:
         trainer.push_to_hub(**model_card_kwargs(model_args, data_args, "question-answering"))
 

@@ -112,6 +112,19 @@ def from_pretrained_or_fail(loader, name, what, **kwargs):
         ) from err
 
 
+def load_config_and_tokenizer(model_args, use_fast: bool = True):
+    """The pretrained config and tokenizer (--config_name / --tokenizer_name, else --model_name_or_path)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
+                  "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
+    config = from_pretrained_or_fail(AutoConfig.from_pretrained, model_args.config_name or
+                                     model_args.model_name_or_path, "config", **hub_kwargs)
+    tokenizer = from_pretrained_or_fail(AutoTokenizer.from_pretrained, model_args.tokenizer_name or
+                                        model_args.model_name_or_path, "tokenizer", use_fast=use_fast, **hub_kwargs)
+    return config, tokenizer
+
+
 def require_fast_tokenizer(tokenizer, why: str = "for offsets and overflowing windows"):
     """The QA scripts need a fast (Rust) tokenizer: {why}."""
     from transformers import PreTrainedTokenizerFast
@@ -126,12 +139,8 @@ def require_fast_tokenizer(tokenizer, why: str = "for offsets and overflowing wi
 
 
 def describe_data_load_failure(paths, err: Exception) -> str:
-    """_describe_load_failure over several local files (e.g. --train_file and --validation_file of the LM scripts):
-    the first file with a problem found in it, else the loader's error naming all of them."""
-    for path in paths:
-        problem = file_problem(path) if path and os.path.isfile(path) else None
-        if problem is not None:
-            return problem
+    """One line on why local data files could not be loaded: the loader's innermost error (pandas names the CSV line,
+    pyarrow the JSON position). checks.py looks into the files for a more precise one."""
     return f"Could not load {' and '.join(p for p in paths if p)}: {innermost_error(err)}"
 
 
@@ -140,50 +149,6 @@ def innermost_error(err: Exception) -> str:
     while innermost.__cause__ is not None or innermost.__context__ is not None:
         innermost = innermost.__cause__ or innermost.__context__
     return " ".join(str(innermost).split())[:300] or type(innermost).__name__
-
-
-def file_problem(path: str) -> Optional[str]:
-    """What makes a data file unreadable, found by reading it: not UTF-8, a JSON Lines line that is not JSON, a CSV row
-    whose answers are not JSON. None when nothing is found."""
-    extension = path.lower().rsplit(".", 1)[-1]
-    try:
-        if extension == "csv":
-            import csv
-
-            with open(path, encoding="utf-8", newline="") as f:
-                try:
-                    for row_number, row in enumerate(csv.DictReader(f), start=1):
-                        answers = row.get("answers")
-                        if isinstance(answers, str) and answers.strip():
-                            try:
-                                json.loads(answers)
-                            except json.JSONDecodeError:
-                                return (
-                                    f"Data file {path}: the answers of data row {row_number} are not JSON "
-                                    f'({answers[:60]!r}); write them as {{"text": [...], "answer_start": [...]}}.'
-                                )
-                except csv.Error:
-                    return None
-        elif extension in ("json", "jsonl"):
-            with open(path, encoding="utf-8") as f:
-                if f.read(4096).lstrip().startswith("["):
-                    return None
-                f.seek(0)
-                for line_number, line in enumerate(f, start=1):
-                    if line.strip():
-                        try:
-                            json.loads(line)
-                        except json.JSONDecodeError as line_err:
-                            if line_number == 1 and line.lstrip().startswith("{") and not line.rstrip().endswith("}"):
-                                return None  # a JSON document over several lines, not JSON Lines
-                            return f"Data file {path}: line {line_number} is not valid JSON ({line_err.msg})."
-        else:
-            with open(path, encoding="utf-8") as f:
-                while f.read(1 << 20):
-                    pass
-    except UnicodeDecodeError as decode_err:
-        return f"Data file {path} is not UTF-8 text (byte offset {decode_err.start}); save it as UTF-8."
-    return None
 
 
 
@@ -457,6 +422,25 @@ def evaluate_and_save(trainer, max_samples, n_examples: int, more_metrics=None):
         metrics.update(more_metrics(metrics))
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+
+
+def train_evaluate_predict(trainer, last_checkpoint, data_args, features: dict, predict_examples=None):
+    """The stages asked for (--do_train, --do_eval, --do_predict), in that order, each saving its results."""
+    if trainer.args.do_train:
+        train_and_save(trainer, last_checkpoint, data_args.max_train_samples, features["train"])
+    if trainer.args.do_eval:
+        evaluate_and_save(trainer, data_args.max_eval_samples, len(features["eval"]))
+    if trainer.args.do_predict:
+        predict_and_save(trainer, data_args.max_predict_samples, features["predict"], predict_examples)
+
+
+def save_model_card(trainer, model_args, data_args, task: str):
+    """The model card (README.md in --output_dir), or with --push_to_hub the upload, as the upstream scripts do."""
+    kwargs = model_card_kwargs(model_args, data_args, task)
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    else:
+        trainer.create_model_card(**kwargs)
 
 
 def predict_and_save(trainer, max_samples, predict_dataset, predict_examples):

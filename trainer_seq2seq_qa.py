@@ -60,8 +60,8 @@ class QuestionAnsweringSeq2SeqTrainer(QuestionAnsweringTrainer, Seq2SeqTrainer):
     def __init__(self, *args, eval_examples=None, post_process_function=None, generation_kwargs=None, **kwargs):
         super().__init__(*args, eval_examples=eval_examples, post_process_function=post_process_function, **kwargs)
         # adapters wraps T5's forward as forward(*args, input_ids, labels, **kwargs); transformers then believes the
-        # model takes `num_items_in_batch` and training dies with a TypeError (SPEC 6 #8). The loss is the model's
-        # own mean loss, as before transformers 4.46.
+        # model takes `num_items_in_batch` and training dies with a TypeError. The loss is the model's own mean loss,
+        # as before transformers 4.46.
         self.model_accepts_loss_kwargs = False
         self.generation_kwargs = dict(generation_kwargs or {})
         self._generated = None  # list of (text, score) while a generating prediction loop runs

@@ -34,43 +34,28 @@ def postprocess_qa_predictions(
     id_column: str = "id",
     context_column: str = "context",
 ):
-    """
-    Post-processes the predictions of a question-answering model to convert them to answers that are substrings of the
-    original contexts. This is the base postprocessing functions for models that only return start and end logits.
+    """Post-processes the start and end logits of a question-answering model into answers that are substrings of the
+    original contexts (the base post-processing for models that only return start and end logits).
 
     The candidate search runs over all features at once (columns read once, offsets as arrays, the top indices of all
     features with one numpy argsort, candidate pairs as numpy masks) and gives exactly the output of the
-    straightforward loop over features, ties included: tests/test_postprocess_equivalence.py keeps that loop and
-    compares; benchmarks/postprocess.py measures the speed-up.
+    straightforward loop over features, ties included: tests/test_postprocess_equivalence.py compares with that loop
+    (kept in toy/upstream.py); benchmarks/postprocess.py measures the speed-up.
 
     Args:
-        examples: The non-preprocessed dataset (see the main script for more information).
-        features: The processed dataset (see the main script for more information).
-        predictions (:obj:`Tuple[np.ndarray, np.ndarray]`):
-            The predictions of the model: two arrays containing the start logits and the end logits respectively. Its
-            first dimension must match the number of elements of :obj:`features`.
-        version_2_with_negative (:obj:`bool`, `optional`, defaults to :obj:`False`):
-            Whether or not the underlying dataset contains examples with no answers.
-        n_best_size (:obj:`int`, `optional`, defaults to 20):
-            The total number of n-best predictions to generate when looking for an answer.
-        max_answer_length (:obj:`int`, `optional`, defaults to 30):
-            The maximum length of an answer that can be generated. This is needed because the start and end predictions
-            are not conditioned on one another.
-        null_score_diff_threshold (:obj:`float`, `optional`, defaults to 0):
-            The threshold used to select the null answer: if the best answer has a score that is less than the score of
-            the null answer minus this threshold, the null answer is selected for this example (note that the score of
-            the null answer for an example giving several features is the minimum of the scores for the null answer on
-            each feature: all features must be aligned on the fact they `want` to predict a null answer).
-
-            Only useful when :obj:`version_2_with_negative` is :obj:`True`.
-        output_dir (:obj:`str`, `optional`):
-            If provided, the dictionaries of predictions, n_best predictions (with their scores and logits) and, if
-            :obj:`version_2_with_negative=True`, the dictionary of the scores differences between best and null
-            answers, are saved in `output_dir`.
-        prefix (:obj:`str`, `optional`):
-            If provided, the dictionaries mentioned above are saved with `prefix` added to their names.
-        log_level (:obj:`int`, `optional`, defaults to ``logging.WARNING``):
-            ``logging`` log level (e.g., ``logging.WARNING``)
+        examples: The non-preprocessed dataset (only its id and context columns are read).
+        features: The processed dataset (example_id, offset_mapping and, optionally, token_is_max_context).
+        predictions: (start_logits, end_logits), each with one row per feature.
+        version_2_with_negative: Whether the dataset has questions without an answer (SQuAD v2.0).
+        n_best_size: How many of the best predictions each example's n-best list keeps.
+        max_answer_length: The longest answer, in tokens (start and end predictions are not conditioned on each other).
+        null_score_diff_threshold: v2 only: the null answer is chosen when the null score minus the best span's score
+            is above it (an example's null score is the minimum over its features).
+        output_dir: If given, the predictions, the n-best lists and, for v2, the null odds are written there as JSON.
+        prefix: If given, added to the names of those files ({prefix}_predictions.json...).
+        log_level: The calling process's logging level: the summary line is logged at INFO or below.
+        id_column: The examples' id column.
+        context_column: The examples' context column.
     """
     if len(predictions) != 2:
         raise ValueError("`predictions` should be a tuple with two elements (start_logits, end_logits).")
@@ -124,28 +109,12 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
     cand = _span_candidates(features, all_start_logits, all_end_logits, n_best_size, max_answer_length)
     table = _nbest_table(cand, feature_example, len(example_ids), version_2_with_negative, n_best_size)
     contexts = read_column(examples, context_column)
-    # The n-best entries as the JSON holds them (the null prediction's offsets are (0, 0): its text is "").
-    texts = [contexts[e][a:b] for e, a, b in zip(table.example, table.offset_start, table.offset_end)]
-    entries = [
-        {"start_logit": start_logit, "end_logit": end_logit, "text": text, "probability": probability}
-        for start_logit, end_logit, text, probability in zip(
-            table.start_logit_json, table.end_logit_json, texts, table.probability
-        )
-    ]
+    texts, all_nbest = _nbest_entries(table, contexts)
     bounds = table.bounds
-    all_nbest = [entries[low:high] for low, high in zip(bounds[:-1], bounds[1:])]
     counts = np.diff(bounds)
     has_text = np.fromiter(map(bool, texts), dtype=bool, count=len(texts))
     first_text_empty = (counts > 0) & ~np.append(has_text, True)[np.minimum(bounds[:-1], len(texts))]
-
-    # The null score each example compares with: its own; for an example without features, the previous example's
-    # (a variable the loop does not reset).
-    if version_2_with_negative:
-        has_features = np.array(table.null_feature) >= 0
-        latest = np.maximum.accumulate(np.where(has_features, np.arange(len(has_features)), -1))
-        null_score = np.asarray(cand.null_score)[np.array(table.null_feature)[np.maximum(latest, 0)]]
-        if len(latest) and latest[0] < 0:
-            raise UnboundLocalError("cannot access local variable 'null_score' where it is not associated with a value")
+    null_score = _compared_null_scores(cand, table) if version_2_with_negative else None
 
     # Examples sorted with Python's sorted() (NaN scores) and the "empty" fallback go through the loop's steps one by
     # one; all the others at once.
@@ -153,39 +122,14 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
     answers = [texts[low] if high > low else None for low, high in zip(bounds[:-1], bounds[1:])]
     null_odds = [None] * len(example_ids)
     if version_2_with_negative:
-        # The best non-null prediction of each example: its first entry with a text.
-        regular = np.ones(len(example_ids), dtype=bool)
-        regular[sorted(irregular)] = False
-        regular = np.flatnonzero(regular)
-        with_text = np.flatnonzero(has_text)
-        position = np.searchsorted(with_text, np.asarray(bounds[:-1])[regular])
-        if (position >= len(with_text)).any() or (with_text[np.minimum(position, len(with_text) - 1)]
-                                                   >= np.asarray(bounds[1:])[regular]).any():
-            raise IndexError("list index out of range")  # every kept prediction is empty: the loop runs past its end
-        best = with_text[position]
-        # Then we compare to the null prediction using the threshold (numpy values, as in the loop).
-        score_diffs = null_score[regular] - table.start_logit[best] - table.end_logit[best]
-        for e, score_diff, b in zip(regular.tolist(), score_diffs, best.tolist()):
+        # Each regular example's best non-null prediction compared to the null prediction using the threshold (numpy
+        # values, as in the loop).
+        for e, score_diff, b in zip(*_regular_score_diffs(table, has_text, irregular, null_score)):
             null_odds[e] = float(score_diff)  # To be JSON-serializable.
             answers[e] = "" if score_diff > null_score_diff_threshold else texts[b]
     for example_index in sorted(irregular):
-        if example_index in table.slow:
-            nbest, scores, logits = _nbest_slow(cand, table, contexts, example_index, version_2_with_negative,
-                                                n_best_size)
-        else:
-            low, high = bounds[example_index], bounds[example_index + 1]
-            nbest, scores = all_nbest[example_index], table.score[low:high]
-            logits = list(zip(table.start_logit[low:high], table.end_logit[low:high]))
-        # In the very rare edge case we have not a single non-null prediction, we create a fake prediction to avoid
-        # failure; the softmax then includes its score 0.0 (in float64, as the loop's np.array makes it).
-        if len(nbest) == 0 or (len(nbest) == 1 and nbest[0]["text"] == ""):
-            scores = np.array([0.0] + list(scores))
-            exp_scores = np.exp(scores - np.max(scores))
-            probs = (exp_scores / exp_scores.sum()).tolist()
-            nbest = [{"text": "empty", "start_logit": 0.0, "end_logit": 0.0, "probability": probs[0]}] + [
-                dict(entry, probability=prob) for entry, prob in zip(nbest, probs[1:])
-            ]
-            logits = [(0.0, 0.0)] + logits
+        nbest, logits = _irregular_nbest(cand, table, contexts, all_nbest, example_index, version_2_with_negative,
+                                         n_best_size)
         all_nbest[example_index] = nbest
         if not version_2_with_negative:
             answers[example_index] = nbest[0]["text"]
@@ -203,6 +147,72 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
     all_nbest_json = collections.OrderedDict(zip(example_ids, all_nbest))
     scores_diff_json = collections.OrderedDict(zip(example_ids, null_odds)) if version_2_with_negative else None
     return all_predictions, all_nbest_json, scores_diff_json
+
+
+def _nbest_entries(table, contexts):
+    """The texts of all n-best entries and each example's list of entries as the JSON holds them (the null
+    prediction's offsets are (0, 0): its text is "")."""
+    texts = [contexts[e][a:b] for e, a, b in zip(table.example, table.offset_start, table.offset_end)]
+    entries = [
+        {"start_logit": start_logit, "end_logit": end_logit, "text": text, "probability": probability}
+        for start_logit, end_logit, text, probability in zip(
+            table.start_logit_json, table.end_logit_json, texts, table.probability
+        )
+    ]
+    bounds = table.bounds
+    return texts, [entries[low:high] for low, high in zip(bounds[:-1], bounds[1:])]
+
+
+def _compared_null_scores(cand, table):
+    """v2: the null score each example compares with: its own; for an example without features, the previous
+    example's (a variable the loop does not reset), and the loop's error when the first example has none."""
+    has_features = np.array(table.null_feature) >= 0
+    latest = np.maximum.accumulate(np.where(has_features, np.arange(len(has_features)), -1))
+    null_score = np.asarray(cand.null_score)[np.array(table.null_feature)[np.maximum(latest, 0)]]
+    if len(latest) and latest[0] < 0:
+        raise UnboundLocalError("cannot access local variable 'null_score' where it is not associated with a value")
+    return null_score
+
+
+def _regular_score_diffs(table, has_text, irregular, null_score):
+    """v2, for all the examples not in `irregular` at once: (example indices, null score minus the logits of the best
+    non-null prediction, index of that prediction's entry). The best non-null prediction is the first entry with a
+    text; the loop's IndexError when an example has none."""
+    bounds = table.bounds
+    regular = np.ones(len(bounds) - 1, dtype=bool)
+    regular[sorted(irregular)] = False
+    regular = np.flatnonzero(regular)
+    with_text = np.flatnonzero(has_text)
+    position = np.searchsorted(with_text, np.asarray(bounds[:-1])[regular])
+    if (position >= len(with_text)).any() or (with_text[np.minimum(position, len(with_text) - 1)]
+                                               >= np.asarray(bounds[1:])[regular]).any():
+        raise IndexError("list index out of range")  # every kept prediction is empty: the loop runs past its end
+    best = with_text[position]
+    score_diffs = null_score[regular] - table.start_logit[best] - table.end_logit[best]
+    return regular.tolist(), score_diffs, best.tolist()
+
+
+def _irregular_nbest(cand, table, contexts, all_nbest, example_index, version_2_with_negative, n_best_size):
+    """One irregular example's n-best entries (sorted with Python's sorted() for the `slow` ones), with the "empty"
+    fallback, and their (start, end) logits."""
+    if example_index in table.slow:
+        nbest, scores, logits = _nbest_slow(cand, table, contexts, example_index, version_2_with_negative,
+                                            n_best_size)
+    else:
+        low, high = table.bounds[example_index], table.bounds[example_index + 1]
+        nbest, scores = all_nbest[example_index], table.score[low:high]
+        logits = list(zip(table.start_logit[low:high], table.end_logit[low:high]))
+    # In the very rare edge case we have not a single non-null prediction, we create a fake prediction to avoid
+    # failure; the softmax then includes its score 0.0 (in float64, as the loop's np.array makes it).
+    if len(nbest) == 0 or (len(nbest) == 1 and nbest[0]["text"] == ""):
+        scores = np.array([0.0] + list(scores))
+        exp_scores = np.exp(scores - np.max(scores))
+        probs = (exp_scores / exp_scores.sum()).tolist()
+        nbest = [{"text": "empty", "start_logit": 0.0, "end_logit": 0.0, "probability": probs[0]}] + [
+            dict(entry, probability=prob) for entry, prob in zip(nbest, probs[1:])
+        ]
+        logits = [(0.0, 0.0)] + logits
+    return nbest, logits
 
 
 class _SpanCandidates(
@@ -449,46 +459,90 @@ def _nbest_table(cand, feature_example, n_examples, version_2_with_negative, n_b
     rank from a count, and the softmax of all lists of the same length as one 2-D array (numpy reduces each row of a
     contiguous 2-D array exactly as it reduces that row alone; the equivalence tests check the probabilities bit for
     bit)."""
-    n_features = len(feature_example)
     null_score = np.asarray(cand.null_score)
     null_start, null_end = np.asarray(cand.null_start_logit), np.asarray(cand.null_end_logit)
+    null_feature = _minimum_null_features(feature_example, null_score, n_examples)
+    cand_example = feature_example[cand.feature]
+    ranked, ranked_example, by_bounds = _ranked_candidates(cand.score, cand_example, n_examples)
+    slow, by_example = _slow_examples(cand.score, cand_example, feature_example, null_score, null_feature, n_best_size)
+    entry_candidate, counts, bounds = _entry_candidates(
+        cand, ranked, ranked_example, by_bounds, null_score, null_feature, slow, version_2_with_negative,
+        n_best_size,
+    )
 
-    # Minimum null prediction: the first feature of the example with the lowest null score.
+    # The values of each entry: its candidate's, or those of its null prediction's feature.
+    entry_example = np.repeat(np.arange(n_examples), counts)
+    is_null = entry_candidate < 0
+    entry_null = np.maximum(null_feature, 0)[entry_example]
+    where = entry_candidate, np.flatnonzero(~is_null), np.flatnonzero(is_null), entry_null
+    start_logit = _entry_values(where, cand.start_logit, null_start)
+    end_logit = _entry_values(where, cand.end_logit, null_end)
+    score = _entry_values(where, cand.score, null_score)
+    offset_start, offset_end = _entry_values(where, cand.offset_start), _entry_values(where, cand.offset_end)
+    probability = _softmax_per_list(score, bounds, counts)
+    return _NBestTable(
+        null_feature.tolist(), bounds.tolist(), entry_example.tolist(), offset_start.tolist(), offset_end.tolist(),
+        start_logit, end_logit, start_logit.tolist(), end_logit.tolist(), score, probability.tolist(),
+        set(np.flatnonzero(slow).tolist()), by_example, by_bounds.tolist(),
+    )
+
+
+def _minimum_null_features(feature_example, null_score, n_examples):
+    """The minimum null prediction of each example: the first of its features with the lowest null score (-1 for an
+    example without features)."""
+    n_features = len(feature_example)
     null_feature = np.full(n_examples, -1, dtype=np.int64)
     by_feature = np.lexsort((np.arange(n_features), null_score, feature_example))
     first = np.ones(n_features, dtype=bool)
     first[1:] = feature_example[by_feature][1:] != feature_example[by_feature][:-1]
     null_feature[feature_example[by_feature][first]] = by_feature[first]
+    return null_feature
 
-    cand_example = feature_example[cand.feature]
-    # By example, then by descending score, ties in the loop's order: a stable sort by score, then the unique key
-    # (example, rank by score) sorted (faster than np.lexsort).
-    by_score = np.argsort(-cand.score, kind="stable")
+
+def _ranked_candidates(score, cand_example, n_examples):
+    """The candidates by example, then by descending score, ties in the loop's order (a stable sort by score, then
+    the unique key (example, rank by score) sorted: faster than np.lexsort); their examples, and the bounds of each
+    example in that order."""
+    by_score = np.argsort(-score, kind="stable")
     score_rank = np.empty(len(by_score), dtype=np.int64)
     score_rank[by_score] = np.arange(len(by_score))
     ranked = np.argsort(cand_example * max(len(by_score), 1) + score_rank)
     ranked_example = cand_example[ranked]
-    ranked_score = cand.score[ranked]
-    by_bounds = np.searchsorted(ranked_example, np.arange(n_examples + 1))
+    return ranked, ranked_example, np.searchsorted(ranked_example, np.arange(n_examples + 1))
 
+
+def _slow_examples(score, cand_example, feature_example, null_score, null_feature, n_best_size):
+    """The examples whose candidates must go through Python's sorted(), as in the loop: NaN scores (NaN has no order)
+    or a negative n_best_size. Returns them as a mask, with the candidates in the loop's order within each example
+    (None when there are none); their minimum null prediction in `null_feature` is set by the loop's rule (NaN
+    included)."""
+    n_examples = len(null_feature)
     slow = np.zeros(n_examples, dtype=bool)
-    if np.issubdtype(cand.score.dtype, np.floating):  # NaN has no order: Python's sorted(), as in the loop
-        slow[cand_example[np.isnan(cand.score)]] = True
+    if np.issubdtype(score.dtype, np.floating):
+        slow[cand_example[np.isnan(score)]] = True
         slow[feature_example[np.isnan(null_score)]] = True
     if n_best_size < 0:
         slow[:] = True
     by_example = None
     if slow.any():
-        by_example = np.argsort(cand_example, kind="stable").tolist()  # the loop's order within each example
+        by_example = np.argsort(cand_example, kind="stable").tolist()
         features_order = np.argsort(feature_example, kind="stable")
         feature_bounds = np.searchsorted(feature_example[features_order], np.arange(n_examples + 1))
-        for e in np.flatnonzero(slow).tolist():  # the loop's rule for the minimum, NaN included
+        for e in np.flatnonzero(slow).tolist():
             best = None
             for f in features_order[feature_bounds[e] : feature_bounds[e + 1]].tolist():
                 if best is None or null_score[best] > null_score[f]:
                     best = f
             null_feature[e] = -1 if best is None else best
+    return slow, by_example
 
+
+def _entry_candidates(cand, ranked, ranked_example, by_bounds, null_score, null_feature, slow,
+                      version_2_with_negative, n_best_size):
+    """The n-best entries of the examples not in `slow`, example by example in rank order: each entry's candidate
+    (-1: the null prediction), the number of entries of each example and their bounds."""
+    n_examples = len(null_feature)
+    ranked_score = cand.score[ranked]
     # Rank of each candidate in its example's sorted list; in v2 the null prediction comes after every candidate
     # whose score is not lower than its own.
     fast = ~slow
@@ -513,36 +567,29 @@ def _nbest_table(cand, feature_example, n_examples, version_2_with_negative, n_b
     bounds = np.concatenate([[0], np.cumsum(counts)])
     entry_candidate = np.full(bounds[-1], -1, dtype=np.int64)  # -1: the null prediction
     entry_candidate[bounds[ranked_example[keep]] + rank[keep]] = ranked[keep]
-    entry_example = np.repeat(np.arange(n_examples), counts)
-    is_null = entry_candidate < 0
-    entry_null = example_null[entry_example]
+    return entry_candidate, counts, bounds
 
-    real, nulls = np.flatnonzero(~is_null), np.flatnonzero(is_null)
 
-    def gather(values, null_values=None):  # the null prediction's: from its feature, or 0 (its offsets (0, 0))
-        entries = np.zeros(len(entry_candidate), dtype=values.dtype)
-        entries[real] = values[entry_candidate[real]]
-        if null_values is not None and len(nulls):
-            entries[nulls] = null_values[entry_null[nulls]]
-        return entries
+def _entry_values(where, values, null_values=None):
+    """One value per n-best entry: its candidate's from `values`; for a null prediction its feature's from
+    `null_values`, or 0 without them (its offsets are (0, 0)). `where` is (entry_candidate, indices of the real
+    entries, indices of the null ones, each entry's null feature)."""
+    entry_candidate, real, nulls, entry_null = where
+    entries = np.zeros(len(entry_candidate), dtype=values.dtype)
+    entries[real] = values[entry_candidate[real]]
+    if null_values is not None and len(nulls):
+        entries[nulls] = null_values[entry_null[nulls]]
+    return entries
 
-    start_logit = gather(cand.start_logit, null_start)
-    end_logit = gather(cand.end_logit, null_end)
-    score = gather(cand.score, null_score)
-    offset_start, offset_end = gather(cand.offset_start), gather(cand.offset_end)
 
-    # Softmax of each list (max-subtracted exp), all lists of the same length at once.
+def _softmax_per_list(score, bounds, counts):
+    """The softmax (max-subtracted exp) of each example's list of scores, all lists of the same length at once."""
     probability = np.zeros(len(score), dtype=score.dtype)
-    lengths = counts
-    for length in np.unique(lengths[lengths > 0]).tolist():
-        rows = bounds[:-1][lengths == length][:, None] + np.arange(length)
+    for length in np.unique(counts[counts > 0]).tolist():
+        rows = bounds[:-1][counts == length][:, None] + np.arange(length)
         exp_scores = np.exp(score[rows] - score[rows].max(axis=1, keepdims=True))
         probability[rows] = exp_scores / exp_scores.sum(axis=1, keepdims=True)
-    return _NBestTable(
-        null_feature.tolist(), bounds.tolist(), entry_example.tolist(), offset_start.tolist(), offset_end.tolist(),
-        start_logit, end_logit, start_logit.tolist(), end_logit.tolist(), score, probability.tolist(),
-        set(np.flatnonzero(slow).tolist()), by_example, by_bounds.tolist(),
-    )
+    return probability
 
 
 def _json_number(value):

@@ -33,36 +33,26 @@ def postprocess_qa_predictions_with_beam_search(
     id_column: str = "id",
     context_column: str = "context",
 ):
-    """
-    Post-processes the predictions of a question-answering model with beam search (XLNet, XLM, or an adapter model
+    """Post-processes the predictions of a question-answering model with beam search (XLNet, XLM, or an adapter model
     with the same head) into answers that are substrings of the original contexts.
 
     Args:
-        examples: The non-preprocessed dataset (with `id` and `context`).
-        features: The processed dataset (with `example_id`, `offset_mapping` and optionally `token_is_max_context`).
-        predictions (:obj:`Tuple[np.ndarray, ...]`):
-            The five outputs of the model at inference: `start_top_log_probs` and `start_top_index` (features x
-            start_n_top), `end_top_log_probs` and `end_top_index` (features x start_n_top*end_n_top; the ends of the
-            i-th start are at i*end_n_top .. i*end_n_top+end_n_top-1) and `cls_logits` (features). Their first
-            dimension must match the number of elements of :obj:`features`.
-        version_2_with_negative (:obj:`bool`, `optional`, defaults to :obj:`False`):
-            Whether or not the underlying dataset contains examples with no answers: then the minimum `cls_logits` over
-            the features of each example is returned (and written) as its null odds.
-        n_best_size (:obj:`int`, `optional`, defaults to 20):
-            The total number of n-best predictions to generate when looking for an answer.
-        max_answer_length (:obj:`int`, `optional`, defaults to 30):
-            The maximum length of an answer that can be generated, in tokens.
-        start_n_top (:obj:`int`, `optional`, defaults to 5):
-            The number of top start logits to keep when searching for the :obj:`n_best_size` predictions.
-        end_n_top (:obj:`int`, `optional`, defaults to 5):
-            The number of top end logits (per start) to keep when searching for the :obj:`n_best_size` predictions.
-        output_dir (:obj:`str`, `optional`):
-            If provided, the dictionaries of predictions, n_best predictions (with their scores and logits) and, if
-            :obj:`version_2_with_negative=True`, the null odds are saved in `output_dir`.
-        prefix (:obj:`str`, `optional`):
-            If provided, the dictionaries mentioned above are saved with `prefix` added to their names.
-        log_level (:obj:`int`, `optional`, defaults to ``logging.WARNING``):
-            ``logging`` log level (e.g., ``logging.WARNING``)
+        examples: The non-preprocessed dataset (only its id and context columns are read).
+        features: The processed dataset (example_id, offset_mapping and, optionally, token_is_max_context).
+        predictions: The model's five outputs at inference, each with one row per feature: start_top_log_probs and
+            start_top_index (start_n_top per feature), end_top_log_probs and end_top_index (start_n_top * end_n_top;
+            the ends of the i-th start are at i*end_n_top .. i*end_n_top+end_n_top-1) and cls_logits (one per feature).
+        version_2_with_negative: Whether the dataset has questions without an answer: then the minimum cls_logits
+            over each example's features is returned (and written) as its null odds.
+        n_best_size: How many of the best predictions each example's n-best list keeps.
+        max_answer_length: The longest answer, in tokens.
+        start_n_top: How many of the top start logits are searched for the n_best_size predictions.
+        end_n_top: How many of the top end logits (per start) are searched for the n_best_size predictions.
+        output_dir: If given, the predictions, the n-best lists and, for v2, the null odds are written there as JSON.
+        prefix: If given, added to the names of those files ({prefix}_predictions.json...).
+        log_level: The calling process's logging level: the summary line is logged at INFO or below.
+        id_column: The examples' id column.
+        context_column: The examples' context column.
 
     Returns:
         ``(all_predictions, scores_diff_json)``: ``{id: answer text}`` (always the best candidate, which may be ""

@@ -71,30 +71,58 @@ def main(argv=None):
         sys.exit(f"error: {args.data} not found (the shared SQuAD slice; pass --data FILE)")
     import torch
 
-    import run_qa
-    from toy import models as tiny_models
-    import trainer_qa
-
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    from toy import data as toy_data
-    from qa_data import load_qa_file
 
     work = Path(tempfile.mkdtemp(prefix="eval_speed_"))
     model = args.model_name_or_path
     if model is None:
-        model = tiny_models.build_tiny_model("bert", str(work / "tiny-bert"))
-        if args.train_steps:
-            print(f"training the tiny BERT for {args.train_steps} steps ...", flush=True)
-            train_file = toy_data.write_qa_file(toy_data.make_templated_qa(16 * args.train_steps, seed=0),
-                                                str(work / "toy_train.json"), "flat")
-            run_qa.main(["--model_name_or_path", model, "--train_file", train_file, "--do_train",
-                         "--output_dir", str(work / "trained"), "--max_seq_length", str(args.max_seq_length),
-                         "--per_device_train_batch_size", "16", "--learning_rate", "3e-3", "--num_train_epochs", "1",
-                         "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
-                         "--cache_dir", str(work / "cache")])
-            model = str(work / "trained")
+        model = _tiny_bert(args, work)
+    runs = _run_rounds(args, _eval_flags(args, model, work), work)
+    summary = _summary(runs)
+    _print_summary(summary)
+    results = {
+        "benchmark": "run_qa.py evaluation: padded vs dynamic padding (dataset order, length-batched)",
+        "command": "python benchmarks/eval_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "data": args.data, "questions": "all (SQuAD v2 scoring)" if args.all_questions else "answerable (SQuAD v1.1)",
+        "model": args.model_name_or_path
+        or f"tiny BERT (toy/models.py: 2 layers x 32) trained {args.train_steps} steps on toy questions",
+        "eval_samples": runs["padded"][0]["metrics"].get("eval_samples"), "max_seq_length": args.max_seq_length,
+        "doc_stride": args.doc_stride, "batch_size": args.batch_size, "rounds": args.rounds,
+        "variants": summary,
+        "machine": machine(),
+    }
+    write_results("eval_speed", results, args.output)
+    return results
+
+
+def _tiny_bert(args, work):
+    """The default model: a tiny BERT, trained for --train_steps steps on toy questions padded to --max_seq_length
+    (so that it scores padding positions low, as a trained model does)."""
+    import run_qa
+    from toy import data as toy_data
+    from toy import models as tiny_models
+
+    model = tiny_models.build_tiny_model("bert", str(work / "tiny-bert"))
+    if args.train_steps:
+        print(f"training the tiny BERT for {args.train_steps} steps ...", flush=True)
+        train_file = toy_data.write_qa_file(toy_data.make_templated_qa(16 * args.train_steps, seed=0),
+                                            str(work / "toy_train.json"), "flat")
+        run_qa.main(["--model_name_or_path", model, "--train_file", train_file, "--do_train",
+                     "--output_dir", str(work / "trained"), "--max_seq_length", str(args.max_seq_length),
+                     "--per_device_train_batch_size", "16", "--learning_rate", "3e-3", "--num_train_epochs", "1",
+                     "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+                     "--cache_dir", str(work / "cache")])
+        model = str(work / "trained")
+    return model
+
+
+def _eval_flags(args, model, work):
+    """run_qa.py's flags shared by every evaluation, with the evaluation data: the answerable questions only, written
+    to a file of their own, unless --all_questions."""
+    from qa_data import load_qa_file
+    from toy import data as toy_data
+
     data = args.data
     if not args.all_questions:
         examples = load_qa_file(args.data, str(work / "cache"))
@@ -108,6 +136,15 @@ def main(argv=None):
         common.append("--version_2_with_negative")
     if args.max_eval_samples:
         common += ["--max_eval_samples", str(args.max_eval_samples)]
+    return common
+
+
+def _run_rounds(args, common, work):
+    """{variant: one result per round}: each round evaluates every variant in turn, in this process, writing to
+    work/<variant>. evaluate() is wrapped to time it, and for dynamic-ordered the length sort is replaced by the
+    dataset order; both are restored afterwards."""
+    import run_qa
+    import trainer_qa
 
     length_sorted = trainer_qa.QuestionAnsweringTrainer._length_sorted
     evaluate = trainer_qa.QuestionAnsweringTrainer.evaluate
@@ -139,7 +176,12 @@ def main(argv=None):
     finally:
         trainer_qa.QuestionAnsweringTrainer._length_sorted = length_sorted
         trainer_qa.QuestionAnsweringTrainer.evaluate = evaluate
+    return runs
 
+
+def _summary(runs):
+    """Per variant: medians over the rounds, its metrics (timings left out), whether they and its predictions equal
+    the padded evaluation's (first round), and its speed-ups over padded."""
     summary = {}
     reference = runs["padded"][0]
     for name, results in runs.items():
@@ -161,6 +203,10 @@ def main(argv=None):
         summary[name]["evaluate_cpu_speedup_vs_padded"] = (
             summary["padded"]["evaluate_cpu_s"] / summary[name]["evaluate_cpu_s"]
         )
+    return summary
+
+
+def _print_summary(summary):
     print()
     print(f"{'':18s}{'loop (s)':>10s}{'speed-up':>10s}{'evaluate (s)':>14s}{'speed-up':>10s}{'cpu (s)':>10s}"
           f"{'speed-up':>10s}  metrics = padded")
@@ -169,19 +215,6 @@ def main(argv=None):
               f"{row['evaluate_speedup_vs_padded']:9.2f}x{row['evaluate_cpu_s']:10.2f}"
               f"{row['evaluate_cpu_speedup_vs_padded']:9.2f}x  {row['metrics_equal_to_padded']}"
               f" (predictions {'identical' if row['predictions_equal_to_padded'] else 'differ'})")
-    results = {
-        "benchmark": "run_qa.py evaluation: padded vs dynamic padding (dataset order, length-batched)",
-        "command": "python benchmarks/eval_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "data": args.data, "questions": "all (SQuAD v2 scoring)" if args.all_questions else "answerable (SQuAD v1.1)",
-        "model": args.model_name_or_path
-        or f"tiny BERT (toy/models.py: 2 layers x 32) trained {args.train_steps} steps on toy questions",
-        "eval_samples": reference["metrics"].get("eval_samples"), "max_seq_length": args.max_seq_length,
-        "doc_stride": args.doc_stride, "batch_size": args.batch_size, "rounds": args.rounds,
-        "variants": summary,
-        "machine": machine(),
-    }
-    write_results("eval_speed", results, args.output)
-    return results
 
 
 if __name__ == "__main__":

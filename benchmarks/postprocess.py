@@ -7,12 +7,12 @@ straightforward loop it replaced, in one run, with an identical-output check.
 
 Data: synthetic SQuAD-like examples and features with the columns run_qa.py gives them (input_ids, token_type_ids,
 attention_mask, offset_mapping with None outside the context, example_id; a few long contexts split into 2-3
-windows), from tests/test_postprocess_equivalence.make_case, the features written to a cache file and
-memory-mapped like run_qa.py's. Logits look like a trained model's by default (low
-outside the context, peaks at an answer; --random_logits for noise). The loop is the verbatim copy kept in that test
-file. Repetitions alternate between the two implementations; medians of wall-clock and CPU time are reported (the
-machine may be shared). Timed without writing files (both build the same n-best lists); one more run of each writes
-the three JSON files, timed too, and all files and return values are compared byte for byte.
+windows), from toy.synthetic_squad.make_case, the features written to a cache file and memory-mapped like run_qa.py's.
+Logits look like a trained model's by default (low outside the context, peaks at an answer; --random_logits for
+noise). The loop is the verbatim upstream copy kept in toy/upstream.py (with its own file writing). Repetitions
+alternate between the two implementations; medians of wall-clock and CPU time are reported (the machine may be
+shared). Timed without writing files (both build the same n-best lists); one more run of each writes the three JSON
+files, timed too, and all files and return values are compared byte for byte.
 
 Writes benchmarks/results/postprocess.json (or --output).
 """
@@ -28,7 +28,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the loop's progress bar would floo
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from _common import Timer, machine, median, write_results  # noqa: E402
-from tests.test_postprocess_equivalence import make_case, reference_postprocess_qa_predictions  # noqa: E402
+from toy.synthetic_squad import make_case  # noqa: E402
+from toy.upstream import reference_postprocess_qa_predictions  # noqa: E402
 from utils_qa import postprocess_qa_predictions  # noqa: E402
 
 

@@ -398,7 +398,7 @@ def test_arcd_mismatched_answers_are_realigned(shared_data, tmp_path, caplog):
 
 
 def test_v2_data_without_flag_runs_in_v2_mode(env, tmp_path, caplog):
-    """The seed's `run_qa.py --dataset_name squad_v2` command has no --version_2_with_negative: data with
+    """A `run_qa.py --dataset_name squad_v2` command without --version_2_with_negative: data with
     unanswerable questions switches SQuAD v2.0 mode on (with a warning) instead of failing at the metric after
     training, as the reference did."""
     import run_qa

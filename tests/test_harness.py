@@ -160,7 +160,7 @@ def test_adapters_attach(tiny_model, arch):
 
 
 def test_adapters_reject_xlnet(tiny_model):
-    """adapters has no XLNet support (SPEC section 6 #11e), so the beam-search script runs without."""
+    """adapters has no XLNet support, so the beam-search script runs without."""
     import adapters
 
     model = _auto_class("xlnet").from_pretrained(tiny_model("xlnet"))

@@ -1,4 +1,5 @@
-"""postprocess_qa_predictions against a brute-force reading of SPEC 5.1, and the oracle check through the metric."""
+"""postprocess_qa_predictions against a brute-force reading of the upstream post-processing algorithm, and the
+oracle check through the metric."""
 import json
 
 import numpy as np

@@ -143,8 +143,8 @@ def test_blocks_are_the_concatenated_tokens_cut_to_block_size(tiny_model, tmp_pa
     assert blocks["labels"] == blocks["input_ids"]
 
 
-def test_from_scratch_with_the_seeds_overrides(tiny_model, text, tmp_path):
-    """The seed's shape (--model_type gpt2 --tokenizer_name ... --config_overrides ...n_positions=102), made tiny.
+def test_from_scratch_with_gpt2_config_overrides(tiny_model, text, tmp_path):
+    """A GPT-2 from scratch (--model_type gpt2 --tokenizer_name ... --config_overrides ...n_positions=102), made tiny.
     n_positions=102 is below the tokenizer's 512, so the block size adapts to 102 (reference rule, with a warning);
     the adapter's random base model is saved too, so the adapter can be used again."""
     from transformers import AutoTokenizer

@@ -11,13 +11,14 @@ from transformers import AutoTokenizer
 from qa_data import QAColumns
 import run_qa_beam_search
 from toy import data as toy_data
+from toy.upstream import reference_features
 from script_utils import UsageError
 from utils_qa_beam_search import postprocess_qa_predictions_with_beam_search
 
 COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Post-processing against a brute-force reading of SPEC 5.2
+# Post-processing against a brute-force version of the upstream beam-search post-processing rules
 # ----------------------------------------------------------------------------------------------------------------------
 
 SEQ_LEN, QUESTION_TOKENS = 24, 4
@@ -143,103 +144,6 @@ def test_postprocessing_rejects_wrong_prediction_shapes():
 # ----------------------------------------------------------------------------------------------------------------------
 # Preprocessing
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def reference_features(examples, tokenizer, max_seq_length, doc_stride, train):
-    """transformers' run_qa_beam_search.py (v4.24) prepare_train_features / prepare_validation_features, verbatim
-    apart from the closure variables becoming arguments."""
-    question_column_name, context_column_name, answer_column_name = COLUMNS.question, COLUMNS.context, COLUMNS.answer
-    pad_on_right = tokenizer.padding_side == "right"
-    examples[question_column_name] = [q.lstrip() for q in examples[question_column_name]]
-    tokenized_examples = tokenizer(
-        examples[question_column_name if pad_on_right else context_column_name],
-        examples[context_column_name if pad_on_right else question_column_name],
-        truncation="only_second" if pad_on_right else "only_first",
-        max_length=max_seq_length,
-        stride=doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        return_special_tokens_mask=True,
-        return_token_type_ids=True,
-        padding="max_length",
-    )
-    sample_mapping = tokenized_examples.pop("overflow_to_sample_mapping")
-    special_tokens = tokenized_examples.pop("special_tokens_mask")
-    if not train:
-        tokenized_examples["example_id"] = []
-        tokenized_examples["cls_index"] = []
-        tokenized_examples["p_mask"] = []
-        for i, input_ids in enumerate(tokenized_examples["input_ids"]):
-            cls_index = input_ids.index(tokenizer.cls_token_id)
-            tokenized_examples["cls_index"].append(cls_index)
-            sequence_ids = tokenized_examples["token_type_ids"][i]
-            for k, s in enumerate(special_tokens[i]):
-                if s:
-                    sequence_ids[k] = 3
-            context_idx = 1 if pad_on_right else 0
-            tokenized_examples["p_mask"].append(
-                [
-                    0.0 if (not special_tokens[i][k] and s == context_idx) or k == cls_index else 1.0
-                    for k, s in enumerate(sequence_ids)
-                ]
-            )
-            sample_index = sample_mapping[i]
-            tokenized_examples["example_id"].append(examples["id"][sample_index])
-            tokenized_examples["offset_mapping"][i] = [
-                (o if sequence_ids[k] == context_idx else None)
-                for k, o in enumerate(tokenized_examples["offset_mapping"][i])
-            ]
-        return tokenized_examples
-
-    offset_mapping = tokenized_examples.pop("offset_mapping")
-    tokenized_examples["start_positions"] = []
-    tokenized_examples["end_positions"] = []
-    tokenized_examples["is_impossible"] = []
-    tokenized_examples["cls_index"] = []
-    tokenized_examples["p_mask"] = []
-    for i, offsets in enumerate(offset_mapping):
-        input_ids = tokenized_examples["input_ids"][i]
-        cls_index = input_ids.index(tokenizer.cls_token_id)
-        tokenized_examples["cls_index"].append(cls_index)
-        sequence_ids = tokenized_examples["token_type_ids"][i]
-        for k, s in enumerate(special_tokens[i]):
-            if s:
-                sequence_ids[k] = 3
-        context_idx = 1 if pad_on_right else 0
-        tokenized_examples["p_mask"].append(
-            [
-                0.0 if (not special_tokens[i][k] and s == context_idx) or k == cls_index else 1.0
-                for k, s in enumerate(sequence_ids)
-            ]
-        )
-        sample_index = sample_mapping[i]
-        answers = examples[answer_column_name][sample_index]
-        if len(answers["answer_start"]) == 0:
-            tokenized_examples["start_positions"].append(cls_index)
-            tokenized_examples["end_positions"].append(cls_index)
-            tokenized_examples["is_impossible"].append(1.0)
-        else:
-            start_char = answers["answer_start"][0]
-            end_char = start_char + len(answers["text"][0])
-            token_start_index = 0
-            while sequence_ids[token_start_index] != context_idx:
-                token_start_index += 1
-            token_end_index = len(input_ids) - 1
-            while sequence_ids[token_end_index] != context_idx:
-                token_end_index -= 1
-            if not (offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char):
-                tokenized_examples["start_positions"].append(cls_index)
-                tokenized_examples["end_positions"].append(cls_index)
-                tokenized_examples["is_impossible"].append(1.0)
-            else:
-                while token_start_index < len(offsets) and offsets[token_start_index][0] <= start_char:
-                    token_start_index += 1
-                tokenized_examples["start_positions"].append(token_start_index - 1)
-                while offsets[token_end_index][1] >= end_char:
-                    token_end_index -= 1
-                tokenized_examples["end_positions"].append(token_end_index + 1)
-                tokenized_examples["is_impossible"].append(0.0)
-    return tokenized_examples
 
 
 def as_batch(records):
@@ -393,7 +297,7 @@ def test_train_adapter_on_xlnet_fails_before_loading_anything(tiny_model, toy_fi
     def must_not_run(*args, **kwargs):
         raise AssertionError("loaded before the architecture check")
 
-    monkeypatch.setattr(run_qa_beam_search, "load_qa_raw_datasets", must_not_run)
+    monkeypatch.setattr(run_qa_beam_search, "load_qa_examples", must_not_run)
     monkeypatch.setattr(run_qa_beam_search, "load_model", must_not_run)
     train_file, _ = toy_files
     with pytest.raises(UsageError) as err:

@@ -344,7 +344,7 @@ def test_usage_errors(tiny_model, data, tmp_path, args, message):
 
 
 def test_unanswerable_questions_without_the_v2_flag_are_scored_as_v2(tiny_model, data, tmp_path, caplog):
-    """The seed's T5 command trains on squad_v2 without --version_2_with_negative: it runs, scored as SQuAD v2.0."""
+    """A T5 run trained on squad_v2 without --version_2_with_negative: it runs, scored as SQuAD v2.0."""
     with caplog.at_level(logging.WARNING, logger="run_seq2seq_qa"):
         out = run(tmp_path / "out", "--model_name_or_path", tiny_model("t5"), "--train_file", data["train_v2"],
                   "--validation_file", data["dev_v2"], "--do_train", "--do_eval", "--max_steps", "1",
