@@ -50,7 +50,7 @@ from script_utils import (
 )
 from squad_metric import compute_squad_eval_metrics
 from trainer_seq2seq_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
-from utils_qa import write_prediction_files
+from prediction_files import write_prediction_files
 
 
 check_min_version("4.44.0")

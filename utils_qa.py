@@ -7,13 +7,12 @@ Post-processing reads only the example id and context of each example, and the e
 feature; a script passes the names of its id and context columns.
 """
 import collections
-import json
 import logging
-import os
 from typing import Optional, Tuple
 
 import numpy as np
 
+from prediction_files import write_prediction_files
 from qa_data import read_column
 
 
@@ -627,19 +626,3 @@ def _nbest_slow(cand, table, contexts, example_index, version_2_with_negative, n
         for (s, e), t, p in zip(logits, texts, probs)
     ]
     return nbest, scores, logits
-
-
-def write_prediction_files(output_dir, prefix, predictions, nbest, null_odds=None):
-    """Write {prefix}_predictions.json, {prefix}_nbest_predictions.json and, for v2, {prefix}_null_odds.json."""
-    if output_dir is None:
-        return
-    if not os.path.isdir(output_dir):
-        raise EnvironmentError(f"{output_dir} is not a directory.")
-    named = [("predictions", predictions), ("nbest_predictions", nbest)]
-    if null_odds is not None:
-        named.append(("null_odds", null_odds))
-    for name, content in named:
-        path = os.path.join(output_dir, f"{name}.json" if prefix is None else f"{prefix}_{name}.json")
-        logger.info(f"Saving {name.replace('_', ' ')} to {path}.")
-        with open(path, "w") as writer:
-            writer.write(json.dumps(content, indent=4) + "\n")

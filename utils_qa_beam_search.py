@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qa_data import read_column
-from utils_qa import write_prediction_files
+from prediction_files import write_prediction_files
 
 
 logger = logging.getLogger(__name__)
