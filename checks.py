@@ -129,36 +129,6 @@ def check_doc_stride(doc_stride: int, max_seq_length: int):
         )
 
 
-def check_lm_arguments(data_args, training_args):
-    """The language-modelling scripts' own flags: --mlm_probability (run_mlm.py) and --streaming."""
-    probability = getattr(data_args, "mlm_probability", None)
-    if probability is not None and not 0.0 < probability <= 1.0:
-        raise UsageError(f"--mlm_probability {probability} must be in (0, 1].")
-    check_lm_streaming(data_args, training_args)
-
-
-def default_length_note(given) -> str:
-    """For check_fits_positions' message: where a length came from when the flag was not given."""
-    return "" if given is not None else " (the default, from the tokenizer's model_max_length)"
-
-
-def check_lm_streaming(data_args, training_args):
-    """A stream has no length: training needs --max_steps, and a validation split cannot be carved by percentage."""
-    if not data_args.streaming:
-        return
-    if training_args.do_train and training_args.max_steps <= 0:
-        raise UsageError(
-            "--streaming reads the training data as a stream of unknown length, so the number of epochs cannot be "
-            "turned into steps: pass --max_steps N (the number of optimizer steps to train for)."
-        )
-    has_validation = data_args.validation_file is not None or data_args.dataset_name is not None
-    if training_args.do_eval and not has_validation:
-        raise UsageError(
-            "--streaming with --do_eval needs a validation split: a percentage of a stream of unknown length "
-            "(--validation_split_percentage) cannot be carved out. Pass --validation_file."
-        )
-
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Model, tokenizer and adapter sources
@@ -366,37 +336,6 @@ def check_fits_positions(length: int, config, flag: str, source: str = ""):
             "or use a config with more positions."
         )
 
-
-
-def check_seq2seq_arguments(model_args, data_args, training_args, generate: bool):
-    """run_seq2seq_qa.py's own flags: generation lengths and beams, the metric for --load_best_model_at_end (eval_loss
-    always; the SQuAD metrics only when answers are generated), and a fast tokenizer for evaluation."""
-    squad_metrics = SQUAD_V2_METRICS if data_args.version_2_with_negative else SQUAD_V1_METRICS
-    check_best_model_metric(training_args, ("loss",) + (squad_metrics if generate else ()))
-    check_numeric_args(positive=[("--generation_max_length", training_args.generation_max_length),
-                                 ("--generation_num_beams", training_args.generation_num_beams)])
-    if not model_args.use_fast_tokenizer and (training_args.do_eval or training_args.do_predict):
-        raise UsageError(
-            "--use_fast_tokenizer False: evaluation and prediction need a fast tokenizer (its offsets split long "
-            "contexts into windows). Drop the flag."
-        )
-
-
-def check_seq2seq_model(config, name: str, data_args, training_args, max_seq_length: int):
-    """An encoder-decoder model that adapters supports, whose position table fits the inputs, the labels and the
-    generated answers (BART has a fixed one)."""
-    if not getattr(config, "is_encoder_decoder", False):
-        raise UsageError(
-            f"{name} is a '{config.model_type}' model, not an encoder-decoder: run_seq2seq_qa.py generates answers "
-            "with T5, BART and the like. For extractive QA with BERT-like models use run_qa.py."
-        )
-    check_adapters_support(config, name)
-    check_fits_positions(max_seq_length, config, "--max_seq_length")
-    check_fits_positions(data_args.max_answer_length, config, "--max_answer_length")
-    if training_args.generation_max_length is not None:
-        check_fits_positions(training_args.generation_max_length, config, "--generation_max_length")
-    else:
-        check_fits_positions(data_args.val_max_answer_length, config, "--val_max_answer_length")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -621,7 +560,7 @@ def check_qa_answers(examples, source: str, columns, stage: str, version_2_with_
         )
 
 
-def check_qa_examples(examples, source: str, columns, stage: str, version_2_with_negative: bool, answer_spans):
+def checkexamples_to_check(examples, source: str, columns, stage: str, version_2_with_negative: bool, answer_spans):
     """Check the raw QA examples of one split (already cut to --max_*_samples) before the model is loaded: the
     columns the run needs (check_qa_columns) and the answers (check_qa_answers)."""
     check_qa_columns(examples, source, columns, stage)
@@ -632,7 +571,7 @@ def check_qa_data(examples: dict, data_args, columns, answer_spans, tokenizer=No
     """check_qa_examples for each stage's examples ({stage: dataset}) and, given a tokenizer, check_windows_fit."""
     for stage, dataset in examples.items():
         source = stage_source(data_args, stage)
-        check_qa_examples(dataset, source, columns, stage, data_args.version_2_with_negative, answer_spans)
+        checkexamples_to_check(dataset, source, columns, stage, data_args.version_2_with_negative, answer_spans)
         if tokenizer is not None:
             check_windows_fit(dataset, source, tokenizer, columns, max_seq_length, data_args.doc_stride)
 
@@ -679,33 +618,6 @@ def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length:
 
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Language-modelling data
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def check_raw_lm_splits(raw_datasets, carved, data_args, training_args):
-    """Fail before the model is loaded when a split that is needed is missing or has no rows."""
-    if training_args.do_train and "train" not in raw_datasets:
-        raise UsageError(
-            "--do_train requires a train dataset: pass --train_file (or a --dataset_name with a train split)."
-        )
-    if training_args.do_eval and "validation" not in raw_datasets:
-        raise UsageError("--do_eval requires a validation dataset: pass --validation_file.")
-    if data_args.streaming:
-        return
-    if training_args.do_train and len(raw_datasets["train"]) == 0:
-        raise UsageError("The training data has no rows: check --train_file (or --validation_split_percentage).")
-    if training_args.do_eval and len(raw_datasets["validation"]) == 0:
-        if carved:
-            total = len(raw_datasets["train"])
-            raise UsageError(
-                f"The validation split is empty: {data_args.validation_split_percentage}% of the {total} rows of the "
-                "training data rounds to 0 rows. Pass --validation_file, or raise --validation_split_percentage."
-            )
-        raise UsageError("The validation data has no rows: check --validation_file.")
-
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # One entry point per script: everything checked before the script loads anything itself
@@ -714,7 +626,7 @@ def check_raw_lm_splits(raw_datasets, carved, data_args, training_args):
 # of them afterwards cheap), so that a script that drops its call to these functions loses nothing but the checks.
 
 
-def _qa_examples(model_args, data_args, training_args, columns, answer_spans):
+def examples_to_check(model_args, data_args, training_args, columns, answer_spans):
     """({stage: examples cut to --max_*_samples}, whether the run is in SQuAD v2.0 mode), as the script will see
     them."""
     from qa_data import count_unanswerable, load_qa_raw_datasets, qa_examples, select_qa_samples
@@ -735,10 +647,10 @@ def check_extractive_qa_run(model_args, data_args, training_args, adapter_args, 
     check_arguments(model_args, training_args, adapter_args)
     check_data_arguments(data_args)
     columns = qa_columns(data_args)
-    examples, version_2 = _qa_examples(model_args, data_args, training_args, columns, answer_spans)
+    examples, version_2 = examples_to_check(model_args, data_args, training_args, columns, answer_spans)
     check_squad_best_model_metric(training_args, version_2)
     for stage, dataset in examples.items():
-        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
+        checkexamples_to_check(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
     config, tokenizer = load_config_and_tokenizer(model_args)
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
     check_doc_stride(data_args.doc_stride, max_seq_length)
@@ -764,49 +676,3 @@ def check_run_qa_beam_search(model_args, data_args, training_args, adapter_args,
                             lambda config: check_beam_search_model_type(config, adapter_args))
 
 
-def check_run_seq2seq_qa(model_args, data_args, training_args, adapter_args, answer_spans, generate: bool):
-    from qa_data import qa_columns
-
-    check_arguments(model_args, training_args, adapter_args)
-    check_data_arguments(data_args)
-    check_seq2seq_arguments(model_args, data_args, training_args, generate)
-    columns = qa_columns(data_args)
-    examples, version_2 = _qa_examples(model_args, data_args, training_args, columns, answer_spans)
-    for stage, dataset in examples.items():
-        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
-    config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
-    max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
-    check_seq2seq_model(config, model_args.model_name_or_path, data_args, training_args, max_seq_length)
-
-
-def check_lm_run(model_args, data_args, training_args, adapter_args, head_names: dict, task: str, length_for):
-    """run_mlm.py and run_clm.py: arguments, model and adapter sources, the model type (pretrained or --model_type),
-    the script's sequence length (length_for(data_args, tokenizer, config)) against the position table, and the raw
-    data splits."""
-    from transformers import AutoTokenizer, CONFIG_MAPPING
-
-    from script_utils import from_pretrained_or_fail
-    from utils_lm import apply_config_overrides, load_lm_raw_datasets
-
-    check_arguments(model_args, training_args, adapter_args, actions=("train", "eval"))
-    check_data_arguments(data_args)
-    check_lm_arguments(data_args, training_args)
-    name = model_args.model_name_or_path or model_args.config_name
-    if name:
-        config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
-    elif model_args.model_type in CONFIG_MAPPING and model_args.tokenizer_name:
-        name = f"--model_type {model_args.model_type}"
-        config = CONFIG_MAPPING[model_args.model_type]()
-        tokenizer = from_pretrained_or_fail(AutoTokenizer.from_pretrained, model_args.tokenizer_name, "tokenizer")
-    else:
-        return  # the script itself says what --model_type / --tokenizer_name it needs
-    if model_args.config_overrides is not None:
-        apply_config_overrides(config, model_args.config_overrides)
-    check_model_type(config, name, head_names, task)
-    length_flag = "--max_seq_length" if hasattr(data_args, "max_seq_length") else "--block_size"
-    given = getattr(data_args, length_flag[2:])
-    check_fits_positions(length_for(data_args, tokenizer, config), config, length_flag, default_length_note(given))
-    builder_kwargs = {"keep_linebreaks": data_args.keep_linebreaks} if hasattr(data_args, "keep_linebreaks") else None
-    raw_datasets, carved = load_or_describe(lambda: load_lm_raw_datasets(data_args, model_args, builder_kwargs),
-                                            [data_args.train_file, data_args.validation_file])
-    check_raw_lm_splits(raw_datasets, carved, data_args, training_args)

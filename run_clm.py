@@ -47,18 +47,18 @@ from adapters import AdapterArguments, AdapterTrainer, setup_adapter_training
 from script_utils import (
     UsageError,
     capped_length,
-    count_rows,
     detect_last_checkpoint,
     evaluate_and_save,
     from_pretrained_or_fail,
     parse_args,
     prepare_output_dir,
     save_model_card,
-    select_samples,
     setup_logging,
     train_and_save,
 )
 from utils_lm import (
+    count_rows,
+    first_rows,
     apply_config_overrides,
     argmax_logits,
     check_lm_data_args,
@@ -88,49 +88,29 @@ MODEL_TYPES = tuple(conf.model_type for conf in MODEL_CONFIG_CLASSES)
 class ModelArguments:
     """Arguments pertaining to which model/config/tokenizer we are going to fine-tune, or train from scratch."""
 
-    model_name_or_path: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "The model checkpoint for weights initialization. Don't set if you want to train a model from "
-            "scratch."
-        },
-    )
+    model_name_or_path: Optional[str] = field(default=None, metadata={"help": (
+        "The model checkpoint for weights initialization. Don't set if you want to train a model from scratch.")})
     model_type: Optional[str] = field(
         default=None,
         metadata={"help": "If training from scratch, pass a model type from the list: " + ", ".join(MODEL_TYPES)},
     )
-    config_overrides: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "Override some existing default config settings, of a new config (from scratch) or of a "
-            "pretrained one. Example: n_embd=10,resid_pdrop=0.2,scale_attn_weights=false,summary_type=cls_index"
-        },
-    )
-    config_name: Optional[str] = field(
-        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name"}
-    )
-    tokenizer_name: Optional[str] = field(
-        default=None, metadata={"help": "Pretrained tokenizer name or path if not the same as model_name"}
-    )
-    cache_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "Where do you want to store the pretrained models downloaded from huggingface.co"},
-    )
-    use_fast_tokenizer: bool = field(
-        default=True,
-        metadata={"help": "Whether to use one of the fast tokenizer (backed by the tokenizers library) or not."},
-    )
-    model_revision: str = field(
-        default="main",
-        metadata={"help": "The specific model version to use (can be a branch name, tag name or commit id)."},
-    )
-    token: str = field(
-        default=None, metadata={"help": "The token to use as HTTP bearer authorization for remote files."}
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow custom models defined on the Hub in their own modeling files. Off unless asked."},
-    )
+    config_overrides: Optional[str] = field(default=None, metadata={"help": (
+        "Override some existing default config settings, of a new config (from scratch) or of a pretrained one. "
+        "Example: n_embd=10,resid_pdrop=0.2,scale_attn_weights=false,summary_type=cls_index")})
+    config_name: Optional[str] = field(default=None, metadata={"help": (
+        "Pretrained config name or path if not the same as model_name")})
+    tokenizer_name: Optional[str] = field(default=None, metadata={"help": (
+        "Pretrained tokenizer name or path if not the same as model_name")})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": (
+        "Where do you want to store the pretrained models downloaded from huggingface.co")})
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": (
+        "Whether to use one of the fast tokenizer (backed by the tokenizers library) or not.")})
+    model_revision: str = field(default="main", metadata={"help": (
+        "The specific model version to use (can be a branch name, tag name or commit id).")})
+    token: str = field(default=None, metadata={"help": (
+        "The token to use as HTTP bearer authorization for remote files.")})
+    trust_remote_code: bool = field(default=False, metadata={"help": (
+        "Allow custom models defined on the Hub in their own modeling files. Off unless asked.")})
     torch_dtype: Optional[str] = field(
         default=None,
         metadata={
@@ -139,65 +119,39 @@ class ModelArguments:
             "choices": ["auto", "bfloat16", "float16", "float32"],
         },
     )
-    low_cpu_mem_usage: bool = field(
-        default=False,
-        metadata={
-            "help": "Passed to from_pretrained; transformers 4.57 ignores it (loading is always memory-lean)."
-        },
-    )
+    low_cpu_mem_usage: bool = field(default=False, metadata={"help": (
+        "Passed to from_pretrained; transformers 4.57 ignores it (loading is always memory-lean).")})
 
 
 @dataclass
 class DataTrainingArguments:
     """Arguments pertaining to what data we are going to input our model for training and eval."""
 
-    dataset_name: Optional[str] = field(
-        default=None, metadata={"help": "The name of the dataset to use (via the datasets library)."}
-    )
-    dataset_config_name: Optional[str] = field(
-        default=None, metadata={"help": "The configuration name of the dataset to use (via the datasets library)."}
-    )
-    train_file: Optional[str] = field(
-        default=None, metadata={"help": "The input training data file (a text, csv, json or jsonl file)."}
-    )
-    validation_file: Optional[str] = field(
-        default=None,
-        metadata={"help": "An optional input evaluation data file to evaluate the perplexity on (same formats)."},
-    )
-    max_train_samples: Optional[int] = field(
-        default=None,
-        metadata={"help": "Truncate the number of training blocks (of block_size tokens) to this value if set."},
-    )
-    max_eval_samples: Optional[int] = field(
-        default=None,
-        metadata={"help": "Truncate the number of evaluation blocks (of block_size tokens) to this value if set."},
-    )
-    streaming: bool = field(
-        default=False, metadata={"help": "Enable streaming mode (hub datasets and local files; needs --max_steps)"}
-    )
-    block_size: Optional[int] = field(
-        default=None,
-        metadata={
-            "help": "Optional input sequence length after tokenization. The training dataset will be truncated in "
-            "block of this size for training. Default to the model max input length for single sentence inputs "
-            "(take into account special tokens)."
-        },
-    )
-    overwrite_cache: bool = field(
-        default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
-    )
-    validation_split_percentage: Optional[int] = field(
-        default=5,
-        metadata={
-            "help": "The percentage of the train set used as validation set in case there's no validation split"
-        },
-    )
-    preprocessing_num_workers: Optional[int] = field(
-        default=None, metadata={"help": "The number of processes to use for the preprocessing."}
-    )
-    keep_linebreaks: bool = field(
-        default=True, metadata={"help": "Whether to keep line breaks when using TXT files or not."}
-    )
+    dataset_name: Optional[str] = field(default=None, metadata={"help": (
+        "The name of the dataset to use (via the datasets library).")})
+    dataset_config_name: Optional[str] = field(default=None, metadata={"help": (
+        "The configuration name of the dataset to use (via the datasets library).")})
+    train_file: Optional[str] = field(default=None, metadata={"help": (
+        "The input training data file (a text, csv, json or jsonl file).")})
+    validation_file: Optional[str] = field(default=None, metadata={"help": (
+        "An optional input evaluation data file to evaluate the perplexity on (same formats).")})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of training blocks (of block_size tokens) to this value if set.")})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of evaluation blocks (of block_size tokens) to this value if set.")})
+    streaming: bool = field(default=False, metadata={"help": (
+        "Enable streaming mode (hub datasets and local files; needs --max_steps)")})
+    block_size: Optional[int] = field(default=None, metadata={"help": (
+        "Optional input sequence length after tokenization. The training dataset will be truncated in block of "
+        "this size for training. Default to the model max input length for single sentence inputs (take into "
+        "account special tokens).")})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Overwrite the cached training and evaluation sets"})
+    validation_split_percentage: Optional[int] = field(default=5, metadata={"help": (
+        "The percentage of the train set used as validation set in case there's no validation split")})
+    preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": (
+        "The number of processes to use for the preprocessing.")})
+    keep_linebreaks: bool = field(default=True, metadata={"help": (
+        "Whether to keep line breaks when using TXT files or not.")})
 
     def __post_init__(self):
         check_lm_data_args(self)
@@ -377,7 +331,7 @@ def prepare_split(raw_datasets, split, tokenizer, text_column_name, block_size, 
     max_samples = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
     tokenized, blocks = build_blocks(raw_datasets[split], split, tokenizer, text_column_name, block_size,
                                      data_args, training_args)
-    dataset = select_samples(blocks, max_samples)
+    dataset = first_rows(blocks, max_samples)
     if data_args.streaming:
         logger.info(f"{split}: streamed, so its size is unknown in advance; {flag} counts blocks of {block_size} "
                     "tokens.")
@@ -466,13 +420,14 @@ def main(argv=None):
     setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
 
-    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
-    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
-    import checks
+    # Pre-flight checks (checks_lm.py, checks.py): arguments, model, adapter sources and data, each failing with one
+    # line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
+    # and those two files.
+    import checks_lm
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CLM_HEADS
 
-    checks.check_lm_run(model_args, data_args, training_args, adapter_args, CLM_HEADS, "causal language-modelling",
-                        block_size_for)
+    checks_lm.check_lm_run(model_args, data_args, training_args, adapter_args, CLM_HEADS, "causal language-modelling",
+                           block_size_for)
 
     set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
 

@@ -44,18 +44,18 @@ from adapters import AdapterArguments, AdapterTrainer, setup_adapter_training
 from script_utils import (
     UsageError,
     capped_length,
-    count_rows,
     detect_last_checkpoint,
     evaluate_and_save,
     from_pretrained_or_fail,
     parse_args,
     prepare_output_dir,
     save_model_card,
-    select_samples,
     setup_logging,
     train_and_save,
 )
 from utils_lm import (
+    count_rows,
+    first_rows,
     apply_config_overrides,
     argmax_logits,
     check_lm_data_args,
@@ -85,49 +85,29 @@ MODEL_TYPES = tuple(conf.model_type for conf in MODEL_CONFIG_CLASSES)
 class ModelArguments:
     """Arguments pertaining to which model/config/tokenizer we are going to fine-tune, or train from scratch."""
 
-    model_name_or_path: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "The model checkpoint for weights initialization. Don't set if you want to train a model from "
-            "scratch."
-        },
-    )
+    model_name_or_path: Optional[str] = field(default=None, metadata={"help": (
+        "The model checkpoint for weights initialization. Don't set if you want to train a model from scratch.")})
     model_type: Optional[str] = field(
         default=None,
         metadata={"help": "If training from scratch, pass a model type from the list: " + ", ".join(MODEL_TYPES)},
     )
-    config_overrides: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "Override some existing default config settings when a model is trained from scratch. Example: "
-            "n_embd=10,resid_pdrop=0.2,scale_attn_weights=false,summary_type=cls_index"
-        },
-    )
-    config_name: Optional[str] = field(
-        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name"}
-    )
-    tokenizer_name: Optional[str] = field(
-        default=None, metadata={"help": "Pretrained tokenizer name or path if not the same as model_name"}
-    )
-    cache_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "Where do you want to store the pretrained models downloaded from huggingface.co"},
-    )
-    use_fast_tokenizer: bool = field(
-        default=True,
-        metadata={"help": "Whether to use one of the fast tokenizer (backed by the tokenizers library) or not."},
-    )
-    model_revision: str = field(
-        default="main",
-        metadata={"help": "The specific model version to use (can be a branch name, tag name or commit id)."},
-    )
-    token: str = field(
-        default=None, metadata={"help": "The token to use as HTTP bearer authorization for remote files."}
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow custom models defined on the Hub in their own modeling files. Off unless asked."},
-    )
+    config_overrides: Optional[str] = field(default=None, metadata={"help": (
+        "Override some existing default config settings when a model is trained from scratch. Example: "
+        "n_embd=10,resid_pdrop=0.2,scale_attn_weights=false,summary_type=cls_index")})
+    config_name: Optional[str] = field(default=None, metadata={"help": (
+        "Pretrained config name or path if not the same as model_name")})
+    tokenizer_name: Optional[str] = field(default=None, metadata={"help": (
+        "Pretrained tokenizer name or path if not the same as model_name")})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": (
+        "Where do you want to store the pretrained models downloaded from huggingface.co")})
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": (
+        "Whether to use one of the fast tokenizer (backed by the tokenizers library) or not.")})
+    model_revision: str = field(default="main", metadata={"help": (
+        "The specific model version to use (can be a branch name, tag name or commit id).")})
+    token: str = field(default=None, metadata={"help": (
+        "The token to use as HTTP bearer authorization for remote files.")})
+    trust_remote_code: bool = field(default=False, metadata={"help": (
+        "Allow custom models defined on the Hub in their own modeling files. Off unless asked.")})
     torch_dtype: Optional[str] = field(
         default=None,
         metadata={
@@ -136,12 +116,8 @@ class ModelArguments:
             "choices": ["auto", "bfloat16", "float16", "float32"],
         },
     )
-    low_cpu_mem_usage: bool = field(
-        default=False,
-        metadata={
-            "help": "Passed to from_pretrained; transformers 4.57 ignores it (loading is always memory-lean)."
-        },
-    )
+    low_cpu_mem_usage: bool = field(default=False, metadata={"help": (
+        "Passed to from_pretrained; transformers 4.57 ignores it (loading is always memory-lean).")})
 
     def __post_init__(self):
         if self.config_overrides is not None and (self.config_name is not None or self.model_name_or_path is not None):
@@ -154,70 +130,38 @@ class ModelArguments:
 class DataTrainingArguments:
     """Arguments pertaining to what data we are going to input our model for training and eval."""
 
-    dataset_name: Optional[str] = field(
-        default=None, metadata={"help": "The name of the dataset to use (via the datasets library)."}
-    )
-    dataset_config_name: Optional[str] = field(
-        default=None, metadata={"help": "The configuration name of the dataset to use (via the datasets library)."}
-    )
-    train_file: Optional[str] = field(
-        default=None, metadata={"help": "The input training data file (a text, csv, json or jsonl file)."}
-    )
-    validation_file: Optional[str] = field(
-        default=None,
-        metadata={"help": "An optional input evaluation data file to evaluate the perplexity on (same formats)."},
-    )
-    overwrite_cache: bool = field(
-        default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
-    )
-    validation_split_percentage: Optional[int] = field(
-        default=5,
-        metadata={
-            "help": "The percentage of the train set used as validation set in case there's no validation split"
-        },
-    )
-    max_seq_length: Optional[int] = field(
-        default=None,
-        metadata={
-            "help": "The maximum total input sequence length after tokenization (the block size). Sequences longer "
-            "than this will be truncated. Default: the tokenizer's model_max_length, at most 1024."
-        },
-    )
-    preprocessing_num_workers: Optional[int] = field(
-        default=None, metadata={"help": "The number of processes to use for the preprocessing."}
-    )
-    mlm_probability: float = field(
-        default=0.15, metadata={"help": "Ratio of tokens to mask for masked language modeling loss"}
-    )
-    line_by_line: bool = field(
-        default=False,
-        metadata={"help": "Whether distinct lines of text in the dataset are to be handled as distinct sequences."},
-    )
-    pad_to_max_length: bool = field(
-        default=False,
-        metadata={
-            "help": "Whether to pad all samples to `max_seq_length`. If False, will pad the samples dynamically when"
-            " batching to the maximum length in the batch."
-        },
-    )
-    max_train_samples: Optional[int] = field(
-        default=None,
-        metadata={"help": "Truncate the number of training blocks (or lines, with --line_by_line) to this value."},
-    )
-    max_eval_samples: Optional[int] = field(
-        default=None,
-        metadata={"help": "Truncate the number of evaluation blocks (or lines, with --line_by_line) to this value."},
-    )
-    streaming: bool = field(
-        default=False, metadata={"help": "Enable streaming mode (hub datasets and local files; needs --max_steps)"}
-    )
-    whole_word_mask: bool = field(
-        default=False,
-        metadata={
-            "help": "Mask whole words: when a word is picked (with probability mlm_probability), all of its tokens "
-            "are masked. Words are the tokenizer's own (fast tokenizers' word_ids)."
-        },
-    )
+    dataset_name: Optional[str] = field(default=None, metadata={"help": (
+        "The name of the dataset to use (via the datasets library).")})
+    dataset_config_name: Optional[str] = field(default=None, metadata={"help": (
+        "The configuration name of the dataset to use (via the datasets library).")})
+    train_file: Optional[str] = field(default=None, metadata={"help": (
+        "The input training data file (a text, csv, json or jsonl file).")})
+    validation_file: Optional[str] = field(default=None, metadata={"help": (
+        "An optional input evaluation data file to evaluate the perplexity on (same formats).")})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Overwrite the cached training and evaluation sets"})
+    validation_split_percentage: Optional[int] = field(default=5, metadata={"help": (
+        "The percentage of the train set used as validation set in case there's no validation split")})
+    max_seq_length: Optional[int] = field(default=None, metadata={"help": (
+        "The maximum total input sequence length after tokenization (the block size). Sequences longer than this "
+        "will be truncated. Default: the tokenizer's model_max_length, at most 1024.")})
+    preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": (
+        "The number of processes to use for the preprocessing.")})
+    mlm_probability: float = field(default=0.15, metadata={"help": (
+        "Ratio of tokens to mask for masked language modeling loss")})
+    line_by_line: bool = field(default=False, metadata={"help": (
+        "Whether distinct lines of text in the dataset are to be handled as distinct sequences.")})
+    pad_to_max_length: bool = field(default=False, metadata={"help": (
+        "Whether to pad all samples to `max_seq_length`. If False, will pad the samples dynamically when batching "
+        "to the maximum length in the batch.")})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of training blocks (or lines, with --line_by_line) to this value.")})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of evaluation blocks (or lines, with --line_by_line) to this value.")})
+    streaming: bool = field(default=False, metadata={"help": (
+        "Enable streaming mode (hub datasets and local files; needs --max_steps)")})
+    whole_word_mask: bool = field(default=False, metadata={"help": (
+        "Mask whole words: when a word is picked (with probability mlm_probability), all of its tokens are masked. "
+        "Words are the tokenizer's own (fast tokenizers' word_ids).")})
 
     def __post_init__(self):
         check_lm_data_args(self)
@@ -431,7 +375,7 @@ def prepare_split(raw_datasets, split, tokenizer, text_column_name, max_seq_leng
     max_samples = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
     tokenized, examples = build_examples(raw_datasets[split], split, tokenizer, text_column_name, max_seq_length,
                                          data_args, training_args)
-    dataset = select_samples(examples, max_samples)
+    dataset = first_rows(examples, max_samples)
     unit = "non-empty lines (one example each)" if data_args.line_by_line else f"blocks of {max_seq_length} tokens"
     if data_args.streaming:
         logger.info(f"{split}: streamed, so its size is unknown in advance; {flag} counts {unit}.")
@@ -610,13 +554,14 @@ def main(argv=None):
     setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
 
-    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
-    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
-    import checks
+    # Pre-flight checks (checks_lm.py, checks.py): arguments, model, adapter sources and data, each failing with one
+    # line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
+    # and those two files.
+    import checks_lm
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as MLM_HEADS
 
-    checks.check_lm_run(model_args, data_args, training_args, adapter_args, MLM_HEADS, "masked language-modelling",
-                        max_seq_length_for)
+    checks_lm.check_lm_run(model_args, data_args, training_args, adapter_args, MLM_HEADS, "masked language-modelling",
+                           max_seq_length_for)
 
     set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
 

@@ -79,115 +79,69 @@ FULL_FINE_TUNING_MODELS = {"xlnet": XLNetForQuestionAnswering, "xlm": XLMForQues
 class ModelArguments:
     """Arguments pertaining to which model/config/tokenizer we are going to fine-tune from."""
 
-    model_name_or_path: str = field(
-        metadata={"help": "Path to pretrained model or model identifier from huggingface.co/models"}
-    )
-    config_name: Optional[str] = field(
-        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name"}
-    )
-    tokenizer_name: Optional[str] = field(
-        default=None, metadata={"help": "Pretrained tokenizer name or path if not the same as model_name"}
-    )
-    cache_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "Path to directory to store the pretrained models downloaded from huggingface.co"},
-    )
-    model_revision: str = field(
-        default="main",
-        metadata={"help": "The specific model version to use (can be a branch name, tag name or commit id)."},
-    )
-    token: str = field(
-        default=None,
-        metadata={"help": "The token to use as HTTP bearer authorization for remote files (replaces use_auth_token)."},
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow custom models defined on the Hub in their own modeling files. Off unless asked."},
-    )
+    model_name_or_path: str = field(metadata={"help": (
+        "Path to pretrained model or model identifier from huggingface.co/models")})
+    config_name: Optional[str] = field(default=None, metadata={"help": (
+        "Pretrained config name or path if not the same as model_name")})
+    tokenizer_name: Optional[str] = field(default=None, metadata={"help": (
+        "Pretrained tokenizer name or path if not the same as model_name")})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": (
+        "Path to directory to store the pretrained models downloaded from huggingface.co")})
+    model_revision: str = field(default="main", metadata={"help": (
+        "The specific model version to use (can be a branch name, tag name or commit id).")})
+    token: str = field(default=None, metadata={"help": (
+        "The token to use as HTTP bearer authorization for remote files (replaces use_auth_token).")})
+    trust_remote_code: bool = field(default=False, metadata={"help": (
+        "Allow custom models defined on the Hub in their own modeling files. Off unless asked.")})
 
 
 @dataclass
 class DataTrainingArguments:
     """Arguments pertaining to what data we are going to input our model for training and eval."""
 
-    dataset_name: Optional[str] = field(
-        default=None, metadata={"help": "The name of the dataset to use (via the datasets library)."}
-    )
-    dataset_config_name: Optional[str] = field(
-        default=None, metadata={"help": "The configuration name of the dataset to use (via the datasets library)."}
-    )
-    train_file: Optional[str] = field(
-        default=None, metadata={"help": "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV)."}
-    )
-    validation_file: Optional[str] = field(
-        default=None, metadata={"help": "An optional input evaluation data file (same formats as --train_file)."}
-    )
-    test_file: Optional[str] = field(
-        default=None, metadata={"help": "An optional input test data file (answers not needed)."}
-    )
-    overwrite_cache: bool = field(
-        default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
-    )
-    preprocessing_num_workers: Optional[int] = field(
-        default=None, metadata={"help": "The number of processes to use for the preprocessing."}
-    )
-    max_seq_length: int = field(
-        default=384,
-        metadata={
-            "help": "The maximum total input sequence length after tokenization. Sequences longer "
-            "than this will be truncated, sequences shorter will be padded."
-        },
-    )
-    pad_to_max_length: bool = field(
-        default=True,
-        metadata={
-            "help": "Whether to pad all samples to `max_seq_length`. If False, will pad the samples dynamically when"
-            " batching to the maximum length in the batch (which can be faster on GPU but will be slower on TPU)."
-        },
-    )
-    max_train_samples: Optional[int] = field(
-        default=None, metadata={"help": "Truncate the number of training examples to this value if set."}
-    )
-    max_eval_samples: Optional[int] = field(
-        default=None, metadata={"help": "Truncate the number of evaluation examples to this value if set."}
-    )
-    max_predict_samples: Optional[int] = field(
-        default=None, metadata={"help": "Truncate the number of prediction examples to this value if set."}
-    )
-    version_2_with_negative: bool = field(
-        default=False, metadata={"help": "If true, some of the examples do not have an answer."}
-    )
-    null_score_diff_threshold: float = field(
-        default=0.0,
-        metadata={
-            "help": "Accepted for compatibility; beam-search post-processing does not use it (the squad_v2 metric "
-            "compares the null odds, the minimum answer-class logit, with 1.0)."
-        },
-    )
-    doc_stride: int = field(
-        default=128,
-        metadata={"help": "When splitting up a long document into chunks, how much stride to take between chunks."},
-    )
-    n_best_size: int = field(
-        default=20,
-        metadata={"help": "The total number of n-best predictions to generate when looking for an answer."},
-    )
-    max_answer_length: int = field(
-        default=30,
-        metadata={
-            "help": "The maximum length of an answer that can be generated. This is needed because the start "
-            "and end predictions are not conditioned on one another."
-        },
-    )
+    dataset_name: Optional[str] = field(default=None, metadata={"help": (
+        "The name of the dataset to use (via the datasets library).")})
+    dataset_config_name: Optional[str] = field(default=None, metadata={"help": (
+        "The configuration name of the dataset to use (via the datasets library).")})
+    train_file: Optional[str] = field(default=None, metadata={"help": (
+        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV).")})
+    validation_file: Optional[str] = field(default=None, metadata={"help": (
+        "An optional input evaluation data file (same formats as --train_file).")})
+    test_file: Optional[str] = field(default=None, metadata={"help": (
+        "An optional input test data file (answers not needed).")})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Overwrite the cached training and evaluation sets"})
+    preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": (
+        "The number of processes to use for the preprocessing.")})
+    max_seq_length: int = field(default=384, metadata={"help": (
+        "The maximum total input sequence length after tokenization. Sequences longer than this will be truncated, "
+        "sequences shorter will be padded.")})
+    pad_to_max_length: bool = field(default=True, metadata={"help": (
+        "Whether to pad all samples to `max_seq_length`. If False, will pad the samples dynamically when batching "
+        "to the maximum length in the batch (which can be faster on GPU but will be slower on TPU).")})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of training examples to this value if set.")})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of evaluation examples to this value if set.")})
+    max_predict_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of prediction examples to this value if set.")})
+    version_2_with_negative: bool = field(default=False, metadata={"help": (
+        "If true, some of the examples do not have an answer.")})
+    null_score_diff_threshold: float = field(default=0.0, metadata={"help": (
+        "Accepted for compatibility; beam-search post-processing does not use it (the squad_v2 metric compares the "
+        "null odds, the minimum answer-class logit, with 1.0).")})
+    doc_stride: int = field(default=128, metadata={"help": (
+        "When splitting up a long document into chunks, how much stride to take between chunks.")})
+    n_best_size: int = field(default=20, metadata={"help": (
+        "The total number of n-best predictions to generate when looking for an answer.")})
+    max_answer_length: int = field(default=30, metadata={"help": (
+        "The maximum length of an answer that can be generated. This is needed because the start and end "
+        "predictions are not conditioned on one another.")})
 
     id_column: str = field(default="id", metadata={"help": "The column holding each question's unique id."})
     question_column: str = field(default="question", metadata={"help": "The column holding the questions."})
     context_column: str = field(default="context", metadata={"help": "The column holding the contexts."})
-    answer_column: str = field(
-        default="answers",
-        metadata={"help": "The column holding the answers (read by answer_spans() in this script; not needed in a "
-                          "test file)."},
-    )
+    answer_column: str = field(default="answers", metadata={"help": (
+        "The column holding the answers (read by answer_spans() in this script; not needed in a test file).")})
 
     def __post_init__(self):
         check_qa_data_files(self)

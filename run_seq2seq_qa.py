@@ -68,142 +68,79 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     """Arguments pertaining to which model/config/tokenizer we are going to fine-tune from."""
 
-    model_name_or_path: str = field(
-        metadata={"help": "Path to pretrained model or model identifier from huggingface.co/models"}
-    )
-    config_name: Optional[str] = field(
-        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name"}
-    )
-    tokenizer_name: Optional[str] = field(
-        default=None, metadata={"help": "Pretrained tokenizer name or path if not the same as model_name"}
-    )
-    cache_dir: Optional[str] = field(
-        default=None,
-        metadata={"help": "Path to directory to store the pretrained models downloaded from huggingface.co"},
-    )
-    use_fast_tokenizer: bool = field(
-        default=True,
-        metadata={"help": "Whether to use one of the fast tokenizer (backed by the tokenizers library) or not."},
-    )
-    model_revision: str = field(
-        default="main",
-        metadata={"help": "The specific model version to use (can be a branch name, tag name or commit id)."},
-    )
-    token: str = field(
-        default=None,
-        metadata={"help": "The token to use as HTTP bearer authorization for remote files."},
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow custom models defined on the Hub in their own modeling files. Off unless asked."},
-    )
+    model_name_or_path: str = field(metadata={"help": (
+        "Path to pretrained model or model identifier from huggingface.co/models")})
+    config_name: Optional[str] = field(default=None, metadata={"help": (
+        "Pretrained config name or path if not the same as model_name")})
+    tokenizer_name: Optional[str] = field(default=None, metadata={"help": (
+        "Pretrained tokenizer name or path if not the same as model_name")})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": (
+        "Path to directory to store the pretrained models downloaded from huggingface.co")})
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": (
+        "Whether to use one of the fast tokenizer (backed by the tokenizers library) or not.")})
+    model_revision: str = field(default="main", metadata={"help": (
+        "The specific model version to use (can be a branch name, tag name or commit id).")})
+    token: str = field(default=None, metadata={"help": (
+        "The token to use as HTTP bearer authorization for remote files.")})
+    trust_remote_code: bool = field(default=False, metadata={"help": (
+        "Allow custom models defined on the Hub in their own modeling files. Off unless asked.")})
 
 
 @dataclass
 class DataTrainingArguments:
     """Arguments pertaining to what data we are going to input our model for training and eval."""
 
-    dataset_name: Optional[str] = field(
-        default=None, metadata={"help": "The name of the dataset to use (via the datasets library)."}
-    )
-    dataset_config_name: Optional[str] = field(
-        default=None, metadata={"help": "The configuration name of the dataset to use (via the datasets library)."}
-    )
-    context_column: Optional[str] = field(
-        default="context",
-        metadata={"help": "The name of the column in the datasets containing the contexts (for question answering)."},
-    )
-    question_column: Optional[str] = field(
-        default="question",
-        metadata={"help": "The name of the column in the datasets containing the questions (for question answering)."},
-    )
-    answer_column: Optional[str] = field(
-        default="answers",
-        metadata={"help": "The name of the column in the datasets containing the answers (for question answering)."},
-    )
-    train_file: Optional[str] = field(
-        default=None, metadata={"help": "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV)."}
-    )
-    validation_file: Optional[str] = field(
-        default=None, metadata={"help": "An optional input evaluation data file (same formats as --train_file)."}
-    )
-    test_file: Optional[str] = field(
-        default=None, metadata={"help": "An optional input test data file (answers not needed)."}
-    )
-    overwrite_cache: bool = field(
-        default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
-    )
-    preprocessing_num_workers: Optional[int] = field(
-        default=None, metadata={"help": "The number of processes to use for the preprocessing."}
-    )
-    max_seq_length: int = field(
-        default=384,
-        metadata={
-            "help": "The maximum total input sequence length after tokenization. Longer inputs are truncated for "
-            "training and split into overlapping windows (see --doc_stride) for evaluation and prediction."
-        },
-    )
-    max_answer_length: int = field(
-        default=30,
-        metadata={
-            "help": "The maximum total sequence length for target text after tokenization. Sequences longer "
-            "than this will be truncated, sequences shorter will be padded."
-        },
-    )
-    val_max_answer_length: Optional[int] = field(
-        default=None,
-        metadata={
-            "help": "The maximum length of a generated answer, in tokens, for evaluation and prediction. Will default "
-            "to `max_answer_length`. Overridden by --generation_max_length."
-        },
-    )
-    pad_to_max_length: bool = field(
-        default=True,
-        metadata={
-            "help": "Whether to pad all samples to `max_seq_length`. If False, will pad the samples dynamically when"
-            " batching to the maximum length in the batch (which can be faster on GPU but will be slower on TPU)."
-        },
-    )
-    max_train_samples: Optional[int] = field(
-        default=None, metadata={"help": "Truncate the number of training examples to this value if set."}
-    )
-    max_eval_samples: Optional[int] = field(
-        default=None, metadata={"help": "Truncate the number of evaluation examples to this value if set."}
-    )
-    max_predict_samples: Optional[int] = field(
-        default=None, metadata={"help": "Truncate the number of prediction examples to this value if set."}
-    )
-    version_2_with_negative: bool = field(
-        default=False, metadata={"help": "If true, some of the examples do not have an answer."}
-    )
-    null_score_diff_threshold: float = field(
-        default=0.0,
-        metadata={"help": "Accepted for compatibility with run_qa.py; unused by generative QA (as in the reference)."},
-    )
-    doc_stride: int = field(
-        default=128,
-        metadata={
-            "help": "When an evaluation/prediction input is longer than --max_seq_length, its context is split into "
-            "windows, each with the question, overlapping by this many tokens."
-        },
-    )
-    n_best_size: int = field(
-        default=20,
-        metadata={"help": "Accepted for compatibility with run_qa.py; unused by generative QA (as in the reference)."},
-    )
-    num_beams: Optional[int] = field(
-        default=None,
-        metadata={
-            "help": "Number of beams to use for evaluation and prediction. Defaults to --generation_num_beams, "
-            "then to the model's generation config."
-        },
-    )
-    ignore_pad_token_for_loss: bool = field(
-        default=True,
-        metadata={
-            "help": "Whether to ignore the tokens corresponding to padded labels in the loss computation or not."
-        },
-    )
+    dataset_name: Optional[str] = field(default=None, metadata={"help": (
+        "The name of the dataset to use (via the datasets library).")})
+    dataset_config_name: Optional[str] = field(default=None, metadata={"help": (
+        "The configuration name of the dataset to use (via the datasets library).")})
+    context_column: Optional[str] = field(default="context", metadata={"help": (
+        "The name of the column in the datasets containing the contexts (for question answering).")})
+    question_column: Optional[str] = field(default="question", metadata={"help": (
+        "The name of the column in the datasets containing the questions (for question answering).")})
+    answer_column: Optional[str] = field(default="answers", metadata={"help": (
+        "The name of the column in the datasets containing the answers (for question answering).")})
+    train_file: Optional[str] = field(default=None, metadata={"help": (
+        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV).")})
+    validation_file: Optional[str] = field(default=None, metadata={"help": (
+        "An optional input evaluation data file (same formats as --train_file).")})
+    test_file: Optional[str] = field(default=None, metadata={"help": (
+        "An optional input test data file (answers not needed).")})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Overwrite the cached training and evaluation sets"})
+    preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": (
+        "The number of processes to use for the preprocessing.")})
+    max_seq_length: int = field(default=384, metadata={"help": (
+        "The maximum total input sequence length after tokenization. Longer inputs are truncated for training and "
+        "split into overlapping windows (see --doc_stride) for evaluation and prediction.")})
+    max_answer_length: int = field(default=30, metadata={"help": (
+        "The maximum total sequence length for target text after tokenization. Sequences longer than this will be "
+        "truncated, sequences shorter will be padded.")})
+    val_max_answer_length: Optional[int] = field(default=None, metadata={"help": (
+        "The maximum length of a generated answer, in tokens, for evaluation and prediction. Will default to "
+        "`max_answer_length`. Overridden by --generation_max_length.")})
+    pad_to_max_length: bool = field(default=True, metadata={"help": (
+        "Whether to pad all samples to `max_seq_length`. If False, will pad the samples dynamically when batching "
+        "to the maximum length in the batch (which can be faster on GPU but will be slower on TPU).")})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of training examples to this value if set.")})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of evaluation examples to this value if set.")})
+    max_predict_samples: Optional[int] = field(default=None, metadata={"help": (
+        "Truncate the number of prediction examples to this value if set.")})
+    version_2_with_negative: bool = field(default=False, metadata={"help": (
+        "If true, some of the examples do not have an answer.")})
+    null_score_diff_threshold: float = field(default=0.0, metadata={"help": (
+        "Accepted for compatibility with run_qa.py; unused by generative QA (as in the reference).")})
+    doc_stride: int = field(default=128, metadata={"help": (
+        "When an evaluation/prediction input is longer than --max_seq_length, its context is split into windows, "
+        "each with the question, overlapping by this many tokens.")})
+    n_best_size: int = field(default=20, metadata={"help": (
+        "Accepted for compatibility with run_qa.py; unused by generative QA (as in the reference).")})
+    num_beams: Optional[int] = field(default=None, metadata={"help": (
+        "Number of beams to use for evaluation and prediction. Defaults to --generation_num_beams, then to the "
+        "model's generation config.")})
+    ignore_pad_token_for_loss: bool = field(default=True, metadata={"help": (
+        "Whether to ignore the tokens corresponding to padded labels in the loss computation or not.")})
 
     id_column: str = field(default="id", metadata={"help": "The column holding each question's unique id."})
 
@@ -554,11 +491,12 @@ def main(argv=None):
     log_generation_mode(generate, training_args)
     last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
 
-    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
-    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
-    import checks
+    # Pre-flight checks (checks_seq2seq.py, checks.py): arguments, model, adapter sources and data, each failing with
+    # one line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
+    # and those two files.
+    import checks_seq2seq
 
-    checks.check_run_seq2seq_qa(model_args, data_args, training_args, adapter_args, answer_spans, generate)
+    checks_seq2seq.check_run_seq2seq_qa(model_args, data_args, training_args, adapter_args, answer_spans, generate)
 
     set_seed(training_args.seed)  # before the model is created, so the adapter weights are reproducible
 

@@ -4,7 +4,6 @@ and its checkpoints, loading from the Hub with readable errors, and the train / 
 
 Nothing here knows about question answering or language modelling.
 """
-import itertools
 import json
 import logging
 import os
@@ -136,12 +135,6 @@ def require_fast_tokenizer(tokenizer, why: str = "for offsets and overflowing wi
             "of models at https://huggingface.co/transformers/index.html#supported-frameworks to find the model "
             "types that meet this requirement."
         )
-
-
-def describe_data_load_failure(paths, err: Exception) -> str:
-    """One line on why local data files could not be loaded: the loader's innermost error (pandas names the CSV line,
-    pyarrow the JSON position). checks.py looks into the files for a more precise one."""
-    return f"Could not load {' and '.join(p for p in paths if p)}: {innermost_error(err)}"
 
 
 def innermost_error(err: Exception) -> str:
@@ -357,28 +350,8 @@ def model_card_kwargs(model_args, data_args, task: str) -> dict:
 
 
 def select_samples(dataset, max_samples: Optional[int]):
-    """The first max_samples rows (all when None). A stream is cut by a generator rather than take(): the Trainer
-    starts a new epoch when a stream runs out, and datasets refuses to re-iterate a take() in a later epoch."""
-    if max_samples is None:
-        return dataset
-    if not hasattr(dataset, "__len__"):
-        import datasets
-
-        return datasets.IterableDataset.from_generator(
-            _first_rows, gen_kwargs={"dataset": dataset, "n": max_samples}, features=dataset.features
-        )
-    return dataset.select(range(min(len(dataset), max_samples)))
-
-
-def _first_rows(dataset, n):
-    yield from itertools.islice(dataset, n)
-
-
-def count_rows(dataset) -> int:
-    """len(dataset), or the number of rows a stream yields (reads it once)."""
-    if hasattr(dataset, "__len__"):
-        return len(dataset)
-    return sum(1 for _ in dataset)
+    """The first max_samples rows (all when None), as the upstream scripts cut --max_*_samples."""
+    return dataset if max_samples is None else dataset.select(range(min(len(dataset), max_samples)))
 
 
 def capped_length(length: int, tokenizer, name: str) -> int:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from script_utils import UsageError, describe_data_load_failure
+from script_utils import UsageError, innermost_error, select_samples
 
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ def load_lm_raw_datasets(data_args, model_args, text_builder_kwargs=None):
     except Exception as err:  # parse errors arrive as DatasetGenerationError (pyarrow/pandas inside)
         if data_args.dataset_name is not None:
             raise UsageError(f"Could not load the language-modelling data ({type(err).__name__}: {err}).") from err
-        raise UsageError(describe_data_load_failure([data_args.train_file, data_args.validation_file], err)) from err
+        files = " and ".join(path for path in (data_args.train_file, data_args.validation_file) if path)
+        raise UsageError(f"Could not load {files}: {innermost_error(err)}") from err
     return raw_datasets, carved
 
 
@@ -214,3 +215,26 @@ def perplexity(eval_loss: float) -> float:
         return math.exp(eval_loss)
     except OverflowError:
         return float("inf")
+
+
+def first_rows(dataset, max_samples: Optional[int]):
+    """select_samples for a dataset or a stream. A stream is cut by a generator rather than take(): the Trainer
+    starts a new epoch when a stream runs out, and datasets refuses to re-iterate a take() in a later epoch."""
+    if max_samples is None or hasattr(dataset, "__len__"):
+        return select_samples(dataset, max_samples)
+    import datasets
+
+    return datasets.IterableDataset.from_generator(
+        _take, gen_kwargs={"dataset": dataset, "n": max_samples}, features=dataset.features
+    )
+
+
+def _take(dataset, n):
+    yield from itertools.islice(dataset, n)
+
+
+def count_rows(dataset) -> int:
+    """len(dataset), or the number of rows a stream yields (reads it once)."""
+    if hasattr(dataset, "__len__"):
+        return len(dataset)
+    return sum(1 for _ in dataset)
