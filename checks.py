@@ -560,20 +560,11 @@ def check_qa_answers(examples, source: str, columns, stage: str, version_2_with_
         )
 
 
-def checkexamples_to_check(examples, source: str, columns, stage: str, version_2_with_negative: bool, answer_spans):
+def check_qa_examples(examples, source: str, columns, stage: str, version_2_with_negative: bool, answer_spans):
     """Check the raw QA examples of one split (already cut to --max_*_samples) before the model is loaded: the
     columns the run needs (check_qa_columns) and the answers (check_qa_answers)."""
     check_qa_columns(examples, source, columns, stage)
     check_qa_answers(examples, source, columns, stage, version_2_with_negative, answer_spans)
-
-
-def check_qa_data(examples: dict, data_args, columns, answer_spans, tokenizer=None, max_seq_length=None):
-    """check_qa_examples for each stage's examples ({stage: dataset}) and, given a tokenizer, check_windows_fit."""
-    for stage, dataset in examples.items():
-        source = stage_source(data_args, stage)
-        checkexamples_to_check(dataset, source, columns, stage, data_args.version_2_with_negative, answer_spans)
-        if tokenizer is not None:
-            check_windows_fit(dataset, source, tokenizer, columns, max_seq_length, data_args.doc_stride)
 
 
 def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length: int, doc_stride: int):
@@ -650,7 +641,7 @@ def check_extractive_qa_run(model_args, data_args, training_args, adapter_args, 
     examples, version_2 = examples_to_check(model_args, data_args, training_args, columns, answer_spans)
     check_squad_best_model_metric(training_args, version_2)
     for stage, dataset in examples.items():
-        checkexamples_to_check(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
+        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
     config, tokenizer = load_config_and_tokenizer(model_args)
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
     check_doc_stride(data_args.doc_stride, max_seq_length)

@@ -16,7 +16,7 @@ from toy import data as toy_data
 def copy_set(repo_root, script, with_checks=True):
     """The files the README's Layout table lists for `script` (checks.py is optional there)."""
     readme = (repo_root / "README.md").read_text()
-    row = next(line for line in readme.splitlines() if line.startswith(f"| `{script}` |"))
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{script}` |") and "`checks.py`" in line)
     files = re.findall(r"`([\w/]+\.py)`", row.split("|")[2])
     optional = re.findall(r"`([\w/]+\.py)`", row.split("|")[3])
     assert script in files and "checks.py" in optional, row
@@ -48,7 +48,7 @@ def test_run_qa_copy_set_is_complete(repo_root, tiny_model, tmp_path, with_check
     if not with_checks:  # the marked block goes, as the README says
         script = (folder / "run_qa.py").read_text()
         script = re.sub(r"\n    # Pre-flight checks.*?\n    checks\.check_\w+\(.*?\)\n\n", "\n", script, flags=re.S)
-        assert "checks" not in script
+        assert "import checks" not in script
         (folder / "run_qa.py").write_text(script)
     train = toy_data.write_qa_file(toy_data.make_templated_qa(24, seed=1), str(tmp_path / "train.json"), "flat")
     dev = toy_data.write_qa_file(toy_data.make_templated_qa(8, seed=2), str(tmp_path / "dev.json"), "flat")
@@ -129,10 +129,11 @@ def test_run_qa_adapted_to_another_layout_by_editing_only_the_copy(repo_root, ti
 @pytest.mark.parametrize("script", ["run_qa.py", "run_qa_beam_search.py", "run_seq2seq_qa.py", "run_mlm.py",
                                     "run_clm.py"])
 def test_readme_copy_table_is_current(repo_root, script):
-    """The README's line counts are those of the files, and every file the script imports from this repository is in
-    its copy set (checks.py in the optional column)."""
+    """The README's line counts are those of the files, and every file of this repository that the copy set imports at
+    module level is in it (a function-level import serves code the script does not run, e.g. checks.py's QA checks in
+    a copy of run_mlm.py; the runs above prove the sets complete)."""
     readme = (repo_root / "README.md").read_text()
-    row = next(line for line in readme.splitlines() if line.startswith(f"| `{script}` |"))
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{script}` |") and "`checks.py`" in line)
     required = copy_set(repo_root, script, with_checks=False)
     optional = copy_set(repo_root, script)[len(required):]
     lines = {name: len((repo_root / name).read_text().splitlines()) for name in required + optional}
@@ -140,5 +141,5 @@ def test_readme_copy_table_is_current(repo_root, script):
     assert (without, with_checks) == (sum(lines[n] for n in required), sum(lines.values()))
     local = {p.stem for p in repo_root.glob("*.py")}
     for name in required + optional:
-        imported = set(re.findall(r"^\s*(?:from|import) (\w+)", (repo_root / name).read_text(), flags=re.M))
+        imported = set(re.findall(r"^(?:from|import) (\w+)", (repo_root / name).read_text(), flags=re.M))
         assert imported & local <= {n[:-3] for n in required + optional}, (name, imported & local)

@@ -6,7 +6,7 @@ import types
 from transformers import AutoTokenizer, TrainingArguments
 
 import run_qa
-from qa_data import QAColumns, load_qa_file
+from qa_data import QAColumns, build_features, load_qa_file
 from script_utils import select_samples
 from toy import data as toy_data
 
@@ -25,7 +25,7 @@ def test_features_cache_key(tiny_model, tmp_path):
         examples = select_samples(load_qa_file(data, str(tmp_path / "cache")), max_samples)
         kwargs = {"tokenizer": tokenizer or AutoTokenizer.from_pretrained(tiny_model(model)), "columns": COLUMNS,
                   "max_seq_length": max_seq_length, "doc_stride": doc_stride, "pad_to_max_length": pad_to_max_length}
-        return run_qa.build_features(examples, prepare, kwargs, data_args, training_args, max_samples, "validation")
+        return build_features(examples, prepare, kwargs, data_args, training_args, max_samples, "validation")
 
     first = build()
     cache_file = first.cache_files[0]["filename"]
