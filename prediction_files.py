@@ -6,6 +6,7 @@ SQuAD-v2-dev scale. Here json's C encoder (json.dumps without indent) writes the
 separators, and str.replace turns them into indent=4's layout. json escapes control characters inside strings, so a
 marker can only be a separator. Content of any other shape goes to json.dumps(indent=4) itself.
 """
+import atexit
 import json
 import logging
 import os
@@ -70,8 +71,13 @@ def write_json(path: str, obj) -> None:
         raise
 
 
-def write_prediction_files(output_dir, prefix, predictions, nbest, null_odds=None):
-    """Write {prefix}_predictions.json, {prefix}_nbest_predictions.json and, for v2, {prefix}_null_odds.json."""
+def write_prediction_files(output_dir, prefix, predictions, nbest, null_odds=None, background=False):
+    """Write {prefix}_predictions.json, {prefix}_nbest_predictions.json and, for v2, {prefix}_null_odds.json.
+
+    background=True writes them from a forked child process, off the caller's critical path (the metric, the next
+    training steps or the prediction run go on meanwhile); wait_for_prediction_files() waits for it, and is called
+    before the next write and at exit. Each file is renamed into place complete, so a reader never sees half of one.
+    Where the platform cannot fork, the files are written in place."""
     if output_dir is None:
         return
     if not os.path.isdir(output_dir):
@@ -79,7 +85,40 @@ def write_prediction_files(output_dir, prefix, predictions, nbest, null_odds=Non
     named = [("predictions", predictions), ("nbest_predictions", nbest)]
     if null_odds is not None:
         named.append(("null_odds", null_odds))
-    for name, content in named:
-        path = os.path.join(output_dir, f"{name}.json" if prefix is None else f"{prefix}_{name}.json")
-        logger.info(f"Saving {name.replace('_', ' ')} to {path}.")
+    files = [(os.path.join(output_dir, f"{name}.json" if prefix is None else f"{prefix}_{name}.json"), content)
+             for name, content in named]
+    for path, _ in files:
+        logger.info(f"Saving {os.path.basename(path)[:-5].replace('_', ' ')} to {path}.")
+    wait_for_prediction_files()  # an earlier write of the same files ends first
+    if background and hasattr(os, "fork"):
+        pid = os.fork()
+        if pid == 0:  # the child: write, and leave without running the parent's exit handlers or flushing its buffers
+            try:
+                for path, content in files:
+                    write_json(path, content)
+            except BaseException as err:
+                os.write(2, f"error: writing {path} failed: {err!r}\n".encode())
+                os._exit(1)
+            os._exit(0)
+        _writers.append((pid, [path for path, _ in files]))
+        return
+    for path, content in files:
         write_json(path, content)
+
+
+_writers = []  # (pid, paths) of background writes not yet waited for
+
+
+def wait_for_prediction_files():
+    """Wait until the prediction files written in the background are on disk; raise if writing them failed."""
+    failed = []
+    while _writers:
+        pid, paths = _writers.pop()
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            failed += paths
+    if failed:
+        raise OSError(f"Writing the prediction files {', '.join(failed)} failed (see the error above).")
+
+
+atexit.register(wait_for_prediction_files)

@@ -43,7 +43,8 @@ from script_utils import (
     setup_logging,
     train_evaluate_predict,
 )
-from squad_metric import compute_squad_eval_metrics
+from prediction_files import wait_for_prediction_files
+from squad_metric import compute_squad_eval_metrics, tuned_null_threshold
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import postprocess_qa_predictions
 
@@ -114,6 +115,10 @@ class DataTrainingArguments:
         "The threshold used to select the null answer: if the best answer has a score that is less than the score "
         "of the null answer minus this threshold, the null answer is selected for this example. Only useful when "
         "`version_2_with_negative=True`.")})
+    tune_null_threshold: bool = field(default=False, metadata={"help": (
+        "SQuAD v2.0 with --do_eval and --do_predict: --do_predict uses the threshold with the best F1 on the "
+        "evaluation data (eval_best_f1_thresh, a null score difference) instead of --null_score_diff_threshold, and "
+        "predict_results.json records it as predict_null_score_diff_threshold.")})
     doc_stride: int = field(default=128, metadata={"help": (
         "When splitting up a long document into chunks, how much stride to take between chunks.")})
     n_best_size: int = field(default=20, metadata={"help": (
@@ -275,8 +280,9 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, do
 
 def post_processing_function(examples, features, predictions, stage="eval", *, data_args, columns, output_dir,
                              log_level):
-    """Answers as text for the metric (and the {stage}_predictions.json files); references when answers exist."""
-    predictions = postprocess_qa_predictions(
+    """Answers as text for the metric (and the {stage}_predictions.json files); references when answers exist. In v2
+    each answer also carries its best non-null answer and null odds, for the metric's best-threshold sweep."""
+    predictions, best_non_null, null_odds = postprocess_qa_predictions(
         examples=examples,
         features=features,
         predictions=predictions,
@@ -289,10 +295,14 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         prefix=stage,
         id_column=columns.id,
         context_column=columns.context,
+        background_files=True,  # written while the run goes on; main() waits for them at the end
+        with_null_odds=True,
     )
     if data_args.version_2_with_negative:
         formatted_predictions = [
-            {"id": str(k), "prediction_text": v, "no_answer_probability": 0.0} for k, v in predictions.items()
+            {"id": str(k), "prediction_text": v, "no_answer_probability": 0.0, "best_non_null_text": best_non_null[k],
+             "null_odds": null_odds[k]}
+            for k, v in predictions.items()
         ]
     else:
         formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
@@ -381,8 +391,10 @@ def main(argv=None):
     trainer = make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args,
                            log_level)
 
-    # Train / evaluate / predict
-    train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
+    # Train / evaluate / predict (--tune_null_threshold: predict with the null threshold that evaluation found best)
+    before_predict = partial(tuned_null_threshold, data_args) if data_args.tune_null_threshold else None
+    train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"), before_predict)
+    wait_for_prediction_files()
     save_model_card(trainer, model_args, data_args, "question-answering")
 
 

@@ -55,7 +55,8 @@ from script_utils import (
     setup_logging,
     train_evaluate_predict,
 )
-from squad_metric import compute_squad_eval_metrics
+from prediction_files import wait_for_prediction_files
+from squad_metric import compute_squad_eval_metrics, tuned_null_threshold
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa_beam_search import postprocess_qa_predictions_with_beam_search
 
@@ -129,6 +130,11 @@ class DataTrainingArguments:
     null_score_diff_threshold: float = field(default=0.0, metadata={"help": (
         "Accepted for compatibility; beam-search post-processing does not use it (the squad_v2 metric compares the "
         "null odds, the minimum answer-class logit, with 1.0).")})
+    tune_null_threshold: bool = field(default=False, metadata={"help": (
+        "SQuAD v2.0 with --do_eval and --do_predict: --do_predict scores \"no answer\" where the null odds are above "
+        "the threshold with the best F1 on the evaluation data (eval_best_f1_thresh) instead of 1.0, and "
+        "predict_results.json records it as predict_null_score_diff_threshold. The prediction files still hold "
+        "every question's best span, with its null odds in predict_null_odds.json.")})
     doc_stride: int = field(default=128, metadata={"help": (
         "When splitting up a long document into chunks, how much stride to take between chunks.")})
     n_best_size: int = field(default=20, metadata={"help": (
@@ -335,7 +341,9 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, do
 
 def post_processing_function(examples, features, predictions, stage="eval", *, data_args, columns, output_dir,
                              log_level, start_n_top, end_n_top):
-    """Answers as text for the metric (and the {stage}_*.json files); v2 null odds = the minimum cls logit."""
+    """Answers as text for the metric (and the {stage}_*.json files); v2 null odds = the minimum cls logit. The
+    metric scores "no answer" where they are above 1.0 or, when predicting with --tune_null_threshold, above the
+    threshold tuned on the evaluation data; its best-threshold sweep reads them with each question's best span."""
     predictions, scores_diff_json = postprocess_qa_predictions_with_beam_search(
         examples=examples,
         features=features,
@@ -350,12 +358,19 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         prefix=stage,
         id_column=columns.id,
         context_column=columns.context,
+        background_files=True,  # written while the run goes on; main() waits for them at the end
     )
     if data_args.version_2_with_negative:
-        formatted_predictions = [
-            {"id": str(k), "prediction_text": v, "no_answer_probability": scores_diff_json[k]}
-            for k, v in predictions.items()
-        ]
+        tuned = stage == "predict" and data_args.tune_null_threshold  # threshold set by tuned_null_threshold()
+        formatted_predictions = []
+        for k, v in predictions.items():
+            null_odds = scores_diff_json[k]
+            if tuned:  # "no answer" decided here, so the metric's 1.0 is not applied (probability 0)
+                text, no_answer_probability = ("" if null_odds > data_args.null_score_diff_threshold else v), 0.0
+            else:
+                text, no_answer_probability = v, null_odds
+            formatted_predictions.append({"id": str(k), "prediction_text": text, "no_answer_probability":
+                                          no_answer_probability, "best_non_null_text": v, "null_odds": null_odds})
     else:
         formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     references = None
@@ -445,8 +460,10 @@ def main(argv=None):
     trainer = make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args,
                            log_level)
 
-    # Train / evaluate / predict
-    train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
+    # Train / evaluate / predict (--tune_null_threshold: predict with the null threshold that evaluation found best)
+    before_predict = partial(tuned_null_threshold, data_args) if data_args.tune_null_threshold else None
+    train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"), before_predict)
+    wait_for_prediction_files()
     save_model_card(trainer, model_args, data_args, "question-answering")
 
 

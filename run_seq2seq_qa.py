@@ -50,7 +50,7 @@ from script_utils import (
 )
 from squad_metric import compute_squad_eval_metrics
 from trainer_seq2seq_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
-from prediction_files import write_prediction_files
+from prediction_files import wait_for_prediction_files, write_prediction_files
 
 
 check_min_version("4.44.0")
@@ -397,7 +397,7 @@ def post_processing_function(examples, features, answers, stage="eval", *, versi
             "(--max_eval_samples/--max_predict_samples cap features, and long contexts make several per question): "
             "they are left out of the predictions and the score."
         )
-    write_prediction_files(output_dir, stage, predictions, windows)
+    write_prediction_files(output_dir, stage, predictions, windows, background=True)  # main() waits at the end
 
     if version_2_with_negative:
         formatted_predictions = [
@@ -521,6 +521,7 @@ def main(argv=None):
 
     # Train / evaluate / predict
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
+    wait_for_prediction_files()
     if training_args.push_to_hub:
         trainer.push_to_hub(**model_card_kwargs(model_args, data_args, "question-answering"))
 

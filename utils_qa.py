@@ -32,6 +32,8 @@ def postprocess_qa_predictions(
     log_level: Optional[int] = logging.WARNING,
     id_column: str = "id",
     context_column: str = "context",
+    background_files: bool = False,
+    with_null_odds: bool = False,
 ):
     """Post-processes the start and end logits of a question-answering model into answers that are substrings of the
     original contexts (the base post-processing for models that only return start and end logits).
@@ -55,6 +57,15 @@ def postprocess_qa_predictions(
         log_level: The calling process's logging level: the summary line is logged at INFO or below.
         id_column: The examples' id column.
         context_column: The examples' context column.
+        background_files: Write the files from a background process (prediction_files.write_prediction_files).
+        with_null_odds: Return a QAPredictions (below) instead of the answers alone.
+
+    Returns:
+        ``{id: answer}`` (in v2, "" where the null answer is chosen); with ``with_null_odds``,
+        ``QAPredictions(predictions, best_non_null, null_odds)``: those answers and, for v2, ``{id: best non-null
+        answer}`` and ``{id: null odds}`` (the values of {prefix}_null_odds.json: an answer is "" exactly when its null
+        odds are above null_score_diff_threshold); both None for v1. The SQuAD v2.0 metric's best-threshold sweep
+        reads them.
     """
     if len(predictions) != 2:
         raise ValueError("`predictions` should be a tuple with two elements (start_logits, end_logits).")
@@ -88,21 +99,29 @@ def postprocess_qa_predictions(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        all_predictions, all_nbest_json, scores_diff_json = _predictions_and_nbest(
+        all_predictions, all_nbest_json, scores_diff_json, best_non_null = _predictions_and_nbest(
             examples, features, example_ids, feature_example, all_start_logits, all_end_logits,
             version_2_with_negative, n_best_size, max_answer_length, null_score_diff_threshold, context_column,
         )
     finally:
         if gc_was_enabled:
             gc.enable()
-    write_prediction_files(output_dir, prefix, all_predictions, all_nbest_json, scores_diff_json)
+    write_prediction_files(output_dir, prefix, all_predictions, all_nbest_json, scores_diff_json, background_files)
+    if with_null_odds:
+        return QAPredictions(all_predictions, best_non_null, scores_diff_json)
     return all_predictions
+
+
+class QAPredictions(collections.namedtuple("QAPredictions", "predictions best_non_null null_odds")):
+    """postprocess_qa_predictions(..., with_null_odds=True): {id: answer}, and for SQuAD v2.0 {id: best non-null
+    answer} and {id: null odds} (None for v1)."""
 
 
 def _predictions_and_nbest(examples, features, example_ids, feature_example, all_start_logits, all_end_logits,
                            version_2_with_negative, n_best_size, max_answer_length, null_score_diff_threshold,
                            context_column):
-    """The loop's three dictionaries: {id: answer}, {id: n-best entries} and, for v2, {id: null score difference}."""
+    """The loop's three dictionaries: {id: answer}, {id: n-best entries} and, for v2, {id: null score difference};
+    and, for v2, {id: best non-null answer} (the answer when the null score difference is not above the threshold)."""
     # Every (start, end) pair that passes the filters, for all features at once; then the n-best lists of all
     # examples (null prediction included in v2) with their softmax.
     cand = _span_candidates(features, all_start_logits, all_end_logits, n_best_size, max_answer_length)
@@ -120,11 +139,13 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
     irregular = table.slow | set(np.flatnonzero((counts == 0) | ((counts == 1) & first_text_empty)).tolist())
     answers = [texts[low] if high > low else None for low, high in zip(bounds[:-1], bounds[1:])]
     null_odds = [None] * len(example_ids)
+    best_texts = [None] * len(example_ids)
     if version_2_with_negative:
         # Each regular example's best non-null prediction compared to the null prediction using the threshold (numpy
         # values, as in the loop).
         for e, score_diff, b in zip(*_regular_score_diffs(table, has_text, irregular, null_score)):
             null_odds[e] = float(score_diff)  # To be JSON-serializable.
+            best_texts[e] = texts[b]
             answers[e] = "" if score_diff > null_score_diff_threshold else texts[b]
     for example_index in sorted(irregular):
         nbest, logits = _irregular_nbest(cand, table, contexts, all_nbest, example_index, version_2_with_negative,
@@ -138,6 +159,7 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
                 i += 1
             score_diff = null_score[example_index] - logits[i][0] - logits[i][1]
             null_odds[example_index] = float(score_diff)
+            best_texts[example_index] = nbest[i]["text"]
             answers[example_index] = "" if score_diff > null_score_diff_threshold else nbest[i]["text"]
 
     # The dictionaries to return and write (a repeated id keeps its first position and its last value, as in the
@@ -145,7 +167,8 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
     all_predictions = collections.OrderedDict(zip(example_ids, answers))
     all_nbest_json = collections.OrderedDict(zip(example_ids, all_nbest))
     scores_diff_json = collections.OrderedDict(zip(example_ids, null_odds)) if version_2_with_negative else None
-    return all_predictions, all_nbest_json, scores_diff_json
+    best_non_null = collections.OrderedDict(zip(example_ids, best_texts)) if version_2_with_negative else None
+    return all_predictions, all_nbest_json, scores_diff_json, best_non_null
 
 
 def _nbest_entries(table, contexts):

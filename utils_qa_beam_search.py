@@ -32,6 +32,7 @@ def postprocess_qa_predictions_with_beam_search(
     log_level: Optional[int] = logging.WARNING,
     id_column: str = "id",
     context_column: str = "context",
+    background_files: bool = False,
 ):
     """Post-processes the predictions of a question-answering model with beam search (XLNet, XLM, or an adapter model
     with the same head) into answers that are substrings of the original contexts.
@@ -93,7 +94,7 @@ def postprocess_qa_predictions_with_beam_search(
             scores_diff_json[example_id] = float(min_null_score)
         all_nbest_json[example_id] = nbest
 
-    write_prediction_files(output_dir, prefix, all_predictions, all_nbest_json, scores_diff_json)
+    write_prediction_files(output_dir, prefix, all_predictions, all_nbest_json, scores_diff_json, background_files)
     return all_predictions, scores_diff_json
 
 

@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Post-processing speed at SQuAD-v2-dev scale: utils_qa.postprocess_qa_predictions (vectorised) against the
-straightforward loop it replaced, in one run, with an identical-output check.
+"""Post-processing at SQuAD-v2-dev scale, the way run_qa.py runs it at every evaluation: utils_qa's
+postprocess_qa_predictions with its three prediction files, against the upstream loop with its json.dump files, in one
+run, with a byte-for-byte check of the files.
 
     python benchmarks/postprocess.py                     # ~11k questions, ~11.5k features of 384 tokens, v2
     python benchmarks/postprocess.py --examples 2000     # quicker
 
-Data: synthetic SQuAD-like examples and features with the columns run_qa.py gives them (input_ids, token_type_ids,
-attention_mask, offset_mapping with None outside the context, example_id; a few long contexts split into 2-3
-windows), from toy.synthetic_squad.make_case, the features written to a cache file and memory-mapped like run_qa.py's.
-Logits look like a trained model's by default (low outside the context, peaks at an answer; --random_logits for
-noise). The loop is the verbatim upstream copy kept in toy/upstream.py (with its own file writing). Repetitions
-alternate between the two implementations; medians of wall-clock and CPU time are reported (the machine may be
-shared). Timed without writing files (both build the same n-best lists); one more run of each writes the three JSON
-files, timed too, and all files and return values are compared byte for byte.
+Four settings: model-like logits (low outside the context, peaks at an answer) and random logits (which keep more
+candidates alive), each with the features memory-mapped from a cache file (as run_qa.py's come from the datasets
+cache) and in memory. Each time is the median of alternating runs in one process. Per setting:
+
+- upstream: the verbatim upstream loop (toy/upstream.py) writing its files with json.dump(indent=4);
+- ours, as run_qa.py waits for it: post-processing returns once the files are handed to a background writer
+  (prediction_files.py), then the SQuAD metric is computed; the files reach the disk meanwhile;
+- ours, files on disk: the same until the background writer has finished;
+- ours, files written in place (no background process) and compute only (no files).
 
 Writes benchmarks/results/postprocess.json (or --output).
 """
@@ -28,6 +30,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the loop's progress bar would floo
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from _common import Timer, machine, median, write_results  # noqa: E402
+from prediction_files import wait_for_prediction_files  # noqa: E402
+from squad_metric import compute_squad_v2  # noqa: E402
 from toy.synthetic_squad import make_case  # noqa: E402
 from toy.upstream import reference_postprocess_qa_predictions  # noqa: E402
 from utils_qa import postprocess_qa_predictions  # noqa: E402
@@ -39,92 +43,115 @@ def parse_args(argv=None):
     parser.add_argument("--width", type=int, default=384, help="max_seq_length of the features")
     parser.add_argument("--multi_window_rate", type=float, default=0.04,
                         help="share of contexts longer than one window (2-3 features each)")
-    parser.add_argument("--version_1", action="store_true", help="SQuAD v1 post-processing (default: v2)")
-    parser.add_argument("--random_logits", action="store_true", help="noise logits instead of model-like ones")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each implementation")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each implementation per setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="results JSON (default benchmarks/results/postprocess.json)")
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    v2 = not args.version_1
-    print(f"building {args.examples} examples ...", flush=True)
-    examples, features, logits = make_case(
-        args.examples, seed=args.seed, width=args.width, version_2=v2, multi_window_rate=args.multi_window_rate,
-        peaked=not args.random_logits,
-    )
-    # As run_qa.py's features are: written to the datasets cache in batches of 1,000 and memory-mapped back.
-    work = tempfile.mkdtemp(prefix="postprocess_bench_")
-    features = features.with_format("arrow").map(
-        lambda batch: batch, batched=True, cache_file_name=os.path.join(work, "features.arrow")
-    ).with_format(None)
-    print(f"{len(examples)} examples, {len(features)} features of {args.width} tokens, "
-          f"{'v2' if v2 else 'v1'}, {'random' if args.random_logits else 'model-like'} logits", flush=True)
-    implementations = {"loop": reference_postprocess_qa_predictions, "vectorised": postprocess_qa_predictions}
-    kwargs = {"version_2_with_negative": v2}
+def metric(examples, predictions):
+    """What run_qa.py does next: the SQuAD v2 metric (no_answer_probability 0.0, as the script passes it)."""
+    formatted = [{"id": k, "prediction_text": v, "no_answer_probability": 0.0} for k, v in predictions.items()]
+    references = [{"id": ex["id"], "answers": ex["answers"]} for ex in examples]
+    return compute_squad_v2(formatted, references)
 
-    # Warm-up on a small case (first-call costs), then alternate timed runs.
-    warm = make_case(100, seed=args.seed + 1, width=args.width, version_2=v2, peaked=not args.random_logits)
-    for function in implementations.values():
-        function(*warm, **kwargs)
-    times = {name: {"wall": [], "cpu": []} for name in implementations}
-    for repeat in range(args.repeats):
-        for name, function in implementations.items():
+
+def timed_runs(examples, features, logits, work: Path, repeats: int) -> dict:
+    """{variant: {"wall": [...], "cpu": [...]}}, the variants run in turn `repeats` times."""
+    def upstream(out):
+        predictions = reference_postprocess_qa_predictions(examples, features, logits, True, output_dir=str(out),
+                                                           prefix="eval")
+        metric(examples, predictions)
+
+    def ours_as_run_qa_waits(out):
+        metric(examples, postprocess_qa_predictions(examples, features, logits, True, output_dir=str(out),
+                                                    prefix="eval", background_files=True))
+
+    def ours_files_on_disk(out):
+        ours_as_run_qa_waits(out)
+        wait_for_prediction_files()
+
+    def ours_files_in_place(out):
+        metric(examples, postprocess_qa_predictions(examples, features, logits, True, output_dir=str(out),
+                                                    prefix="eval"))
+
+    def ours_compute_only(out):
+        postprocess_qa_predictions(examples, features, logits, True)
+
+    variants = {"upstream": upstream, "ours_as_run_qa_waits": ours_as_run_qa_waits,
+                "ours_files_on_disk": ours_files_on_disk, "ours_files_in_place": ours_files_in_place,
+                "ours_compute_only": ours_compute_only}
+    times = {name: {"wall": [], "cpu": []} for name in variants}
+    for repeat in range(repeats):
+        for name, run in variants.items():
+            out = work / name
+            out.mkdir(exist_ok=True)
             with Timer() as timer:
-                function(examples, features, logits, **kwargs)
+                run(out)
+            wait_for_prediction_files()  # a background write never spills into the next timing
             times[name]["wall"].append(timer.wall)
             times[name]["cpu"].append(timer.cpu)
-            print(f"  run {repeat + 1}: {name:10s} wall {timer.wall:7.3f} s  cpu {timer.cpu:7.3f} s", flush=True)
+    return times
 
-    # With the prediction files, once each; outputs compared.
-    with tempfile.TemporaryDirectory() as tmp:
-        returned, with_files = {}, {}
-        for name, function in implementations.items():
-            out_dir = Path(tmp) / name
-            out_dir.mkdir()
-            with Timer() as timer:
-                returned[name] = function(examples, features, logits, output_dir=str(out_dir), prefix="eval", **kwargs)
-            with_files[name] = {"wall": timer.wall, "cpu": timer.cpu}
-        names = sorted(p.name for p in (Path(tmp) / "loop").iterdir())
-        same_files = names == sorted(p.name for p in (Path(tmp) / "vectorised").iterdir()) and all(
-            filecmp.cmp(Path(tmp) / "loop" / n, Path(tmp) / "vectorised" / n, shallow=False) for n in names
-        )
-    identical = same_files and list(returned["loop"].items()) == list(returned["vectorised"].items())
-    answers = list(returned["loop"].values())
 
+def identical_files(work: Path) -> bool:
+    names = sorted(p.name for p in (work / "upstream").iterdir())
+    return len(names) == 3 and all(
+        sorted(p.name for p in (work / other).iterdir()) == names
+        and all(filecmp.cmp(work / "upstream" / n, work / other / n, shallow=False) for n in names)
+        for other in ("ours_as_run_qa_waits", "ours_files_on_disk", "ours_files_in_place")
+    )
+
+
+def run_setting(args, peaked: bool, memory_mapped: bool, work: Path) -> dict:
+    examples, features, logits = make_case(args.examples, seed=args.seed, width=args.width, version_2=True,
+                                           multi_window_rate=args.multi_window_rate, peaked=peaked)
+    if memory_mapped:  # as run_qa.py's features are: written to a cache file in batches of 1,000, mapped back
+        features = features.with_format("arrow").map(
+            lambda batch: batch, batched=True, cache_file_name=str(work / "features.arrow")
+        ).with_format(None)
+    # else: make_case's features are an in-memory table already
+    times = timed_runs(examples, features, logits, work, args.repeats)
     summary = {name: {kind: median(values) for kind, values in t.items()} for name, t in times.items()}
-    ratio = {kind: summary["loop"][kind] / summary["vectorised"][kind] for kind in ("wall", "cpu")}
-    ratio_files = {kind: with_files["loop"][kind] / with_files["vectorised"][kind] for kind in ("wall", "cpu")}
-    print()
-    print(f"{'':24s}{'loop':>10s}{'vectorised':>12s}{'ratio':>8s}")
-    for kind in ("wall", "cpu"):
-        print(f"{'median ' + kind + ' time (s)':24s}{summary['loop'][kind]:10.3f}{summary['vectorised'][kind]:12.3f}"
-              f"{ratio[kind]:7.1f}x")
-    for kind in ("wall", "cpu"):
-        print(f"{'with files, ' + kind + ' (s)':24s}{with_files['loop'][kind]:10.3f}"
-              f"{with_files['vectorised'][kind]:12.3f}{ratio_files[kind]:7.1f}x")
-    print(f"identical predictions, n-best, null odds (files byte for byte): {identical}  ({names})")
-    results = {
-        "benchmark": "postprocess_qa_predictions: vectorised vs the loop",
-        "command": "python benchmarks/postprocess.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "data": {
-            "examples": len(examples), "features": len(features), "max_seq_length": args.width,
-            "version_2_with_negative": v2, "logits": "random" if args.random_logits else "model-like",
-            "null_answers": answers.count("") if v2 else None,
-        },
-        "repeats": args.repeats,
-        "loop_s": summary["loop"], "vectorised_s": summary["vectorised"], "ratio": ratio,
+    upstream = summary["upstream"]["wall"]
+    setting = {
+        "logits": "model-like" if peaked else "random", "features": "memory-mapped" if memory_mapped else "in memory",
+        "examples": len(examples), "features_count": len(features),
+        "median_wall_s": {name: s["wall"] for name, s in summary.items()},
+        "median_cpu_s": {name: s["cpu"] for name, s in summary.items()},
+        "ratio_wall": {name: upstream / s["wall"] for name, s in summary.items() if name != "upstream"},
+        "identical_files": identical_files(work),
         "runs": times,
-        "with_files_s": with_files, "ratio_with_files": ratio_files,
-        "identical_output": identical,
-        "machine": machine(),
+    }
+    print(f"{setting['logits']:>10s} logits, {setting['features']:>13s}: upstream {upstream:6.2f} s | "
+          + " | ".join(f"{name[5:]} {summary[name]['wall']:5.2f} s ({setting['ratio_wall'][name]:4.1f}x)"
+                       for name in setting["ratio_wall"])
+          + f" | files identical: {setting['identical_files']}", flush=True)
+    return setting
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print(f"{args.examples} questions, v2, post-processing + prediction files + metric (median of {args.repeats})")
+    settings = []
+    for peaked in (True, False):
+        for memory_mapped in (True, False):
+            work = Path(tempfile.mkdtemp(prefix="postprocess_bench_"))
+            try:
+                settings.append(run_setting(args, peaked, memory_mapped, work))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    headline = {s["logits"] + ", " + s["features"]: s["ratio_wall"]["ours_as_run_qa_waits"] for s in settings}
+    results = {
+        "benchmark": "post-processing with its prediction files and the metric, as run_qa.py runs it, vs upstream",
+        "command": "python benchmarks/postprocess.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "repeats": args.repeats, "headline_ratio_as_run_qa_waits": headline,
+        "identical_files": all(s["identical_files"] for s in settings),
+        "settings": settings, "machine": machine(),
     }
     write_results("postprocess", results, args.output)
-    shutil.rmtree(work, ignore_errors=True)
-    if not identical:
-        sys.exit("error: the vectorised post-processing differs from the loop")
+    if not results["identical_files"]:
+        sys.exit("error: the prediction files differ from the upstream loop's")
     return results
 
 
