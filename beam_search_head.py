@@ -29,8 +29,6 @@ class BeamSearchQuestionAnsweringModel(PreTrainedModel):
     like `XLMForQuestionAnswering`. `p_mask` (1.0 = this token cannot be part of an answer) masks both.
     """
 
-    # The loss is a mean over the batch: the Trainer must not pass `num_items_in_batch` through `**kwargs`.
-    accepts_loss_kwargs = False
     # The encoder has already checked the attention implementation in the config; the head has no attention.
     _supports_sdpa = _supports_flash_attn = _supports_flex_attn = _supports_attention_backend = True
 

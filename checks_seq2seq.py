@@ -24,9 +24,9 @@ def check_run_seq2seq_qa(model_args, data_args, training_args, adapter_args, ans
     check_data_arguments(data_args)
     check_seq2seq_arguments(model_args, data_args, training_args, generate)
     columns = qa_columns(data_args)
-    examples, version_2 = examples_to_check(model_args, data_args, training_args, columns, answer_spans)
+    examples, _ = examples_to_check(model_args, data_args, training_args, columns, answer_spans)
     for stage, dataset in examples.items():
-        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
+        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, answer_spans)
     config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
     check_seq2seq_model(config, model_args.model_name_or_path, data_args, training_args, max_seq_length)

@@ -31,7 +31,7 @@ QA_FILE_EXTENSIONS = ("json", "jsonl", "csv")
 
 
 def check_qa_data_files(data_args):
-    """The reference __post_init__ checks, with messages that say how to fix the command."""
+    """The upstream __post_init__ checks, with messages that say how to fix the command."""
     files = [data_args.train_file, data_args.validation_file, data_args.test_file]
     if data_args.dataset_name is None and all(f is None for f in files):
         raise UsageError("Need either a dataset name or a training/validation file/test_file.")

@@ -251,7 +251,7 @@ def load_model(model_args, config, tokenizer):
         n_params = sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
         logger.info(f"Training new model from scratch - Total size={n_params/2**20:.2f}M params")
 
-    # Convert the model into an adapter model (the reference does this even without --train_adapter).
+    # Convert the model into an adapter model (the upstream script does this even without --train_adapter).
     adapters.init(model)
 
     # We resize the embeddings only when necessary to avoid index errors. If you are creating a model from scratch

@@ -260,7 +260,7 @@ def load_model(model_args, config, tokenizer):
             dtype=None if model_args.torch_dtype == "auto" else torch_dtype(model_args),
         )
 
-    # Convert the model into an adapter model (the reference does this even without --train_adapter).
+    # Convert the model into an adapter model (the upstream script does this even without --train_adapter).
     adapters.init(model)
 
     # We resize the embeddings only when necessary to avoid index errors. If you are creating a model from scratch
@@ -352,7 +352,7 @@ def build_examples(raw_split, split, tokenizer, text_column_name, max_seq_length
             "whole_word_mask": data_args.whole_word_mask,
         }
         with training_args.main_process_first(desc="dataset map tokenization"):
-            # All columns go: empty lines are dropped, so other columns would no longer line up (the reference kept
+            # All columns go: empty lines are dropped, so other columns would no longer line up (the upstream script kept
             # them and failed on such files).
             tokenized = raw_split.map(tokenize_lines, fn_kwargs=fn_kwargs, remove_columns=column_names, **map_kwargs,
                                       **describe(f"Running tokenizer on the {split} dataset line_by_line"))

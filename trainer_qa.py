@@ -3,7 +3,7 @@
 
 `evaluate()` and `predict()` run the prediction loop without metrics, map the raw model outputs back to answers in
 the original examples (`post_process_function`), score them (`compute_metrics`), and prefix the metric keys with
-`eval_` / `test_` exactly as the reference adapters example does. The adapter variants save and load adapters
+`eval_` / `test_` exactly as the upstream adapters example does. The adapter variants save and load adapters
 (plus the prediction head) instead of the whole model. The generative QA trainers (T5, BART) build on these, in
 trainer_seq2seq_qa.py.
 """

@@ -49,7 +49,7 @@ class QuestionAnsweringSeq2SeqTrainer(QuestionAnsweringTrainer, Seq2SeqTrainer):
     With `--predict_with_generate` each batch is generated and decoded to text right away (with its score), so
     evaluation keeps strings, not token arrays padded to the longest answer of the whole dataset; the
     post-processing function receives a `GeneratedAnswers`. Without it, the loop computes the loss only and there is
-    nothing to post-process (compute_metrics is None), as in the reference.
+    nothing to post-process (compute_metrics is None), as in the upstream script.
 
     Generation settings: keyword arguments of evaluate()/predict() win, then `generation_kwargs` given at
     construction (the script passes `max_length`/`num_beams` from its flags, so evaluations during training and
@@ -59,10 +59,6 @@ class QuestionAnsweringSeq2SeqTrainer(QuestionAnsweringTrainer, Seq2SeqTrainer):
 
     def __init__(self, *args, eval_examples=None, post_process_function=None, generation_kwargs=None, **kwargs):
         super().__init__(*args, eval_examples=eval_examples, post_process_function=post_process_function, **kwargs)
-        # adapters wraps T5's forward as forward(*args, input_ids, labels, **kwargs); transformers then believes the
-        # model takes `num_items_in_batch` and training dies with a TypeError. The loss is the model's own mean loss,
-        # as before transformers 4.46.
-        self.model_accepts_loss_kwargs = False
         self.generation_kwargs = dict(generation_kwargs or {})
         self._generated = None  # list of (text, score) while a generating prediction loop runs
 

@@ -26,7 +26,7 @@ def lm_file_builder(path: str) -> str:
 
 
 def check_lm_data_args(data_args):
-    """The reference __post_init__ checks (plus .jsonl, existing files, one format for both files)."""
+    """The upstream __post_init__ checks (plus .jsonl, existing files, one format for both files)."""
     files = {"--train_file": data_args.train_file, "--validation_file": data_args.validation_file}
     if data_args.dataset_name is None and all(path is None for path in files.values()):
         raise UsageError("Need either a dataset name or a training/validation file.")
@@ -64,7 +64,7 @@ def _load_lm_dataset(path, name=None, **kwargs):
 
 
 def load_lm_raw_datasets(data_args, model_args, text_builder_kwargs=None):
-    """Raw LM data as in the reference: a hub dataset or local files; with no validation split, the first
+    """Raw LM data as in the upstream script: a hub dataset or local files; with no validation split, the first
     validation_split_percentage % of train becomes validation and the rest train (even without --do_eval).
 
     Returns (raw_datasets, carved) where carved says the validation split was cut from train. With --streaming the
@@ -210,7 +210,7 @@ def lm_accuracy(predictions, references, ignore_index: Optional[int] = None) -> 
 
 
 def perplexity(eval_loss: float) -> float:
-    """exp(eval_loss), inf on overflow, as the reference reports it."""
+    """exp(eval_loss), inf on overflow, as the upstream scripts reports it."""
     try:
         return math.exp(eval_loss)
     except OverflowError:
