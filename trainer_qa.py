@@ -13,6 +13,7 @@ import time
 import numpy as np
 import torch
 from transformers import Trainer
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PredictionOutput, speed_metrics
 
 from adapters import AdapterTrainer
@@ -198,5 +199,21 @@ class QuestionAnsweringTrainer(Trainer):
         return metrics
 
 
-class QuestionAnsweringAdapterTrainer(QuestionAnsweringTrainer, AdapterTrainer):
+class GatheredAdapterSaveMixin:
+    """Saves the adapter and head whole under DeepSpeed ZeRO-3, where each process holds only a shard of every
+    parameter: AdapterTrainer._save writes the live parameters (not the state dict Trainer gathers), so without this
+    the files held empty tensors. Gathering is a collective: every process enters it, the main one writes."""
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        if not (self.is_deepspeed_enabled and is_deepspeed_zero3_enabled()):
+            return super().save_model(output_dir, _internal_call)
+        import deepspeed
+
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(trainable):
+            if self.args.should_save:
+                self._save(output_dir)
+
+
+class QuestionAnsweringAdapterTrainer(GatheredAdapterSaveMixin, QuestionAnsweringTrainer, AdapterTrainer):
     """Trains and saves only the adapter (and the QA head) while the pretrained weights stay frozen."""
