@@ -13,7 +13,13 @@ import logging
 import os
 from typing import Optional
 
-from script_utils import UsageError, load_config_and_tokenizer
+from script_utils import (
+    UsageError,
+    adapter_config_problem,
+    adapter_folder_problem,
+    load_adapter_config,
+    load_config_and_tokenizer,
+)
 
 try:  # the QA helpers, which a copy of run_mlm.py or run_clm.py does without
     from qa_data import read_column, stage_source
@@ -102,23 +108,52 @@ def check_squad_best_model_metric(training_args, version_2_with_negative: bool):
         check_best_model_metric(training_args, SQUAD_V1_METRICS)
 
 
-def check_adapter_arguments(adapter_args):
-    """--adapter_config must parse (checked before anything is loaded); adapters load only in adapter mode."""
-    import adapters
-    from adapters import AdapterConfig
+def check_tune_null_threshold(data_args, training_args, version_2_with_negative: bool):
+    """--tune_null_threshold takes the best threshold of --do_eval's SQuAD v2.0 metric and predicts with it: it needs
+    v2.0 mode, both stages, and evaluation data other than the data it predicts (never tune on the data scored)."""
+    if not getattr(data_args, "tune_null_threshold", False):
+        return
+    if not version_2_with_negative:
+        raise UsageError("--tune_null_threshold tunes the \"no answer\" threshold of SQuAD v2.0: add "
+                         "--version_2_with_negative (or drop --tune_null_threshold).")
+    if not (training_args.do_eval and training_args.do_predict):
+        raise UsageError("--tune_null_threshold finds the threshold with --do_eval and predicts with it in "
+                         "--do_predict: pass both (or drop --tune_null_threshold and read eval_best_f1_thresh).")
+    files = [data_args.validation_file, data_args.test_file]
+    if all(path and os.path.exists(path) for path in files) and os.path.samefile(*files):
+        raise UsageError(f"--tune_null_threshold would tune on the data it predicts: --validation_file and "
+                         f"--test_file are the same file ({files[1]}). Evaluate on held-out data other than "
+                         "--test_file.")
 
+
+def check_adapter_arguments(adapter_args):
+    """--adapter_config (and --lang_adapter_config with --load_lang_adapter) must parse (checked before anything is
+    loaded); adapters load only in adapter mode."""
     if adapter_args.train_adapter:
-        try:
-            AdapterConfig.load(adapter_args.adapter_config)
-        except (ValueError, TypeError, SyntaxError) as err:
-            valid = ", ".join(sorted(adapters.ADAPTER_CONFIG_MAP))
-            raise UsageError(
-                f"--adapter_config {adapter_args.adapter_config!r} is not a valid adapter configuration ({err}). "
-                f"Use one of: {valid}; a JSON file; or a config string such as 'seq_bn[reduction_factor=8]' "
-                "(string values quoted: 'seq_bn[non_linearity=\"gelu\"]')."
-            ) from err
+        load_adapter_config(adapter_args.adapter_config, "--adapter_config")
+        if adapter_args.load_lang_adapter:
+            load_adapter_config(adapter_args.lang_adapter_config, "--lang_adapter_config")
     elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
         raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+
+
+def check_adapter_fit(adapter_args, config):
+    """Before the model is loaded, with its config: a new adapter's configuration fits the model (compacter's phm_dim
+    must divide the hidden size and the bottleneck, ...), and local --load_adapter/--load_lang_adapter folders have
+    readable JSON files and were trained on a model of this hidden size. script_utils.setup_adapters checks the same
+    (and what needs the model: the head's task, the weights) when the adapters are set up."""
+    if not adapter_args.train_adapter:
+        return
+    if not adapter_args.load_adapter:
+        adapter_config = load_adapter_config(adapter_args.adapter_config, "--adapter_config")
+        problem = adapter_config_problem(adapter_config, config, "--adapter_config", adapter_args.adapter_config)
+        if problem is not None:
+            raise UsageError(problem)
+    for flag, source in (("--load_adapter", adapter_args.load_adapter),
+                         ("--load_lang_adapter", adapter_args.load_lang_adapter)):
+        problem = adapter_folder_problem(source, flag, config) if source and os.path.isdir(source) else None
+        if problem is not None:
+            raise UsageError(problem)
 
 
 def check_doc_stride(doc_stride: int, max_seq_length: int):
@@ -313,7 +348,7 @@ _ABSOLUTE_POSITION_TYPES = _OFFSET_POSITION_TYPES | frozenset({
 
 def max_input_positions(config) -> Optional[int]:
     """How many tokens the model's absolute position embeddings can take; None when unknown or not limited
-    (relative or rotary positions: longer inputs run, so the reference's behaviour is kept)."""
+    (relative or rotary positions: longer inputs run, so the upstream script's behaviour is kept)."""
     if config.model_type not in _ABSOLUTE_POSITION_TYPES:
         return None
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
@@ -531,28 +566,17 @@ def _read_answers(answers, i: int, source: str, answer_column: str, answer_spans
     return texts, starts
 
 
-def check_qa_answers(examples, source: str, columns, stage: str, version_2_with_negative: bool, answer_spans):
-    """Every answer reads through the script's answer_spans(); unanswerable questions only in SQuAD v2.0 mode (v1.1
-    scoring counts them wrongly); evaluation answers that are not at their answer_start are reported (evaluation
-    compares texts only, so they are kept; training answers are realigned by the script's repair step)."""
+def check_qa_answers(examples, source: str, columns, stage: str, answer_spans):
+    """Every answer reads through the script's answer_spans(); evaluation answers that are not at their answer_start
+    are reported (evaluation compares texts only, so they are kept; training answers are realigned by the script's
+    repair step). Unanswerable questions need no check: they switch SQuAD v2.0 mode on (qa_data.py)."""
     if columns.answer not in examples.column_names:
         return
     contexts = read_column(examples, columns.context)
-    unanswerable, first_unanswerable, mismatched = 0, None, []
+    mismatched = []
     for i, (answers, context) in enumerate(zip(read_column(examples, columns.answer), contexts)):
         texts, starts = _read_answers(answers, i, source, columns.answer, answer_spans)
-        if not texts:
-            unanswerable += 1
-            first_unanswerable = i if first_unanswerable is None else first_unanswerable
         mismatched += [i for text, start in zip(texts, starts) if start < 0 or context[start: start + len(text)] != text]
-    if unanswerable and stage in ("train", "eval") and not version_2_with_negative:
-        everything = (" If the file has no answers at all, pass it as --test_file with --do_predict instead."
-                      if unanswerable == len(examples) and stage == "eval" else "")
-        raise UsageError(
-            f"{source}: {unanswerable} of {len(examples)} questions have no answer (record {first_unanswerable}): "
-            "this is SQuAD v2.0-style data. Pass --version_2_with_negative to train and score unanswerable questions "
-            f"(SQuAD v1.1 scoring would count them wrongly).{everything}"
-        )
     if mismatched and stage != "train":
         logger.warning(
             f"{source}: {len(mismatched)} answer(s) are not found at their answer_start in the context (first: record "
@@ -560,11 +584,11 @@ def check_qa_answers(examples, source: str, columns, stage: str, version_2_with_
         )
 
 
-def check_qa_examples(examples, source: str, columns, stage: str, version_2_with_negative: bool, answer_spans):
+def check_qa_examples(examples, source: str, columns, stage: str, answer_spans):
     """Check the raw QA examples of one split (already cut to --max_*_samples) before the model is loaded: the
     columns the run needs (check_qa_columns) and the answers (check_qa_answers)."""
     check_qa_columns(examples, source, columns, stage)
-    check_qa_answers(examples, source, columns, stage, version_2_with_negative, answer_spans)
+    check_qa_answers(examples, source, columns, stage, answer_spans)
 
 
 def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length: int, doc_stride: int):
@@ -640,12 +664,14 @@ def check_extractive_qa_run(model_args, data_args, training_args, adapter_args, 
     columns = qa_columns(data_args)
     examples, version_2 = examples_to_check(model_args, data_args, training_args, columns, answer_spans)
     check_squad_best_model_metric(training_args, version_2)
+    check_tune_null_threshold(data_args, training_args, version_2)
     for stage, dataset in examples.items():
-        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, version_2, answer_spans)
+        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, answer_spans)
     config, tokenizer = load_config_and_tokenizer(model_args)
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
     check_doc_stride(data_args.doc_stride, max_seq_length)
     check_model(config)
+    check_adapter_fit(adapter_args, config)
     check_fits_positions(max_seq_length, config, "--max_seq_length")
     for stage, dataset in examples.items():
         check_windows_fit(dataset, stage_source(data_args, stage), tokenizer, columns, max_seq_length,

@@ -7,6 +7,7 @@ delete the marked block in its main() and this file (with checks.py).
 import logging
 
 from checks import (
+    check_adapter_fit,
     check_arguments,
     check_data_arguments,
     check_fits_positions,
@@ -43,6 +44,7 @@ def check_lm_run(model_args, data_args, training_args, adapter_args, head_names:
     if model_args.config_overrides is not None:
         apply_config_overrides(config, model_args.config_overrides)
     check_model_type(config, name, head_names, task)
+    check_adapter_fit(adapter_args, config)
     length_flag = "--max_seq_length" if hasattr(data_args, "max_seq_length") else "--block_size"
     given = getattr(data_args, length_flag[2:])
     check_fits_positions(length_for(data_args, tokenizer, config), config, length_flag, default_length_note(given))
@@ -102,3 +104,23 @@ def check_raw_lm_splits(raw_datasets, carved, data_args, training_args):
                 "training data rounds to 0 rows. Pass --validation_file, or raise --validation_split_percentage."
             )
         raise UsageError("The validation data has no rows: check --validation_file.")
+    if getattr(data_args, "line_by_line", False):
+        for split, needed in (("train", training_args.do_train), ("validation", training_args.do_eval)):
+            if needed and not has_non_blank_line(raw_datasets[split]):
+                raise UsageError(
+                    f"--line_by_line makes one example per non-empty line, and every line of the {split} data is blank "
+                    f"({len(raw_datasets[split])} rows): check the {split} file (or drop --line_by_line)."
+                )
+
+
+def has_non_blank_line(dataset) -> bool:
+    """Whether a text column (`text`, else the first, as the scripts choose it) holds a line that is not blank; reads
+    up to the first one."""
+    from utils_lm import lm_column_names
+
+    names = lm_column_names(dataset)
+    column = "text" if "text" in names else names[0]
+    for batch in dataset.iter(batch_size=1000):
+        if any(isinstance(line, str) and line.strip() for line in batch[column]):
+            return True
+    return False

@@ -4,6 +4,7 @@ position table fits the inputs, labels and generated answers, and every stage's 
 not want them can delete the marked block in its main() and this file (with checks.py).
 """
 from checks import (
+    check_adapter_fit,
     check_adapters_support,
     check_arguments,
     check_best_model_metric,
@@ -30,6 +31,7 @@ def check_run_seq2seq_qa(model_args, data_args, training_args, adapter_args, ans
     config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
     check_seq2seq_model(config, model_args.model_name_or_path, data_args, training_args, max_seq_length)
+    check_adapter_fit(adapter_args, config)
 
 
 def check_seq2seq_arguments(model_args, data_args, training_args, generate: bool):

@@ -12,6 +12,8 @@ import logging
 import os
 from itertools import chain
 
+from script_utils import write_text_atomically
+
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +60,7 @@ def write_json(path: str, obj) -> None:
     """Write dumps_indent4(obj) and a newline atomically: into a temporary file in the same folder, flushed to disk,
     then renamed over path. A crash leaves the old file (or none), never part of the new one."""
     text = dumps_indent4(obj) + "\n"  # before touching the disk: content json cannot encode leaves no trace
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(temporary, "w", encoding="ascii") as writer:  # json escapes everything else (ensure_ascii)
-            writer.write(text)
-            writer.flush()
-            os.fsync(writer.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    write_text_atomically(path, text, encoding="ascii")  # json escapes everything else (ensure_ascii)
 
 
 def write_prediction_files(output_dir, prefix, predictions, nbest, null_odds=None, background=False):

@@ -40,9 +40,10 @@ from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
 import adapters
-from adapters import AdapterArguments, AdapterTrainer, setup_adapter_training
+from adapters import AdapterArguments, AdapterTrainer
 from script_utils import (
     UsageError,
+    adapter_name,
     capped_length,
     detect_last_checkpoint,
     evaluate_and_save,
@@ -50,6 +51,7 @@ from script_utils import (
     parse_args,
     prepare_output_dir,
     save_model_card,
+    setup_adapters,
     setup_logging,
     train_and_save,
 )
@@ -271,18 +273,18 @@ def load_model(model_args, config, tokenizer):
     return model
 
 
-def save_scratch_base_model(model, model_args, training_args, adapter_args):
+def save_scratch_base_model(model, base_weights, model_args, training_args, adapter_args):
     """An adapter trained on a model created from scratch is useless without that (random, frozen) base model, which
-    adapter checkpoints do not contain: save it (config.json + weights) next to the adapter, before the adapter is
-    added (and after every check has passed)."""
+    adapter checkpoints do not contain: save it (config.json + weights) next to the adapter, after every check has
+    passed. base_weights: the model's state dict taken before the adapter was added."""
     if model_args.model_name_or_path or not (
         adapter_args.train_adapter and training_args.do_train and training_args.should_save
     ):
         return
     os.makedirs(training_args.output_dir, exist_ok=True)
     # transformers' own save: adapters' save_pretrained override unlinks the prefix-tuning pools, which breaks the
-    # adapter training that follows. No adapter exists yet, so this writes exactly the base model.
-    PreTrainedModel.save_pretrained(model, training_args.output_dir)
+    # adapter training that follows. base_weights are exactly the base model's (no adapter weights).
+    PreTrainedModel.save_pretrained(model, training_args.output_dir, state_dict=base_weights)
     logger.info(
         f"Saved the new base model to {training_args.output_dir} (config.json + weights): reload it with "
         "--model_name_or_path and the adapter with --load_adapter."
@@ -311,6 +313,9 @@ def add_word_starts(encoding, n_texts):
 def tokenize_lines(examples, tokenizer, text_column_name, max_seq_length, padding, whole_word_mask):
     """--line_by_line: every non-empty, non-whitespace line is one example, truncated to max_seq_length."""
     lines = [line for line in examples[text_column_name] if line and not line.isspace()]  # None: an empty CSV cell
+    if not lines:  # a batch of blank lines: no examples (a fast tokenizer given no text fails with an IndexError)
+        columns = list(tokenizer([""], return_special_tokens_mask=True).keys())
+        return {name: [] for name in columns + (["word_starts"] if whole_word_mask else [])}
     encoding = tokenizer(
         lines,
         padding=padding,
@@ -522,7 +527,6 @@ def make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, train
     data_collator = make_data_collator(tokenizer, data_args, training_args)
     # Accuracy is computed offline, and only where the upstream script computes it (an evaluation with logits).
     with_metrics = training_args.do_eval and not is_torch_xla_available()
-    setup_adapter_training(model, adapter_args, data_args.dataset_name or "mlm")
     trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer
     return trainer_class(
         model=model,
@@ -572,6 +576,8 @@ def main(argv=None):
 
     # Model
     model = load_model(model_args, config, tokenizer)
+    base_weights = dict(model.state_dict())  # the base model's own weights, for save_scratch_base_model
+    setup_adapters(model, adapter_args, adapter_name(data_args, "mlm"))  # its errors: one line, nothing written
 
     # Preprocessing
     train_dataset, eval_dataset, n_eval_examples = prepare_splits(raw_datasets, tokenizer, max_seq_length, data_args,
@@ -579,7 +585,7 @@ def main(argv=None):
 
     # Trainer
     prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
-    save_scratch_base_model(model, model_args, training_args, adapter_args)
+    save_scratch_base_model(model, base_weights, model_args, training_args, adapter_args)
     trainer = make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args)
 
     # Train / evaluate

@@ -29,10 +29,11 @@ from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
 import adapters
-from adapters import AdapterArguments, setup_adapter_training
+from adapters import AdapterArguments
 from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, padding_collator, repair_qa_examples
 from script_utils import (
     UsageError,
+    adapter_name,
     capped_length,
     detect_last_checkpoint,
     load_config_and_tokenizer,
@@ -40,6 +41,7 @@ from script_utils import (
     prepare_output_dir,
     require_fast_tokenizer,
     save_model_card,
+    setup_adapters,
     setup_logging,
     train_evaluate_predict,
 )
@@ -165,7 +167,7 @@ def load_model(model_args, config):
         token=model_args.token,
         trust_remote_code=model_args.trust_remote_code,
     )
-    # Convert the model into an adapter model (the reference does this even without --train_adapter).
+    # Convert the model into an adapter model (the upstream script does this even without --train_adapter).
     adapters.init(model)
     return model
 
@@ -239,7 +241,7 @@ def prepare_train_features(examples, tokenizer, columns, max_seq_length, doc_str
             # Label with the answer's tokens only if the answer is fully inside the span; otherwise CLS.
             if offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char:
                 # Move token_start_index and token_end_index to the two ends of the answer. The start walk stops at
-                # the window's last context token: the reference walked on into [SEP]/padding, whose (0, 0) offsets
+                # the window's last context token: the upstream script walked on into [SEP]/padding, whose (0, 0) offsets
                 # made a wrong label when the answer starts at the last token of a window (its "edge case").
                 context_end_index = token_end_index
                 while token_start_index <= context_end_index and offsets[token_start_index][0] <= start_char:
@@ -331,7 +333,6 @@ def build_all_features(examples, tokenizer, columns, max_seq_length, data_args, 
 
 
 def make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args, log_level):
-    setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
     trainer_class = QuestionAnsweringAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringTrainer
     return trainer_class(
         model=model,
@@ -382,6 +383,7 @@ def main(argv=None):
 
     # Model
     model = load_model(model_args, config)
+    setup_adapters(model, adapter_args, adapter_name(data_args, "squad"))  # its errors: one line, nothing written
 
     # Preprocessing
     features = build_all_features(examples, tokenizer, columns, max_seq_length, data_args, training_args)

