@@ -13,11 +13,9 @@ import logging
 import os
 from typing import Optional
 
+from adapter_setup import adapter_config_problem, adapter_folder_problem, load_adapter_config
 from script_utils import (
     UsageError,
-    adapter_config_problem,
-    adapter_folder_problem,
-    load_adapter_config,
     load_config_and_tokenizer,
 )
 
@@ -140,7 +138,7 @@ def check_adapter_arguments(adapter_args):
 def check_adapter_fit(adapter_args, config):
     """Before the model is loaded, with its config: a new adapter's configuration fits the model (compacter's phm_dim
     must divide the hidden size and the bottleneck, ...), and local --load_adapter/--load_lang_adapter folders have
-    readable JSON files and were trained on a model of this hidden size. script_utils.setup_adapters checks the same
+    readable JSON files and were trained on a model of this hidden size. adapter_setup.setup_adapters checks the same
     (and what needs the model: the head's task, the weights) when the adapters are set up."""
     if not adapter_args.train_adapter:
         return

@@ -15,7 +15,6 @@ A single `.json` argument is read as a file of arguments.
 main() reads as a table of contents: arguments, data, model, preprocessing, trainer, train/evaluate.
 """
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,49 +22,43 @@ from typing import Optional
 
 import torch
 from transformers import (
-    CONFIG_MAPPING,
     MODEL_FOR_MASKED_LM_MAPPING,
-    AutoConfig,
     AutoModelForMaskedLM,
-    AutoTokenizer,
     DataCollatorForLanguageModeling,
-    PreTrainedModel,
-    Trainer,
     TrainingArguments,
-    is_torch_xla_available,
     set_seed,
 )
 from transformers.data.data_collator import pad_without_fast_tokenizer_warning
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-import adapters
-from adapters import AdapterArguments, AdapterTrainer
+from adapters import AdapterArguments
+from adapter_setup import adapter_name, setup_adapters
 from script_utils import (
     UsageError,
-    adapter_name,
     capped_length,
     detect_last_checkpoint,
     evaluate_and_save,
-    from_pretrained_or_fail,
     parse_args,
     prepare_output_dir,
     save_model_card,
-    setup_adapters,
     setup_logging,
     train_and_save,
 )
 from utils_lm import (
-    count_rows,
-    first_rows,
-    apply_config_overrides,
-    argmax_logits,
     check_lm_data_args,
+    first_rows,
     group_texts,
     lm_accuracy,
     lm_column_names,
+    load_lm_config,
+    load_lm_model,
     load_lm_raw_datasets,
-    perplexity,
+    load_lm_tokenizer,
+    make_lm_trainer,
+    perplexity_metric,
+    prepare_lm_splits,
+    save_scratch_base_model,
 )
 
 
@@ -174,48 +167,14 @@ class DataTrainingArguments:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def model_name(model_args) -> str:
-    """How to name the model in a message: its folder or Hub id, else how it is built from scratch."""
-    return model_args.model_name_or_path or model_args.config_name or f"--model_type {model_args.model_type}"
-
-
-def hub_kwargs(model_args):
-    return {
-        "cache_dir": model_args.cache_dir,
-        "revision": model_args.model_revision,
-        "token": model_args.token,
-        "trust_remote_code": model_args.trust_remote_code,
-    }
-
-
 def load_config_and_tokenizer(model_args, data_args):
-    """A pretrained config, or a new one of --model_type with --config_overrides applied; the pretrained tokenizer."""
-    name = model_args.config_name or model_args.model_name_or_path
-    if name:
-        config = from_pretrained_or_fail(AutoConfig.from_pretrained, name, "config", **hub_kwargs(model_args))
-    elif model_args.model_type not in MODEL_TYPES:
-        raise UsageError(
-            "Training from scratch (no --model_name_or_path) needs --model_type, one of: " + ", ".join(MODEL_TYPES)
-        )
-    else:
-        config = CONFIG_MAPPING[model_args.model_type]()
-        logger.warning("You are instantiating a new config instance from scratch.")
-        if model_args.config_overrides is not None:
-            logger.info(f"Overriding config: {model_args.config_overrides}")
-            apply_config_overrides(config, model_args.config_overrides)
-            logger.info(f"New config: {config}")
-    name = model_args.tokenizer_name or model_args.model_name_or_path
-    if not name:
-        raise UsageError(
-            "You are instantiating a new tokenizer from scratch. This is not supported by this script. Train one "
-            "elsewhere, save it, and pass it with --tokenizer_name."
-        )
-    tokenizer = from_pretrained_or_fail(
-        AutoTokenizer.from_pretrained, name, "tokenizer", use_fast=model_args.use_fast_tokenizer,
-        **hub_kwargs(model_args)
-    )
+    """A pretrained config, or a new one of --model_type with --config_overrides applied; the pretrained tokenizer,
+    which needs a mask token (and, for --whole_word_mask, to be fast)."""
+    config = load_lm_config(model_args, MODEL_TYPES, overrides_on_pretrained=False)
+    tokenizer = load_lm_tokenizer(model_args)
     if tokenizer.mask_token is None:
-        raise UsageError(f"The tokenizer '{name}' has no mask token, which masked language modelling needs.")
+        raise UsageError(f"The tokenizer '{tokenizer.name_or_path}' has no mask token, which masked language modelling "
+                         "needs.")
     if data_args.whole_word_mask and not tokenizer.is_fast:
         raise UsageError("--whole_word_mask needs a fast tokenizer (its word_ids); drop --use_fast_tokenizer False.")
     return config, tokenizer
@@ -235,60 +194,8 @@ def max_seq_length_for(data_args, tokenizer, config=None) -> int:
     return tokenizer.model_max_length
 
 
-def torch_dtype(model_args):
-    """--torch_dtype as the `dtype` argument of from_pretrained/from_config ("auto"/None passed through)."""
-    if model_args.torch_dtype in ("auto", None):
-        return model_args.torch_dtype
-    return getattr(torch, model_args.torch_dtype)
-
-
 def load_model(model_args, config, tokenizer):
-    if model_args.model_name_or_path:
-        model = from_pretrained_or_fail(
-            AutoModelForMaskedLM.from_pretrained,
-            model_args.model_name_or_path,
-            "model",
-            from_tf=bool(".ckpt" in model_args.model_name_or_path),
-            config=config,
-            dtype=torch_dtype(model_args),
-            low_cpu_mem_usage=model_args.low_cpu_mem_usage,
-            **hub_kwargs(model_args),
-        )
-    else:
-        logger.info("Training new model from scratch")
-        model = AutoModelForMaskedLM.from_config(
-            config, trust_remote_code=model_args.trust_remote_code,
-            # "auto" means the dtype of saved weights, which a new model does not have.
-            dtype=None if model_args.torch_dtype == "auto" else torch_dtype(model_args),
-        )
-
-    # Convert the model into an adapter model (the upstream script does this even without --train_adapter).
-    adapters.init(model)
-
-    # We resize the embeddings only when necessary to avoid index errors. If you are creating a model from scratch
-    # on a small vocab and want a smaller embedding size, remove this test.
-    embedding_size = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > embedding_size:
-        model.resize_token_embeddings(len(tokenizer))
-    return model
-
-
-def save_scratch_base_model(model, base_weights, model_args, training_args, adapter_args):
-    """An adapter trained on a model created from scratch is useless without that (random, frozen) base model, which
-    adapter checkpoints do not contain: save it (config.json + weights) next to the adapter, after every check has
-    passed. base_weights: the model's state dict taken before the adapter was added."""
-    if model_args.model_name_or_path or not (
-        adapter_args.train_adapter and training_args.do_train and training_args.should_save
-    ):
-        return
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    # transformers' own save: adapters' save_pretrained override unlinks the prefix-tuning pools, which breaks the
-    # adapter training that follows. base_weights are exactly the base model's (no adapter weights).
-    PreTrainedModel.save_pretrained(model, training_args.output_dir, state_dict=base_weights)
-    logger.info(
-        f"Saved the new base model to {training_args.output_dir} (config.json + weights): reload it with "
-        "--model_name_or_path and the adapter with --load_adapter."
-    )
+    return load_lm_model(AutoModelForMaskedLM, model_args, config, tokenizer)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -484,22 +391,10 @@ class DataCollatorForWholeWordMasking(DataCollatorForLanguageModeling):
 
 
 def prepare_splits(raw_datasets, tokenizer, max_seq_length, data_args, training_args):
-    """(train examples, evaluation examples, number of evaluation examples) for the stages asked for (None, 0
-    otherwise). A stream has no length: its evaluation examples are counted by reading it once."""
-    column_names = lm_column_names(raw_datasets["train" if training_args.do_train else "validation"])
-    text_column_name = "text" if "text" in column_names else column_names[0]
-    prepare = partial(prepare_split, raw_datasets, tokenizer=tokenizer, text_column_name=text_column_name,
-                      max_seq_length=max_seq_length, data_args=data_args, training_args=training_args)
-    train_dataset = prepare("train") if training_args.do_train else None
-    eval_dataset = prepare("validation") if training_args.do_eval else None
-    if data_args.streaming and training_args.do_train and next(iter(train_dataset), None) is None:
-        raise UsageError("The streamed training data gives no example: use more text.")
-    n_eval_examples = count_rows(eval_dataset) if training_args.do_eval else 0
-    if data_args.streaming and training_args.do_eval:
-        logger.info(f"validation: {n_eval_examples} examples (counted by reading the stream).")
-        if n_eval_examples == 0:
-            raise UsageError("The streamed validation data gives no example: use more text.")
-    return train_dataset, eval_dataset, n_eval_examples
+    """(train examples, evaluation examples, number of evaluation examples) for the stages asked for."""
+    prepare = partial(prepare_split, tokenizer=tokenizer, max_seq_length=max_seq_length, data_args=data_args,
+                      training_args=training_args)
+    return prepare_lm_splits(raw_datasets, prepare, "examples", data_args, training_args)
 
 
 def make_data_collator(tokenizer, data_args, training_args):
@@ -523,25 +418,10 @@ def compute_metrics(eval_preds):
 
 
 def make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args):
-    # This one will take care of randomly masking the tokens.
+    # The data collator takes care of randomly masking the tokens.
     data_collator = make_data_collator(tokenizer, data_args, training_args)
-    # Accuracy is computed offline, and only where the upstream script computes it (an evaluation with logits).
-    with_metrics = training_args.do_eval and not is_torch_xla_available()
-    trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer
-    return trainer_class(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        data_collator=data_collator,
-        compute_metrics=compute_metrics if with_metrics else None,
-        preprocess_logits_for_metrics=argmax_logits if with_metrics else None,
-    )
-
-
-def perplexity_metric(metrics) -> dict:
-    return {"perplexity": perplexity(metrics["eval_loss"])}
+    return make_lm_trainer(model, tokenizer, train_dataset, eval_dataset, data_collator, compute_metrics,
+                           training_args, adapter_args)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

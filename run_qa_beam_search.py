@@ -43,9 +43,9 @@ import adapters
 from adapters import AdapterArguments
 from beam_search_head import BeamSearchQuestionAnsweringModel
 from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, padding_collator, repair_qa_examples
+from adapter_setup import adapter_name, setup_adapters
 from script_utils import (
     UsageError,
-    adapter_name,
     capped_length,
     detect_last_checkpoint,
     load_config_and_tokenizer,
@@ -53,7 +53,6 @@ from script_utils import (
     prepare_output_dir,
     require_fast_tokenizer,
     save_model_card,
-    setup_adapters,
     setup_logging,
     train_evaluate_predict,
     use_the_models_own_loss,

@@ -36,9 +36,9 @@ from transformers.utils.versions import require_version
 import adapters
 from adapters import AdapterArguments
 from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
+from adapter_setup import adapter_name, setup_adapters
 from script_utils import (
     UsageError,
-    adapter_name,
     capped_length,
     detect_last_checkpoint,
     load_config_and_tokenizer,
@@ -46,7 +46,6 @@ from script_utils import (
     parse_args,
     prepare_output_dir,
     require_fast_tokenizer,
-    setup_adapters,
     setup_logging,
     train_evaluate_predict,
     use_the_models_own_loss,

@@ -7,11 +7,12 @@ import itertools
 import logging
 import math
 import os
+from functools import partial
 from typing import Optional
 
 import numpy as np
 
-from script_utils import UsageError, innermost_error, select_samples
+from script_utils import UsageError, from_pretrained_or_fail, hub_kwargs, innermost_error, select_samples
 
 
 logger = logging.getLogger(__name__)
@@ -238,3 +239,150 @@ def count_rows(dataset) -> int:
     if hasattr(dataset, "__len__"):
         return len(dataset)
     return sum(1 for _ in dataset)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Config, tokenizer, model and trainer of the two language-modelling scripts
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_lm_config(model_args, model_types, overrides_on_pretrained: bool):
+    """A pretrained config, or a new one of --model_type (one of model_types); --config_overrides applied to a new one
+    and, where overrides_on_pretrained, to a pretrained one too."""
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    name = model_args.config_name or model_args.model_name_or_path
+    if name:
+        config = from_pretrained_or_fail(AutoConfig.from_pretrained, name, "config", **hub_kwargs(model_args))
+    elif model_args.model_type not in model_types:
+        raise UsageError(
+            "Training from scratch (no --model_name_or_path) needs --model_type, one of: " + ", ".join(model_types)
+        )
+    else:
+        config = CONFIG_MAPPING[model_args.model_type]()
+        logger.warning("You are instantiating a new config instance from scratch.")
+    if model_args.config_overrides is not None and (not name or overrides_on_pretrained):
+        logger.info(f"Overriding config: {model_args.config_overrides}")
+        apply_config_overrides(config, model_args.config_overrides)
+        logger.info(f"New config: {config}")
+    return config
+
+
+def load_lm_tokenizer(model_args):
+    """The pretrained tokenizer (--tokenizer_name, else --model_name_or_path): the scripts do not train one."""
+    from transformers import AutoTokenizer
+
+    name = model_args.tokenizer_name or model_args.model_name_or_path
+    if not name:
+        raise UsageError(
+            "You are instantiating a new tokenizer from scratch. This is not supported by this script. Train one "
+            "elsewhere, save it, and pass it with --tokenizer_name."
+        )
+    return from_pretrained_or_fail(AutoTokenizer.from_pretrained, name, "tokenizer",
+                                   use_fast=model_args.use_fast_tokenizer, **hub_kwargs(model_args))
+
+
+def torch_dtype(model_args):
+    """--torch_dtype as the `dtype` argument of from_pretrained/from_config ("auto"/None passed through)."""
+    import torch
+
+    if model_args.torch_dtype in ("auto", None):
+        return model_args.torch_dtype
+    return getattr(torch, model_args.torch_dtype)
+
+
+def load_lm_model(auto_class, model_args, config, tokenizer):
+    """auto_class (AutoModelForMaskedLM / AutoModelForCausalLM) from pretrained weights or new from the config, as an
+    adapters model, its embeddings grown to the tokenizer's vocabulary where they are smaller."""
+    import adapters
+
+    if model_args.model_name_or_path:
+        model = from_pretrained_or_fail(
+            auto_class.from_pretrained, model_args.model_name_or_path, "model",
+            from_tf=bool(".ckpt" in model_args.model_name_or_path), config=config, dtype=torch_dtype(model_args),
+            low_cpu_mem_usage=model_args.low_cpu_mem_usage, **hub_kwargs(model_args),
+        )
+    else:
+        model = auto_class.from_config(
+            config, trust_remote_code=model_args.trust_remote_code,
+            # "auto" means the dtype of saved weights, which a new model does not have.
+            dtype=None if model_args.torch_dtype == "auto" else torch_dtype(model_args),
+        )
+        n_params = sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
+        logger.info(f"Training new model from scratch - Total size={n_params/2**20:.2f}M params")
+
+    # Convert the model into an adapter model (the upstream script does this even without --train_adapter).
+    adapters.init(model)
+
+    # We resize the embeddings only when necessary to avoid index errors. If you are creating a model from scratch
+    # on a small vocab and want a smaller embedding size, remove this test.
+    embedding_size = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > embedding_size:
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def save_scratch_base_model(model, base_weights, model_args, training_args, adapter_args):
+    """An adapter trained on a model created from scratch is useless without that (random, frozen) base model, which
+    adapter checkpoints do not contain: save it (config.json + weights) next to the adapter, after every check has
+    passed. base_weights: the model's state dict taken before the adapter was added."""
+    from transformers import PreTrainedModel
+
+    if model_args.model_name_or_path or not (
+        adapter_args.train_adapter and training_args.do_train and training_args.should_save
+    ):
+        return
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    # transformers' own save: adapters' save_pretrained override unlinks the prefix-tuning pools, which breaks the
+    # adapter training that follows. base_weights are exactly the base model's (no adapter weights).
+    PreTrainedModel.save_pretrained(model, training_args.output_dir, state_dict=base_weights)
+    logger.info(
+        f"Saved the new base model to {training_args.output_dir} (config.json + weights): reload it with "
+        "--model_name_or_path and the adapter with --load_adapter."
+    )
+
+
+def prepare_lm_splits(raw_datasets, prepare_split, units: str, data_args, training_args):
+    """(train dataset, evaluation dataset, number of evaluation rows) for the stages asked for (None, 0 otherwise),
+    from prepare_split(raw_datasets, split, text_column_name=...); units names the rows in messages ("examples", "blocks of
+    128 tokens"). A stream has no length: its evaluation rows are counted by reading it once."""
+    column_names = lm_column_names(raw_datasets["train" if training_args.do_train else "validation"])
+    text_column_name = "text" if "text" in column_names else column_names[0]
+    prepare = partial(prepare_split, raw_datasets, text_column_name=text_column_name)
+    train_dataset = prepare("train") if training_args.do_train else None
+    eval_dataset = prepare("validation") if training_args.do_eval else None
+    if data_args.streaming and training_args.do_train and next(iter(train_dataset), None) is None:
+        raise UsageError(f"The streamed training data gives no {units}: use more text.")
+    n_eval_rows = count_rows(eval_dataset) if training_args.do_eval else 0
+    if data_args.streaming and training_args.do_eval:
+        logger.info(f"validation: {n_eval_rows} {units} (counted by reading the stream).")
+        if n_eval_rows == 0:
+            raise UsageError(f"The streamed validation data gives no {units}: use more text.")
+    return train_dataset, eval_dataset, n_eval_rows
+
+
+def make_lm_trainer(model, tokenizer, train_dataset, eval_dataset, data_collator, compute_metrics, training_args,
+                    adapter_args):
+    """AdapterTrainer with --train_adapter, else Trainer. Accuracy is computed offline, and only where the upstream
+    scripts compute it (an evaluation with logits)."""
+    from transformers import Trainer, is_torch_xla_available
+
+    from adapters import AdapterTrainer
+
+    with_metrics = training_args.do_eval and not is_torch_xla_available()
+    trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer
+    return trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=data_collator,
+        compute_metrics=compute_metrics if with_metrics else None,
+        preprocess_logits_for_metrics=argmax_logits if with_metrics else None,
+    )
+
+
+def perplexity_metric(metrics) -> dict:
+    """The perplexity added to eval_results.json."""
+    return {"perplexity": perplexity(metrics["eval_loss"])}

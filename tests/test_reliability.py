@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from toy import data as toy_data
-from script_utils import UsageError, adapter_name, checkpoint_problem, save_metrics, write_text_atomically
+from adapter_setup import adapter_name
+from script_utils import UsageError, checkpoint_problem, save_metrics, write_text_atomically
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -391,7 +392,7 @@ def test_a_loaded_adapter_keeps_every_weight_under_the_runs_name(arch, config, t
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM
 
-    from script_utils import setup_adapters
+    from adapter_setup import setup_adapters
 
     auto = AutoModelForSeq2SeqLM if arch == "t5" else AutoModelForQuestionAnswering
     folder = _save_adapter(auto.from_pretrained(tiny_model(arch)), tmp_path / "saved", "my_squad", config)
@@ -409,13 +410,13 @@ def test_a_loaded_adapter_keeps_every_weight_under_the_runs_name(arch, config, t
 def test_language_adapter_keeps_its_name_apart_from_the_task_adapter(env, tmp_path, monkeypatch):
     """A language adapter saved under the task adapter's own name ("squad") would replace it (adapters overwrites an
     adapter of the same name): it is loaded as "squad_lang", without its head, under the new task adapter."""
+    import adapter_setup
     import run_qa
-    import script_utils
 
     names = []
 
     def recording_setup(model, adapter_args, name):
-        names.append(script_utils.setup_adapters(model, adapter_args, name))
+        names.append(adapter_setup.setup_adapters(model, adapter_args, name))
         return names[-1]
 
     monkeypatch.setattr(run_qa, "setup_adapters", recording_setup)

@@ -14,7 +14,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, DataCollatorForLanguageModeling, HfArgumentParser, TrainingArguments
+from transformers import AutoConfig, AutoTokenizer, DataCollatorForLanguageModeling, HfArgumentParser, TrainingArguments
 
 import run_mlm
 from toy import data as toy_data
@@ -322,7 +322,7 @@ def test_max_seq_length_beyond_the_positions_is_an_error_naming_both(tiny_model,
 
 def test_roberta_positions_start_after_the_padding_index(tiny_model):
     # 514 position rows, but RoBERTa's positions start at pad_token_id + 1 = 2: 512 tokens fit, 513 do not.
-    assert max_input_positions(run_mlm.AutoConfig.from_pretrained(tiny_model("roberta"))) == 512
+    assert max_input_positions(AutoConfig.from_pretrained(tiny_model("roberta"))) == 512
 
 
 def test_config_overrides_with_a_pretrained_model_is_refused(tiny_model, text, tmp_path):
