@@ -12,7 +12,6 @@ from typing import Optional
 
 from script_utils import CHECKPOINT_NAME, UsageError, one_line
 
-
 logger = logging.getLogger(__name__)
 
 

@@ -17,7 +17,6 @@ import types
 from transformers import AutoModel, PreTrainedModel
 from transformers.models.xlm.modeling_xlm import XLMSQuADHead
 
-
 DEFAULT_N_TOP = 5  # start_n_top / end_n_top of XLNet and XLM
 
 

@@ -16,7 +16,6 @@ from checks import (
 )
 from script_utils import UsageError, load_config_and_tokenizer
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +23,7 @@ def check_lm_run(model_args, data_args, training_args, adapter_args, head_names:
     """run_mlm.py and run_clm.py: arguments, model and adapter sources, the model type (pretrained or --model_type),
     the script's sequence length (length_for(data_args, tokenizer, config)) against the position table, and the raw
     data splits."""
-    from transformers import AutoTokenizer, CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING, AutoTokenizer
 
     from script_utils import from_pretrained_or_fail
     from utils_lm import apply_config_overrides, load_lm_raw_datasets

@@ -14,7 +14,6 @@ from itertools import chain
 
 from script_utils import write_text_atomically
 
-
 logger = logging.getLogger(__name__)
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

@@ -16,8 +16,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # a 32-wide model: more threads only wait for each other (4x slower)
 
 import run_qa  # noqa: E402  (after the offline switches)
-from toy import models as tiny_models  # noqa: E402
 from toy import data as toy_data  # noqa: E402
+from toy import models as tiny_models  # noqa: E402
 
 
 def run_qa_args(model_dir, train_file, dev_file, output_dir, epochs):

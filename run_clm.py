@@ -23,6 +23,7 @@ from functools import partial
 from typing import Optional
 
 import transformers
+from adapters import AdapterArguments
 from transformers import (
     MODEL_FOR_CAUSAL_LM_MAPPING,
     AutoModelForCausalLM,
@@ -34,7 +35,6 @@ from transformers.testing_utils import CaptureLogger
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from adapters import AdapterArguments
 from adapter_setup import adapter_name, setup_adapters
 from script_utils import (
     UsageError,
@@ -62,7 +62,6 @@ from utils_lm import (
     prepare_lm_splits,
     save_scratch_base_model,
 )
-
 
 check_min_version("4.44.0")
 require_version("datasets>=2.14.0", "To fix: pip install -r requirements.txt")
@@ -298,8 +297,9 @@ def main(argv=None):
     # Pre-flight checks (checks_lm.py, checks.py): arguments, model, adapter sources and data, each failing with one
     # line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
     # and those two files.
-    import checks_lm
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CLM_HEADS
+
+    import checks_lm
 
     checks_lm.check_lm_run(model_args, data_args, training_args, adapter_args, CLM_HEADS, "causal language-modelling",
                            block_size_for)

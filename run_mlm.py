@@ -21,6 +21,7 @@ from functools import partial
 from typing import Optional
 
 import torch
+from adapters import AdapterArguments
 from transformers import (
     MODEL_FOR_MASKED_LM_MAPPING,
     AutoModelForMaskedLM,
@@ -32,7 +33,6 @@ from transformers.data.data_collator import pad_without_fast_tokenizer_warning
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from adapters import AdapterArguments
 from adapter_setup import adapter_name, setup_adapters
 from script_utils import (
     UsageError,
@@ -60,7 +60,6 @@ from utils_lm import (
     prepare_lm_splits,
     save_scratch_base_model,
 )
-
 
 check_min_version("4.44.0")
 require_version("datasets>=2.14.0", "To fix: pip install -r requirements.txt")
@@ -441,8 +440,9 @@ def main(argv=None):
     # Pre-flight checks (checks_lm.py, checks.py): arguments, model, adapter sources and data, each failing with one
     # line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
     # and those two files.
-    import checks_lm
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as MLM_HEADS
+
+    import checks_lm
 
     checks_lm.check_lm_run(model_args, data_args, training_args, adapter_args, MLM_HEADS, "masked language-modelling",
                            max_seq_length_for)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Optional
 
+import adapters
+from adapters import AdapterArguments
 from transformers import (
     AutoModelForQuestionAnswering,
     EvalPrediction,
@@ -28,10 +30,16 @@ from transformers import (
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-import adapters
-from adapters import AdapterArguments
-from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, padding_collator, repair_qa_examples
 from adapter_setup import adapter_name, setup_adapters
+from prediction_files import wait_for_prediction_files
+from qa_data import (
+    build_stage_features,
+    check_qa_data_files,
+    load_qa_examples,
+    padding_collator,
+    repair_qa_examples,
+    squad_references,
+)
 from script_utils import (
     UsageError,
     capped_length,
@@ -44,11 +52,9 @@ from script_utils import (
     setup_logging,
     train_evaluate_predict,
 )
-from prediction_files import wait_for_prediction_files
 from squad_metric import compute_squad_eval_metrics, tuned_null_threshold
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import postprocess_qa_predictions
-
 
 check_min_version("4.44.0")
 require_version("datasets>=1.8.0", "To fix: pip install -r requirements.txt")
@@ -240,8 +246,8 @@ def prepare_train_features(examples, tokenizer, columns, max_seq_length, doc_str
             # Label with the answer's tokens only if the answer is fully inside the span; otherwise CLS.
             if offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char:
                 # Move token_start_index and token_end_index to the two ends of the answer. The start walk stops at
-                # the window's last context token: the upstream script walked on into [SEP]/padding, whose (0, 0) offsets
-                # made a wrong label when the answer starts at the last token of a window (its "edge case").
+                # the window's last context token: the upstream script walked on into [SEP]/padding, whose (0, 0)
+                # offsets made a wrong label when the answer starts at the last token of a window (its "edge case").
                 context_end_index = token_end_index
                 while token_start_index <= context_end_index and offsets[token_start_index][0] <= start_char:
                     token_start_index += 1
@@ -309,7 +315,7 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     references = None
     if columns.answer in examples.column_names:
-        references = [{"id": str(ex[columns.id]), "answers": ex[columns.answer]} for ex in examples]
+        references = squad_references(examples, columns)
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Optional
 
+import adapters
+from adapters import AdapterArguments
 from transformers import (
     EvalPrediction,
     TrainingArguments,
@@ -39,11 +41,17 @@ from transformers import (
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-import adapters
-from adapters import AdapterArguments
-from beam_search_head import BeamSearchQuestionAnsweringModel
-from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, padding_collator, repair_qa_examples
 from adapter_setup import adapter_name, setup_adapters
+from beam_search_head import BeamSearchQuestionAnsweringModel
+from prediction_files import wait_for_prediction_files
+from qa_data import (
+    build_stage_features,
+    check_qa_data_files,
+    load_qa_examples,
+    padding_collator,
+    repair_qa_examples,
+    squad_references,
+)
 from script_utils import (
     UsageError,
     capped_length,
@@ -57,11 +65,9 @@ from script_utils import (
     train_evaluate_predict,
     use_the_models_own_loss,
 )
-from prediction_files import wait_for_prediction_files
 from squad_metric import compute_squad_eval_metrics, tuned_null_threshold
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa_beam_search import postprocess_qa_predictions_with_beam_search
-
 
 check_min_version("4.44.0")
 require_version("datasets>=1.8.0", "To fix: pip install -r requirements.txt")
@@ -374,7 +380,7 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     references = None
     if columns.answer in examples.column_names:
-        references = [{"id": str(ex[columns.id]), "answers": ex[columns.answer]} for ex in examples]
+        references = squad_references(examples, columns)
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 

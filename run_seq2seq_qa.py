@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Optional
 
+import adapters
+from adapters import AdapterArguments
 from transformers import (
     AutoModelForSeq2SeqLM,
     DataCollatorForSeq2Seq,
@@ -33,10 +35,9 @@ from transformers import (
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-import adapters
-from adapters import AdapterArguments
-from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
 from adapter_setup import adapter_name, setup_adapters
+from prediction_files import wait_for_prediction_files, write_prediction_files
+from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
 from script_utils import (
     UsageError,
     capped_length,
@@ -52,8 +53,6 @@ from script_utils import (
 )
 from squad_metric import compute_squad_eval_metrics
 from trainer_seq2seq_qa import QuestionAnsweringSeq2SeqAdapterTrainer, QuestionAnsweringSeq2SeqTrainer
-from prediction_files import wait_for_prediction_files, write_prediction_files
-
 
 check_min_version("4.44.0")
 require_version("datasets>=1.8.0", "To fix: pip install -r requirements.txt")

@@ -16,7 +16,6 @@ from typing import Optional
 
 from transformers import TrainerCallback
 
-
 logger = logging.getLogger(__name__)
 
 

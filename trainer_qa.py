@@ -12,11 +12,10 @@ import time
 
 import numpy as np
 import torch
+from adapters import AdapterTrainer
 from transformers import Trainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PredictionOutput, speed_metrics
-
-from adapters import AdapterTrainer
 
 
 def as_float32(predictions):

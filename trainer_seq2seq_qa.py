@@ -9,12 +9,12 @@ import inspect
 from typing import List, NamedTuple
 
 import torch
+from adapters import AdapterTrainer
 from torch.distributed.fsdp import FullyShardedDataParallel
 from transformers import Seq2SeqTrainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.integrations.fsdp import is_fsdp_managed_module
 
-from adapters import AdapterTrainer
 from trainer_qa import GatheredAdapterSaveMixin, QuestionAnsweringTrainer
 
 

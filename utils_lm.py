@@ -14,7 +14,6 @@ import numpy as np
 
 from script_utils import UsageError, from_pretrained_or_fail, hub_kwargs, innermost_error, select_samples
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -365,9 +364,8 @@ def make_lm_trainer(model, tokenizer, train_dataset, eval_dataset, data_collator
                     adapter_args):
     """AdapterTrainer with --train_adapter, else Trainer. Accuracy is computed offline, and only where the upstream
     scripts compute it (an evaluation with logits)."""
-    from transformers import Trainer, is_torch_xla_available
-
     from adapters import AdapterTrainer
+    from transformers import Trainer, is_torch_xla_available
 
     with_metrics = training_args.do_eval and not is_torch_xla_available()
     trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer

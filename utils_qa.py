@@ -15,7 +15,6 @@ import numpy as np
 from prediction_files import write_prediction_files
 from qa_data import read_column
 
-
 logger = logging.getLogger(__name__)
 
 

@@ -11,9 +11,8 @@ from typing import Optional, Tuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from qa_data import read_column
 from prediction_files import write_prediction_files
-
+from qa_data import read_column
 
 logger = logging.getLogger(__name__)
 

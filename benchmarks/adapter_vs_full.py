@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, median, write_results  # noqa: E402
 
-
 SETTINGS = ("full", "seq_bn", "lora")
 
 
@@ -123,9 +122,8 @@ class RssSampler:
 
 def worker(args):
     """One (model, setting) run; prints one JSON line."""
-    import torch
-
     import adapters
+    import torch
 
     model_name, setting = args.worker.split(":")
     if args.threads:

@@ -27,9 +27,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # a 32-wide model: more threads only wait for each other
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
+from _common import machine, write_results  # noqa: E402
+
 import run_qa  # noqa: E402
 import trainer_qa  # noqa: E402
-from _common import machine, write_results  # noqa: E402
 from toy import data as toy_data  # noqa: E402
 from toy import models as tiny_models  # noqa: E402
 

@@ -39,7 +39,6 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from _common import machine, median, write_results  # noqa: E402
 
-
 VARIANTS = {
     "padded": ["--pad_to_max_length", "True"],
     "dynamic-ordered": ["--pad_to_max_length", "False"],

@@ -32,6 +32,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the loop's progress bar would floo
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from _common import Timer, machine, median, write_results  # noqa: E402
+
 from prediction_files import wait_for_prediction_files  # noqa: E402
 from qa_data import read_column  # noqa: E402
 from squad_metric import compute_squad_v2  # noqa: E402

@@ -38,7 +38,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # utils_qa (metric, reader), _common (machine description)
 from _common import machine  # noqa: E402

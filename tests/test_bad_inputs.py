@@ -17,9 +17,8 @@ import sys
 
 import pytest
 
-from toy import data as toy_data
 from script_utils import UsageError
-
+from toy import data as toy_data
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Inputs

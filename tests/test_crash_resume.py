@@ -12,7 +12,6 @@ import zipfile
 import pytest
 import torch
 
-from toy import data as toy_data
 from script_utils import (
     UsageError,
     checkpoint_problem,
@@ -20,7 +19,7 @@ from script_utils import (
     last_complete_checkpoint,
     prepare_output_dir,
 )
-
+from toy import data as toy_data
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Which checkpoints count as complete

@@ -13,11 +13,10 @@ from transformers import (
     EvalPrediction,
     TrainingArguments,
 )
-
 from transformers.trainer_utils import EvalLoopOutput
 
-from qa_data import QAColumns
 import run_qa
+from qa_data import QAColumns
 from toy import data as toy_data
 from trainer_qa import QuestionAnsweringTrainer, in_dataset_order
 from trainer_seq2seq_qa import GeneratedAnswers

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from toy import models as tiny_models
 from toy import data as toy_data
+from toy import models as tiny_models
 
 QA_ARCHS = ("bert", "roberta", "distilbert")
 ADAPTER_ARCHS = ("bert", "roberta", "distilbert", "t5", "bart", "gpt2")

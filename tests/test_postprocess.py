@@ -7,10 +7,10 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from toy import data as toy_data
-from run_qa import prepare_validation_features
 from qa_data import QAColumns
+from run_qa import prepare_validation_features
 from squad_metric import compute_squad_metrics
+from toy import data as toy_data
 from utils_qa import postprocess_qa_predictions
 
 SEQ_LEN, QUESTION_TOKENS = 24, 4

@@ -15,7 +15,6 @@ from toy.synthetic_squad import make_case
 from toy.upstream import reference_postprocess_qa_predictions
 from utils_qa import postprocess_qa_predictions
 
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Comparison
 # ----------------------------------------------------------------------------------------------------------------------

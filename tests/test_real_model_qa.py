@@ -14,7 +14,6 @@ import os
 
 import pytest
 
-
 if os.environ.get("REAL_MODEL_QA") != "1":
     pytest.skip("opt-in (several CPU minutes): set REAL_MODEL_QA=1 to run it", allow_module_level=True)
 pytest.importorskip(

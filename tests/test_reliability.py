@@ -11,10 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from toy import data as toy_data
 from adapter_setup import adapter_name
 from script_utils import UsageError, checkpoint_problem, save_metrics, write_text_atomically
-
+from toy import data as toy_data
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Inputs

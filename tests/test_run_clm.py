@@ -16,8 +16,8 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 import run_clm
-from toy import data as toy_data
 from script_utils import UsageError
+from toy import data as toy_data
 
 BLOCK = 64
 COMMON = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--overwrite_output_dir",

@@ -17,9 +17,9 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, DataCollatorForLanguageModeling, HfArgumentParser, TrainingArguments
 
 import run_mlm
-from toy import data as toy_data
 from checks import max_input_positions
 from script_utils import UsageError
+from toy import data as toy_data
 
 SEQ = 64
 COMMON = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--overwrite_output_dir",

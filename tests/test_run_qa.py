@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import run_qa
-from toy import data as toy_data
 from qa_data import load_qa_file
+from toy import data as toy_data
 
 FAST = ["--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none", "--seed", "42",
         "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16"]

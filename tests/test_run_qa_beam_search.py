@@ -8,11 +8,11 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from qa_data import QAColumns
 import run_qa_beam_search
+from qa_data import QAColumns
+from script_utils import UsageError
 from toy import data as toy_data
 from toy.upstream import reference_features
-from script_utils import UsageError
 from utils_qa_beam_search import postprocess_qa_predictions_with_beam_search
 
 COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")

@@ -3,8 +3,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from qa_data import QAColumns
-from toy import data as toy_data
 from run_qa import prepare_train_features, prepare_validation_features, tokenize_windows
+from toy import data as toy_data
 
 COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")
 MAX_LEN, STRIDE = 128, 32

@@ -10,11 +10,11 @@ import pytest
 from transformers import AutoTokenizer
 from transformers.generation import GenerationMixin
 
-from qa_data import QAColumns
 import run_seq2seq_qa
-from toy import data as toy_data
+from qa_data import QAColumns
 from run_seq2seq_qa import prepare_validation_features, select_window_answers, split_into_windows
 from script_utils import UsageError
+from toy import data as toy_data
 
 COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")
 

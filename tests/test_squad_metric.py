@@ -89,3 +89,23 @@ def test_v2_gold_answers_that_normalise_to_nothing_count_as_no_answer():
 def test_dispatch_on_version():
     assert "exact_match" in compute_squad_metrics([pred("a", "x")], [ref("a", "x")], version_2_with_negative=False)
     assert "HasAns_exact" in compute_squad_metrics([pred("a", "x", 0.0)], [ref("a", "x")], version_2_with_negative=True)
+
+
+def test_v2_scores_equal_the_official_functions_on_random_texts():
+    """exact and F1 from the once-normalised tokens equal the official compute_exact / compute_f1 per question, on texts
+    with articles, punctuation, case, extra spaces, repeats, empty and all-punctuation answers."""
+    import random
+
+    from transformers.data.metrics import squad_metrics as official
+
+    from squad_metric import NormalizedTokens, _raw_scores
+
+    rng = random.Random(0)
+    words = ["the", "a", "an", "Paris", "paris", "New", "York", "city", "of", "!", ",", "...", "  ", "élan", "42", ""]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 5))) for _ in range(400)]
+    golds = {f"q{i}": rng.sample(texts, rng.randint(1, 3)) for i in range(300)}
+    predicted = {f"q{i}": rng.choice(texts) for i in range(300)}
+    exact, f1 = _raw_scores(predicted, golds, NormalizedTokens())
+    for qid, answers in golds.items():
+        assert exact[qid] == max(official.compute_exact(g, predicted[qid]) for g in answers)
+        assert f1[qid] == max(official.compute_f1(g, predicted[qid]) for g in answers)

@@ -8,7 +8,6 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-
 _WORDS = None
 
 # The options that shape each window's offsets (see make_case).

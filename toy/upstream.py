@@ -20,7 +20,6 @@ from typing import Optional, Tuple
 import numpy as np
 from tqdm.auto import tqdm
 
-
 # The logger of upstream's utils_qa.py: the reference sets its level, as upstream does.
 logger = logging.getLogger("utils_qa")
 
