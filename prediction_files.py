@@ -55,11 +55,12 @@ def _lists_of_flat_dicts(lists) -> bool:
             and set(map(type, chain.from_iterable(map(dict.values, entries)))) <= _SCALARS)
 
 
-def write_json(path: str, obj) -> None:
-    """Write dumps_indent4(obj) and a newline atomically: into a temporary file in the same folder, flushed to disk,
-    then renamed over path. A crash leaves the old file (or none), never part of the new one."""
+def write_json(path: str, obj, durable: bool = False) -> None:
+    """Write dumps_indent4(obj) and a newline atomically: into a temporary file in the same folder, then renamed over
+    path. A crash leaves the old file (or none), never part of the new one. Not forced to disk unless durable: for the
+    n-best file (tens of MB) the fsync took as long as the encoding, and a rerun writes the files again."""
     text = dumps_indent4(obj) + "\n"  # before touching the disk: content json cannot encode leaves no trace
-    write_text_atomically(path, text, encoding="ascii")  # json escapes everything else (ensure_ascii)
+    write_text_atomically(path, text, encoding="ascii", durable=durable)  # json escapes everything else
 
 
 def write_prediction_files(output_dir, prefix, predictions, nbest, null_odds=None, background=False):

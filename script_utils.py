@@ -421,15 +421,17 @@ def samples_used(max_samples: Optional[int], dataset, trainer=None) -> int:
     return consumed if max_samples is None else min(consumed, max_samples)
 
 
-def write_text_atomically(path, text: str, encoding: str = "utf-8"):
-    """Write `text` to `path` atomically: into a temporary file in the same folder (path.tmp-PID), flushed to disk,
-    then renamed over path. A crash at any moment leaves the old file (or none), never part of the new one."""
+def write_text_atomically(path, text: str, encoding: str = "utf-8", durable: bool = True):
+    """Write `text` to `path` atomically: into a temporary file in the same folder (path.tmp-PID), then renamed over
+    path. A crash at any moment leaves the old file (or none), never part of the new one. durable: the text is forced
+    to disk (fsync) before the rename, so that a power cut cannot leave an empty file either."""
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
         with open(temporary, "w", encoding=encoding) as writer:
             writer.write(text)
             writer.flush()
-            os.fsync(writer.fileno())
+            if durable:
+                os.fsync(writer.fileno())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
