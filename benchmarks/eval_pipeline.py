@@ -11,7 +11,8 @@ windows, --overwrite_cache so that it is measured), the model's forward passes (
 the end of the run. "other" is the rest of main(): start-up, loading the data, the model and the tokenizer, the
 checks, logging. The model is the tests' tiny BERT (2 layers x 32), so the forward passes are as cheap as they get and
 everything else shows: that share is the figure to drive down. The data are the toy templated questions
-(toy/data.py, long contexts, a third unanswerable). Writes benchmarks/results/eval_pipeline.json (or --output).
+(toy/data.py, a third unanswerable; one window each unless --long_contexts).
+Writes benchmarks/results/eval_pipeline.json (or --output).
 """
 import argparse
 import functools
@@ -42,6 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--questions", type=int, default=11000, help="questions (SQuAD v2 dev has 11873)")
     parser.add_argument("--max_seq_length", type=int, default=384)
     parser.add_argument("--batch_size", type=int, default=64, help="--per_device_eval_batch_size")
+    parser.add_argument("--long_contexts", action="store_true", help="contexts of several windows (slower)")
     parser.add_argument("--output", default=None, help="results JSON (default benchmarks/results/eval_pipeline.json)")
     return parser.parse_args(argv)
 
@@ -90,7 +92,7 @@ def main(argv=None):
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="eval_pipeline_"))
     model = tiny_models.build_tiny_model("bert", str(work / "tiny-bert"))
-    records = toy_data.make_templated_qa(args.questions, seed=7, version_2=True, long_context=True)
+    records = toy_data.make_templated_qa(args.questions, seed=7, version_2=True, long_context=args.long_contexts)
     dev_file = toy_data.write_qa_file(records, str(work / "dev.json"), "flat")
     modes = {}
     for name, dynamic in (("padded (default)", False), ("--pad_to_max_length False", True)):
