@@ -503,6 +503,8 @@ def main(argv=None):
     examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
     config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
     max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
+
+    # Repair: answers into the SQuAD layout; training answers not where answer_start says realigned, or dropped
     examples = repair_qa_examples(examples, data_args, columns, answer_spans, training_args)
 
     # Model
