@@ -268,12 +268,16 @@ def _xlm_tokenizer():
 HIDDEN, LAYERS, HEADS, FFN, POSITIONS = 32, 2, 2, 64, 512
 
 
-def make_model(arch, tokenizer):
-    """Build the randomly initialised model for arch; special-token ids come from the tokenizer."""
+def make_model(arch, tokenizer, hidden=HIDDEN, layers=LAYERS, heads=HEADS, ffn=FFN):
+    """Build the randomly initialised model for arch; special-token ids come from the tokenizer.
+
+    The size arguments default to the module constants (2 layers x 32 hidden); tests pin numbers
+    from those defaults, so pass other sizes explicitly (quickstart.py builds a wider model).
+    """
     import transformers as tf
 
     vocab, tok = len(tokenizer), tokenizer
-    h, n, heads, ffn, pos = HIDDEN, LAYERS, HEADS, FFN, POSITIONS
+    h, n, pos = hidden, layers, POSITIONS
     if arch == "bert":
         config = tf.BertConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
                                intermediate_size=ffn, max_position_embeddings=pos, pad_token_id=tok.pad_token_id)
@@ -321,17 +325,18 @@ def make_model(arch, tokenizer):
     raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
 
 
-def build_tiny_model(arch, out_dir, seed=0):
+def build_tiny_model(arch, out_dir, seed=0, hidden=HIDDEN, layers=LAYERS, heads=HEADS, ffn=FFN):
     """Write config + safetensors weights + fast tokenizer files to out_dir; return out_dir.
 
-    Deterministic: the same seed gives identical weights and tokenizer files.
+    Deterministic: the same seed gives identical weights and tokenizer files. hidden/layers/heads/ffn
+    are optional sizes (default: the module constants); hidden must be divisible by heads.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
     os.makedirs(out_dir, exist_ok=True)
     tokenizer = make_tokenizer(arch, out_dir)
     torch.manual_seed(seed)
-    model = make_model(arch, tokenizer)
+    model = make_model(arch, tokenizer, hidden=hidden, layers=layers, heads=heads, ffn=ffn)
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 
