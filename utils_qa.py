@@ -73,18 +73,7 @@ def postprocess_qa_predictions(
     if len(predictions[0]) != len(features):
         raise ValueError(f"Got {len(predictions[0])} predictions and {len(features)} features.")
 
-    import datasets
-
-    if isinstance(examples, datasets.Dataset):
-        examples = examples.with_format("arrow")  # whole columns, read once (formatting each row is slow)
-    if isinstance(features, datasets.Dataset):
-        features = features.with_format("arrow")
-    # Map each feature to its example (the last example with that id, as the loop's dict does).
-    example_ids = read_column(examples, id_column)
-    example_id_to_index = {k: i for i, k in enumerate(example_ids)}
-    feature_example = np.array(
-        [example_id_to_index[example_id] for example_id in read_column(features, "example_id")], dtype=np.int64
-    )
+    examples, features, example_ids, feature_example = _feature_examples(examples, features, id_column)
 
     # log_level is the level of the calling process (INFO on the main process): the message is only for that one. The
     # level of this module's logger, which other code shares, is left as it is.
@@ -114,6 +103,24 @@ def postprocess_qa_predictions(
 class QAPredictions(collections.namedtuple("QAPredictions", "predictions best_non_null null_odds")):
     """postprocess_qa_predictions(..., with_null_odds=True): {id: answer}, and for SQuAD v2.0 {id: best non-null
     answer} and {id: null odds} (None for v1)."""
+
+
+def _feature_examples(examples, features, id_column):
+    """(examples, features) as Arrow-formatted datasets where they are datasets (whole columns, read once: formatting
+    each row is slow), the example ids, and each feature's example index (the last example with that id, as the
+    loop's dict does)."""
+    import datasets
+
+    if isinstance(examples, datasets.Dataset):
+        examples = examples.with_format("arrow")
+    if isinstance(features, datasets.Dataset):
+        features = features.with_format("arrow")
+    example_ids = read_column(examples, id_column)
+    example_id_to_index = {k: i for i, k in enumerate(example_ids)}
+    feature_example = np.array(
+        [example_id_to_index[example_id] for example_id in read_column(features, "example_id")], dtype=np.int64
+    )
+    return examples, features, example_ids, feature_example
 
 
 def _predictions_and_nbest(examples, features, example_ids, feature_example, all_start_logits, all_end_logits,

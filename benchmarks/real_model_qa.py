@@ -211,10 +211,26 @@ def run_one(setting, mode, files, work, args, recipe):
     """Run run_qa.py in a subprocess; return its metrics, timings, peak memory and learning curve."""
     out_dir = work / "runs" / f"{mode}_{setting}"
     argv = run_qa_argv(setting, mode, files, out_dir, args.model, args.steps, args.eval_steps, recipe, args.seed)
+    usage, wall, log_text = _run_subprocess(argv, work, out_dir, f"{mode}_{setting}", args.threads)
+    result = _scores(mode, out_dir, files)
+    result.update(
+        peak_mb=round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 1),  # whole process; robust to other load on the machine
+        wall_s=round(wall, 1), trainable_params=0, steps=0, train_s=0.0, step_s=None, curve=[],
+    )
+    if setting == "untrained":
+        result["curve"] = [[0, result["f1"]]]
+        return result
+    result.update(_training_record(out_dir, log_text, result["f1"]))
+    return result
+
+
+def _run_subprocess(argv, work, out_dir, name, threads):
+    """(resource usage, wall seconds, log text) of one `python run_qa.py argv`; exits on failure."""
     env = dict(
         os.environ,
-        OMP_NUM_THREADS=str(args.threads),
-        MKL_NUM_THREADS=str(args.threads),
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
         TOKENIZERS_PARALLELISM="false",
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
@@ -223,21 +239,26 @@ def run_one(setting, mode, files, work, args, recipe):
         PYTHONUNBUFFERED="1",
     )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    log_path = work / "runs" / f"{mode}_{setting}.log"
-    print(f"[{mode} {setting}] python run_qa.py {' '.join(argv)}", flush=True)
+    log_path = work / "runs" / f"{name}.log"
+    print(f"[{name}] python run_qa.py {' '.join(argv)}", flush=True)
     start = time.time()
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, str(REPO / "run_qa.py"), *argv], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, cwd=str(REPO))
         # wait4 gives this child's own resource usage: its peak resident memory is the run's peak memory.
         _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        returncode = os.waitstatus_to_exitcode(status)
     wall = time.time() - start
     log_text = log_path.read_text()
-    if proc.returncode != 0:
-        raise SystemExit(f"error: run_qa.py failed for {mode} {setting} (exit {proc.returncode}); last lines of "
+    if returncode != 0:
+        raise SystemExit(f"error: run_qa.py failed for {name} (exit {returncode}); last lines of "
                          f"{log_path}:\n" + "\n".join(log_text.splitlines()[-25:]))
+    return usage, wall, log_text
 
+
+def _scores(mode, out_dir, files) -> dict:
+    """F1/EM on the evaluation article (and, in v2, HasAns/NoAns, forced-answer F1 and the tuned threshold's
+    figures)."""
     with open(out_dir / "eval_results.json") as f:
         eval_results = json.load(f)
     scored, stage = eval_results, "eval"  # the evaluation article's scores
@@ -247,19 +268,8 @@ def run_one(setting, mode, files, work, args, recipe):
         scored = {"eval_" + k[len("test_"):]: v for k, v in predict_results.items() if k.startswith("test_")}
         stage = "predict"
     f1_key, em_key = ("eval_f1", "eval_exact_match") if mode == "v1" else ("eval_f1", "eval_exact")
-    result = {
-        "f1": round(scored[f1_key], 2),
-        "exact_match": round(scored[em_key], 2),
-        "eval_samples": eval_results.get("eval_samples"),
-        "peak_mb": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # whole process; robust to other load on the machine
-        "wall_s": round(wall, 1),
-        "trainable_params": 0,
-        "steps": 0,
-        "train_s": 0.0,
-        "step_s": None,
-        "curve": [],
-    }
+    result = {"f1": round(scored[f1_key], 2), "exact_match": round(scored[em_key], 2),
+              "eval_samples": eval_results.get("eval_samples")}
     if mode != "v1":
         result.update({k: round(scored[f"eval_{k}"], 2) for k in ("HasAns_f1", "NoAns_f1") if f"eval_{k}" in scored})
         result["HasAns_forced_f1"] = round(forced_answer_f1(out_dir / f"{stage}_nbest_predictions.json", files[-1]), 2)
@@ -276,13 +286,15 @@ def run_one(setting, mode, files, work, args, recipe):
             oracle_f1=round(predict_results["test_best_f1"], 2),
             oracle_threshold=predict_results["test_best_f1_thresh"],
         )
-    if setting == "untrained":
-        result["curve"] = [[0, result["f1"]]]
-        return result
+    return result
 
+
+def _training_record(out_dir, log_text, final_f1) -> dict:
+    """Trainable parameters, steps, training seconds (without the learning-curve evaluations), the curve, the loss."""
+    record = {}
     match = re.search(r"Number of trainable parameters = ([\d,]+)", log_text)
     if match:
-        result["trainable_params"] = int(match.group(1).replace(",", ""))
+        record["trainable_params"] = int(match.group(1).replace(",", ""))
     with open(out_dir / "trainer_state.json") as f:
         state = json.load(f)
     with open(out_dir / "train_results.json") as f:
@@ -291,15 +303,15 @@ def run_one(setting, mode, files, work, args, recipe):
     eval_time = sum(e.get("eval_runtime", 0.0) for e in in_training_evals)
     train_s = train_results["train_runtime"] - eval_time  # the learning-curve evaluations are not training
     curve = {e["step"]: round(e["eval_f1"], 2) for e in in_training_evals}
-    curve[state["global_step"]] = result["f1"]
-    result.update(
+    curve[state["global_step"]] = final_f1
+    record.update(
         steps=state["global_step"],
         train_s=round(train_s, 1),
         step_s=round(train_s / max(state["global_step"], 1), 3),
         curve=sorted([step, f1] for step, f1 in curve.items()),
         train_loss=round(train_results.get("train_loss", float("nan")), 4),
     )
-    return result
+    return record
 
 
 # ----------------------------------------------------------------------------------------------------------------------
