@@ -56,15 +56,16 @@ def _lists_of_flat_dicts(lists) -> bool:
 
 
 def write_json(path: str, obj, durable: bool = False) -> None:
-    """Write dumps_indent4(obj) and a newline atomically: into a temporary file in the same folder, then renamed over
-    path. A crash leaves the old file (or none), never part of the new one. Not forced to disk unless durable: for the
+    """Write dumps_indent4(obj) and a newline atomically (obj may be a function that returns the content, called
+    here): into a temporary file in the same folder, then renamed over path. A crash leaves the old file (or none), never part of the new one. Not forced to disk unless durable: for the
     n-best file (tens of MB) the fsync took as long as the encoding, and a rerun writes the files again."""
-    text = dumps_indent4(obj) + "\n"  # before touching the disk: content json cannot encode leaves no trace
+    text = dumps_indent4(obj() if callable(obj) else obj) + "\n"  # before touching the disk: content json cannot encode leaves no trace
     write_text_atomically(path, text, encoding="ascii", durable=durable)  # json escapes everything else
 
 
 def write_prediction_files(output_dir, prefix, predictions, nbest, null_odds=None, background=False):
-    """Write {prefix}_predictions.json, {prefix}_nbest_predictions.json and, for v2, {prefix}_null_odds.json.
+    """Write {prefix}_predictions.json, {prefix}_nbest_predictions.json and, for v2, {prefix}_null_odds.json. Each
+    content is a dict, or a function that returns it, called only where the file is written.
 
     background=True writes them from a forked child process, off the caller's critical path (the metric, the next
     training steps or the prediction run go on meanwhile); wait_for_prediction_files() waits for it, and is called

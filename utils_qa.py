@@ -8,6 +8,7 @@ feature; a script passes the names of its id and context columns.
 """
 import collections
 import logging
+from functools import partial
 from typing import Optional, Tuple
 
 import numpy as np
@@ -133,30 +134,33 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
     cand = _span_candidates(features, all_start_logits, all_end_logits, n_best_size, max_answer_length)
     table = _nbest_table(cand, feature_example, len(example_ids), version_2_with_negative, n_best_size)
     contexts = read_column(examples, context_column)
-    texts, all_nbest = _nbest_entries(table, contexts)
     bounds = table.bounds
     counts = np.diff(bounds)
-    has_text = np.fromiter(map(bool, texts), dtype=bool, count=len(texts))
-    first_text_empty = (counts > 0) & ~np.append(has_text, True)[np.minimum(bounds[:-1], len(texts))]
+    has_text = _has_text(table, contexts)
+    first_text_empty = (counts > 0) & ~np.append(has_text, True)[np.minimum(bounds[:-1], len(has_text))]
     null_score = _compared_null_scores(cand, table) if version_2_with_negative else None
 
     # Examples sorted with Python's sorted() (NaN scores) and the "empty" fallback go through the loop's steps one by
     # one; all the others at once.
     irregular = table.slow | set(np.flatnonzero((counts == 0) | ((counts == 1) & first_text_empty)).tolist())
-    answers = [texts[low] if high > low else None for low, high in zip(bounds[:-1], bounds[1:])]
+    answers = [None] * len(example_ids)
+    with_entries = np.flatnonzero(counts > 0)
+    for e, text in zip(with_entries.tolist(), _entry_texts(table, contexts, bounds[:-1][with_entries])):
+        answers[e] = text
     null_odds = [None] * len(example_ids)
     best_texts = [None] * len(example_ids)
     if version_2_with_negative:
         # Each regular example's best non-null prediction compared to the null prediction using the threshold (numpy
         # values, as in the loop).
-        for e, score_diff, b in zip(*_regular_score_diffs(table, has_text, irregular, null_score)):
+        regular, score_diffs, best = _regular_score_diffs(table, has_text, irregular, null_score)
+        for e, score_diff, text in zip(regular, score_diffs, _entry_texts(table, contexts, best)):
             null_odds[e] = float(score_diff)  # To be JSON-serializable.
-            best_texts[e] = texts[b]
-            answers[e] = "" if score_diff > null_score_diff_threshold else texts[b]
+            best_texts[e] = text
+            answers[e] = "" if score_diff > null_score_diff_threshold else text
+    irregular_nbest = {}
     for example_index in sorted(irregular):
-        nbest, logits = _irregular_nbest(cand, table, contexts, all_nbest, example_index, version_2_with_negative,
-                                         n_best_size)
-        all_nbest[example_index] = nbest
+        nbest, logits = _irregular_nbest(cand, table, contexts, example_index, version_2_with_negative, n_best_size)
+        irregular_nbest[example_index] = nbest
         if not version_2_with_negative:
             answers[example_index] = nbest[0]["text"]
         else:
@@ -169,26 +173,54 @@ def _predictions_and_nbest(examples, features, example_ids, feature_example, all
             answers[example_index] = "" if score_diff > null_score_diff_threshold else nbest[i]["text"]
 
     # The dictionaries to return and write (a repeated id keeps its first position and its last value, as in the
-    # loop).
+    # loop). The n-best lists (a few hundred thousand small dicts) are only for their file: they are built where the
+    # file is written, in the background writer when there is one.
     all_predictions = collections.OrderedDict(zip(example_ids, answers))
-    all_nbest_json = collections.OrderedDict(zip(example_ids, all_nbest))
+    all_nbest_json = partial(_nbest_lists, table, contexts, example_ids, irregular_nbest)
     scores_diff_json = collections.OrderedDict(zip(example_ids, null_odds)) if version_2_with_negative else None
     best_non_null = collections.OrderedDict(zip(example_ids, best_texts)) if version_2_with_negative else None
     return all_predictions, all_nbest_json, scores_diff_json, best_non_null
 
 
-def _nbest_entries(table, contexts):
-    """The texts of all n-best entries and each example's list of entries as the JSON holds them (the null
-    prediction's offsets are (0, 0): its text is "")."""
-    texts = [contexts[e][a:b] for e, a, b in zip(table.example, table.offset_start, table.offset_end)]
-    entries = [
+def _has_text(table, contexts):
+    """Whether each n-best entry's text, context[offset_start:offset_end], is non-empty, from the offsets alone (the
+    length of a Python slice, negative offsets included)."""
+    length = np.fromiter(map(len, contexts), dtype=np.int64, count=len(contexts))[table.example]
+
+    def clipped(offset):
+        return np.where(offset < 0, np.maximum(offset + length, 0), np.minimum(offset, length))
+
+    return clipped(table.offset_end) > clipped(table.offset_start)
+
+
+def _entry_texts(table, contexts, entries):
+    """The texts of the given n-best entries."""
+    entries = np.asarray(entries, dtype=np.int64)
+    return [contexts[e][a:b] for e, a, b in zip(table.example[entries].tolist(), table.offset_start[entries].tolist(),
+                                                 table.offset_end[entries].tolist())]
+
+
+def _nbest_entries(table, contexts, low=0, high=None):
+    """The n-best entries low:high as the JSON holds them (the null prediction's offsets are (0, 0): its text is
+    "")."""
+    entries = np.arange(low, len(table.example) if high is None else high)
+    return [
         {"start_logit": start_logit, "end_logit": end_logit, "text": text, "probability": probability}
         for start_logit, end_logit, text, probability in zip(
-            table.start_logit_json, table.end_logit_json, texts, table.probability
+            table.start_logit[low:high].tolist(), table.end_logit[low:high].tolist(),
+            _entry_texts(table, contexts, entries), table.probability[low:high].tolist(),
         )
     ]
-    bounds = table.bounds
-    return texts, [entries[low:high] for low, high in zip(bounds[:-1], bounds[1:])]
+
+
+def _nbest_lists(table, contexts, example_ids, irregular_nbest):
+    """{id: n-best entries}: each example's slice of the table, or its entries from `irregular_nbest`."""
+    entries = _nbest_entries(table, contexts)
+    bounds = table.bounds.tolist()
+    lists = [entries[low:high] for low, high in zip(bounds[:-1], bounds[1:])]
+    for example_index, nbest in irregular_nbest.items():
+        lists[example_index] = nbest
+    return collections.OrderedDict(zip(example_ids, lists))
 
 
 def _compared_null_scores(cand, table):
@@ -220,7 +252,7 @@ def _regular_score_diffs(table, has_text, irregular, null_score):
     return regular.tolist(), score_diffs, best.tolist()
 
 
-def _irregular_nbest(cand, table, contexts, all_nbest, example_index, version_2_with_negative, n_best_size):
+def _irregular_nbest(cand, table, contexts, example_index, version_2_with_negative, n_best_size):
     """One irregular example's n-best entries (sorted with Python's sorted() for the `slow` ones), with the "empty"
     fallback, and their (start, end) logits."""
     if example_index in table.slow:
@@ -228,7 +260,7 @@ def _irregular_nbest(cand, table, contexts, all_nbest, example_index, version_2_
                                             n_best_size)
     else:
         low, high = table.bounds[example_index], table.bounds[example_index + 1]
-        nbest, scores = all_nbest[example_index], table.score[low:high]
+        nbest, scores = _nbest_entries(table, contexts, low, high), table.score[low:high]
         logits = list(zip(table.start_logit[low:high], table.end_logit[low:high]))
     # In the very rare edge case we have not a single non-null prediction, we create a fake prediction to avoid
     # failure; the softmax then includes its score 0.0 (in float64, as the loop's np.array makes it).
@@ -467,13 +499,13 @@ def _span_candidates(features, all_start_logits, all_end_logits, n_best_size, ma
 class _NBestTable(
     collections.namedtuple(
         "_NBestTable",
-        "null_feature bounds example offset_start offset_end start_logit end_logit start_logit_json end_logit_json "
-        "score probability slow by_example by_bounds",
+        "null_feature bounds example offset_start offset_end start_logit end_logit score probability slow "
+        "by_example by_bounds",
     )
 ):
     """The n-best lists of all examples, concatenated: example e owns entries bounds[e]:bounds[e + 1], each with its
-    example, character offsets ((0, 0) for the null prediction), logits (numpy arrays, and as floats for the JSON),
-    score and softmax probability. null_feature[e] is the example's feature with the minimum null score (-1 when it
+    example, character offsets ((0, 0) for the null prediction), logits, score and softmax probability (numpy
+    arrays). null_feature[e] is the example's feature with the minimum null score (-1 when it
     has no feature). Examples in `slow` (NaN scores, negative n_best_size) have no entries: _nbest_slow sorts their
     candidates, found in the loop's order at by_example[by_bounds[e]:by_bounds[e + 1]]."""
 
@@ -509,9 +541,8 @@ def _nbest_table(cand, feature_example, n_examples, version_2_with_negative, n_b
     offset_start, offset_end = _entry_values(where, cand.offset_start), _entry_values(where, cand.offset_end)
     probability = _softmax_per_list(score, bounds, counts)
     return _NBestTable(
-        null_feature.tolist(), bounds.tolist(), entry_example.tolist(), offset_start.tolist(), offset_end.tolist(),
-        start_logit, end_logit, start_logit.tolist(), end_logit.tolist(), score, probability.tolist(),
-        set(np.flatnonzero(slow).tolist()), by_example, by_bounds.tolist(),
+        null_feature.tolist(), bounds, entry_example, offset_start, offset_end, start_logit, end_logit, score,
+        probability, set(np.flatnonzero(slow).tolist()), by_example, by_bounds.tolist(),
     )
 
 
