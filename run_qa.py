@@ -21,37 +21,17 @@ from typing import Optional
 
 import adapters
 from adapters import AdapterArguments
-from transformers import (
-    AutoModelForQuestionAnswering,
-    EvalPrediction,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import AutoModelForQuestionAnswering, EvalPrediction, TrainingArguments, set_seed
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
 from adapter_setup import adapter_name, setup_adapters
 from prediction_files import wait_for_prediction_files
-from qa_data import (
-    build_stage_features,
-    check_qa_data_files,
-    load_qa_examples,
-    padding_collator,
-    repair_qa_examples,
-    squad_references,
-)
-from script_utils import (
-    UsageError,
-    capped_length,
-    detect_last_checkpoint,
-    load_config_and_tokenizer,
-    parse_args,
-    prepare_output_dir,
-    require_fast_tokenizer,
-    save_model_card,
-    setup_logging,
-    train_evaluate_predict,
-)
+from qa_data import (build_stage_features, check_qa_data_files, load_qa_examples, padding_collator,
+                     repair_qa_examples, squad_references)
+from script_utils import (UsageError, capped_length, detect_last_checkpoint, hub_kwargs, load_config_and_tokenizer,
+                          parse_args, prepare_output_dir, require_fast_tokenizer, save_model_card, setup_logging,
+                          train_evaluate_predict)
 from squad_metric import compute_squad_eval_metrics, tuned_null_threshold
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import postprocess_qa_predictions
@@ -164,13 +144,8 @@ def answer_spans(answers):
 
 def load_model(model_args, config):
     model = AutoModelForQuestionAnswering.from_pretrained(
-        model_args.model_name_or_path,
-        from_tf=bool(".ckpt" in model_args.model_name_or_path),
-        config=config,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
+        model_args.model_name_or_path, from_tf=".ckpt" in model_args.model_name_or_path, config=config,
+        **hub_kwargs(model_args),
     )
     # Convert the model into an adapter model (the upstream script does this even without --train_adapter).
     adapters.init(model)
@@ -290,18 +265,10 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
     """Answers as text for the metric (and the {stage}_predictions.json files); references when answers exist. In v2
     each answer also carries its best non-null answer and null odds, for the metric's best-threshold sweep."""
     predictions, best_non_null, null_odds = postprocess_qa_predictions(
-        examples=examples,
-        features=features,
-        predictions=predictions,
-        version_2_with_negative=data_args.version_2_with_negative,
-        n_best_size=data_args.n_best_size,
-        max_answer_length=data_args.max_answer_length,
-        null_score_diff_threshold=data_args.null_score_diff_threshold,
-        output_dir=output_dir,
-        log_level=log_level,
-        prefix=stage,
-        id_column=columns.id,
-        context_column=columns.context,
+        examples=examples, features=features, predictions=predictions,
+        version_2_with_negative=data_args.version_2_with_negative, n_best_size=data_args.n_best_size,
+        max_answer_length=data_args.max_answer_length, null_score_diff_threshold=data_args.null_score_diff_threshold,
+        output_dir=output_dir, log_level=log_level, prefix=stage, id_column=columns.id, context_column=columns.context,
         background_files=True,  # written while the run goes on; main() waits for them at the end
         with_null_odds=True,
     )
@@ -313,21 +280,14 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         ]
     else:
         formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
-    references = None
-    if columns.answer in examples.column_names:
-        references = squad_references(examples, columns)
+    references = squad_references(examples, columns) if columns.answer in examples.column_names else None
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
 def build_all_features(examples, tokenizer, columns, max_seq_length, data_args, training_args) -> dict:
     """{stage: features}: training windows with answer labels, evaluation/prediction windows with offsets."""
-    feature_kwargs = {
-        "tokenizer": tokenizer,
-        "columns": columns,
-        "max_seq_length": max_seq_length,
-        "doc_stride": data_args.doc_stride,
-        "pad_to_max_length": data_args.pad_to_max_length,
-    }
+    feature_kwargs = dict(tokenizer=tokenizer, columns=columns, max_seq_length=max_seq_length,
+                          doc_stride=data_args.doc_stride, pad_to_max_length=data_args.pad_to_max_length)
     return build_stage_features(examples, prepare_train_features, prepare_validation_features, feature_kwargs,
                                 feature_kwargs, data_args, training_args)
 
@@ -347,13 +307,8 @@ def make_trainer(model, tokenizer, examples, features, columns, data_args, train
         eval_examples=examples.get("eval"),
         processing_class=tokenizer,
         data_collator=padding_collator(tokenizer, data_args, training_args),
-        post_process_function=partial(
-            post_processing_function,
-            data_args=data_args,
-            columns=columns,
-            output_dir=training_args.output_dir,
-            log_level=log_level,
-        ),
+        post_process_function=partial(post_processing_function, data_args=data_args, columns=columns,
+                                      output_dir=training_args.output_dir, log_level=log_level),
         compute_metrics=partial(compute_squad_eval_metrics, version_2_with_negative=data_args.version_2_with_negative),
     )
 
