@@ -7,11 +7,13 @@ Everything is made locally (random-weight model, locally trained tokenizer, temp
 "Alice lives in Paris." / "Where does Alice live?"), so it runs with no network and no downloads. It calls run_qa.py
 exactly as a user would, then prints the held-out scores before and after training and a few answers.
 
-What to expect: the base model is random, so the adapter and the QA head learn everything from scratch in well under a
-minute. They learn which *kind* of fact a question asks for (where someone lives -> a city, how old -> an age, the
-colour someone likes vs the colour of their car), but not which *person*: a context mentions 3-5 people, and when
-several of them have that kind of fact the model picks among them about at random. The script prints that "right kind,
-random person" score next to the trained one; the two are close.
+What to expect: the base model is random, so the adapter and the QA head learn everything from scratch, in well under
+a minute. Each context gives 3-5 people one fact each, each of a different kind (where someone lives -> a city, how
+old -> an age, the colour someone likes vs the colour of their car...), so answering means reading which kind of fact
+the question asks for and finding that sentence among the others; the held-out questions are about new contexts.
+(Telling apart two facts of the same kind by the person's name is what a random-weight model does not learn in a
+minute: toy.data's default contexts, which the tests use, have those.) The script prints the score of answering with
+a random fact of the context as a reference.
 """
 import argparse
 import json
@@ -36,10 +38,11 @@ MODEL_SIZE = {"hidden": 64, "layers": 2, "heads": 4, "ffn": 128}
 TRAIN_QUESTIONS, DEV_QUESTIONS = 4800, 200  # dev uses another seed: held-out contexts and questions
 # LoRA on query/key/value and both feed-forward layers of each encoder layer, rank 64 = full rank for a 64-wide
 # model: on a random base the attention itself must be learned, which a seq_bn bottleneck placed after the
-# feed-forward cannot do in the first layer (31.7 F1 against 43.3 for LoRA, 32-wide model, same steps).
+# feed-forward cannot do in the first layer (31.7 F1 against 43.3 for LoRA on the tests' harder toy data, 32-wide
+# model, same steps).
 ADAPTER = 'lora[r=64,alpha=64,attn_matrices=["q","k","v"],intermediate_lora=True,output_lora=True]'
-# The longest question + context is 71 tokens, so 72 holds every example in one window (64 split some in two).
-MAX_SEQ_LENGTH = "72"
+# The longest question + context is 40 tokens: every example fits in one window, with little padding.
+MAX_SEQ_LENGTH = "40"
 
 
 def build_model(model_dir):
@@ -68,19 +71,9 @@ def run_qa_args(model_dir, train_file, dev_file, output_dir, epochs):
     ]
 
 
-def random_person_score(records):
-    """Expected exact match of "the right kind of fact, from a random person who has one" (a reference line)."""
-    total = 0.0
-    for rec in records:
-        for template, question, _ in toy_data.FACTS.values():
-            name = next((n for n in toy_data.NAMES if question.format(name=n) == rec["question"]), None)
-            if name is not None:
-                # template up to the answer slot: "Alice lives in " -> " lives in " matches that kind for anyone
-                kind_words = template.split("{v}")[0].replace("{name}", "")
-                candidates = sum(1 for sentence in rec["context"].split(". ") if kind_words in sentence)
-                total += 1 / max(candidates, 1)
-                break
-    return 100 * total / len(records)
+def random_fact_score(records):
+    """Expected exact match of answering with a random one of the context's facts (a reference line)."""
+    return 100 * sum(1 / len(rec["context"].split(". ")) for rec in records) / len(records)
 
 
 def main():
@@ -91,8 +84,9 @@ def main():
 
     model_dir = build_model(os.path.join(args.output_dir, "tiny-bert"))
     train_file = toy_data.write_qa_file(
-        toy_data.make_templated_qa(TRAIN_QUESTIONS, seed=1), os.path.join(args.output_dir, "train.json"), "flat")
-    dev_records = toy_data.make_templated_qa(DEV_QUESTIONS, seed=2)
+        toy_data.make_templated_qa(TRAIN_QUESTIONS, seed=1, one_fact_per_kind=True),
+        os.path.join(args.output_dir, "train.json"), "flat")
+    dev_records = toy_data.make_templated_qa(DEV_QUESTIONS, seed=2, one_fact_per_kind=True)
     dev_file = toy_data.write_qa_file(dev_records, os.path.join(args.output_dir, "dev.json"), "flat")
 
     untrained_dir = os.path.join(args.output_dir, "untrained")
@@ -109,7 +103,7 @@ def main():
     print(f"\n=== quickstart results ({len(dev)} held-out templated questions) ===")
     print(f"untrained head:   EM {before['eval_exact_match']:5.1f}  F1 {before['eval_f1']:5.1f}")
     print(f"LoRA adapter:     EM {after['eval_exact_match']:5.1f}  F1 {after['eval_f1']:5.1f}")
-    print(f"reference:        EM {random_person_score(dev_records):5.1f}  (right kind of fact, random person)")
+    print(f"reference:        EM {random_fact_score(dev_records):5.1f}  (a random fact of the context)")
     for qid in list(answers)[:5]:
         gold = dev[qid]["answers"]["text"][0]
         mark = "ok" if answers[qid] == gold else "--"

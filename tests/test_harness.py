@@ -180,12 +180,24 @@ def _check_answers(records):
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"version_2": True}, {"long_context": True},
-                                    {"version_2": True, "long_context": True, "seed": 3}])
+                                    {"version_2": True, "long_context": True, "seed": 3}, {"one_fact_per_kind": True}])
 def test_answer_start_indexes_answer(kwargs):
     records = toy_data.make_templated_qa(60, **kwargs)
     assert len(records) == 60
     assert len({r["id"] for r in records}) == 60
     _check_answers(records)
+
+
+def test_one_fact_per_kind_gives_each_kind_once_per_context():
+    """quickstart.py's data: the question's kind of fact alone finds the answer; the default data needs the name."""
+    def kinds(context):
+        templates = [template.split("{v}")[0].replace("{name}", "") for template, _, _ in toy_data.FACTS.values()]
+        return [t for sentence in context.split(". ") for t in templates if t in sentence]
+
+    easy = {r["context"] for r in toy_data.make_templated_qa(200, seed=1, one_fact_per_kind=True)}
+    assert all(3 <= len(kinds(c)) == len(set(kinds(c))) <= 5 for c in easy)
+    default = {r["context"] for r in toy_data.make_templated_qa(200, seed=1)}
+    assert any(len(kinds(c)) > len(set(kinds(c))) for c in default)
 
 
 def test_toy_data_is_deterministic():

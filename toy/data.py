@@ -6,7 +6,7 @@ is deliberately small so that a 2-layer random model can learn the pattern in a 
 steps, and so that the locally trained tokenizers in ``toy.models`` see every word.
 
 Public API:
-    make_templated_qa(n, seed=0, version_2=False, long_context=False) -> list[dict]
+    make_templated_qa(n, seed=0, version_2=False, long_context=False, one_fact_per_kind=False) -> list[dict]
     write_qa_file(records, path, fmt) -> str          # fmt: flat | nested | jsonl | csv
     write_lm_text(path, n_lines=200, seed=0) -> str
     vocabulary_sentences() -> list[str]              # every template x every word, for tokenizer training
@@ -71,13 +71,17 @@ def _filler_sentence(rng):
     )
 
 
-def _make_context(rng, long_context):
+def _make_context(rng, long_context, one_fact_per_kind=False):
     """Build one context. Returns (context, facts) with facts[(name, kind)] = (answer, start)."""
     people = rng.sample(NAMES, rng.randint(3, 5))
     fact_sentences = []
-    for name in people:
-        for kind in rng.sample(sorted(FACTS), 2):
+    if one_fact_per_kind:  # one fact per person, each of a different kind
+        for name, kind in zip(people, rng.sample(sorted(FACTS), len(people))):
             fact_sentences.append((name, kind, rng.choice(FACTS[kind][2])))
+    else:
+        for name in people:
+            for kind in rng.sample(sorted(FACTS), 2):
+                fact_sentences.append((name, kind, rng.choice(FACTS[kind][2])))
     rng.shuffle(fact_sentences)
 
     if long_context:
@@ -103,17 +107,20 @@ def _make_context(rng, long_context):
     return context, facts
 
 
-def make_templated_qa(n, seed=0, version_2=False, long_context=False):
+def make_templated_qa(n, seed=0, version_2=False, long_context=False, one_fact_per_kind=False):
     """Return n flattened HF SQuAD records built from templated facts.
 
     Each context gets up to 3 questions, so contexts repeat across records (as in SQuAD).
     With version_2, every third question asks about a person absent from the context and has
-    no answer (empty text/answer_start lists). Deterministic for a given seed.
+    no answer (empty text/answer_start lists). By default each of 3-5 people has two facts, so
+    a context often holds several facts of the asked kind and only the name tells them apart;
+    one_fact_per_kind gives each person one fact of a kind no one else in the context has.
+    Deterministic for a given seed.
     """
     rng = random.Random(seed)
     records = []
     while len(records) < n:
-        context, facts = _make_context(rng, long_context)
+        context, facts = _make_context(rng, long_context, one_fact_per_kind)
         title = rng.choice(TITLES)
         for name, kind in rng.sample(sorted(facts), min(3, len(facts))):
             if len(records) == n:
