@@ -1,9 +1,12 @@
-"""Shared pytest fixtures: offline environment, tiny model factory, paths.
+"""Shared pytest fixtures and helpers: offline environment, tiny model factory, paths, a JSON reader and a full-disk
+stand-in (test files import the helpers: `from conftest import read_json`).
 
 The env vars are set at import time (before any test imports transformers/datasets) so that no
 test can reach the HF hub or a telemetry endpoint: the CI machine has no internet.
 """
 
+import builtins
+import json
 import os
 import sys
 from pathlib import Path
@@ -75,3 +78,40 @@ def real_model_qa_benchmark():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def read_json(path, name=None):
+    """A JSON file's content: path, or a folder and a file name in it."""
+    with open(path if name is None else os.path.join(path, name)) as f:
+        return json.load(f)
+
+
+class FailingFile:
+    """A file whose write gets through part of the text, then fails (a full disk)."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, data):
+        self.real.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.real.__exit__(*exc)
+
+
+def fill_the_disk(monkeypatch):
+    """From now on every file opened for writing takes half of each write, then fails as a full disk does."""
+    real_open = builtins.open
+
+    def failing_open(file, mode="r", *args, **kwargs):
+        opened = real_open(file, mode, *args, **kwargs)
+        return FailingFile(opened) if set(mode) & set("wax+") else opened
+
+    monkeypatch.setattr(builtins, "open", failing_open)

@@ -1,13 +1,13 @@
 """`torchrun --nproc_per_node 2` on CPU (gloo): a 2-process training run with --load_best_model_at_end
 --metric_for_best_model f1 finishes, and its evaluation and prediction (post-processed and scored once, on
 exactly one prediction per feature) equal those of one process on the same weights."""
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+from conftest import read_json
 from toy import data as toy_data
 
 
@@ -24,11 +24,6 @@ def qa_data(tmp_path_factory):
             str(folder / "test.jsonl"), "jsonl",
         ),
     }
-
-
-def _read(folder, name):
-    with open(os.path.join(folder, name)) as f:
-        return json.load(f)
 
 
 def _quality(metrics):
@@ -72,19 +67,19 @@ def test_two_process_training_and_evaluation_match_one_process(tiny_model, qa_da
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "distributed training: True" in result.stdout + result.stderr
-    state = _read(ddp_dir, "trainer_state.json")
+    state = read_json(ddp_dir, "trainer_state.json")
     assert state["global_step"] == 6
     assert os.path.basename(state["best_model_checkpoint"]) in ("checkpoint-3", "checkpoint-6")
-    ddp_eval = _read(ddp_dir, "eval_results.json")
+    ddp_eval = read_json(ddp_dir, "eval_results.json")
     assert "eval_f1" in ddp_eval and "eval_HasAns_f1" in ddp_eval
 
     # One process, evaluating the adapter (and head) the 2-process run ended with.
     single_dir = str(tmp_path / "single")
     run_qa.main(common + ["--output_dir", single_dir, "--load_adapter", os.path.join(ddp_dir, "squad")])
 
-    assert _quality(_read(single_dir, "eval_results.json")) == _quality(ddp_eval)
+    assert _quality(read_json(single_dir, "eval_results.json")) == _quality(ddp_eval)
     for name in ("eval_predictions.json", "eval_nbest_predictions.json", "eval_null_odds.json",
                  "predict_predictions.json", "predict_nbest_predictions.json"):
-        assert _read(single_dir, name) == _read(ddp_dir, name), name
-    assert len(_read(ddp_dir, "eval_predictions.json")) == 11
-    assert len(_read(ddp_dir, "predict_predictions.json")) == 7
+        assert read_json(single_dir, name) == read_json(ddp_dir, name), name
+    assert len(read_json(ddp_dir, "eval_predictions.json")) == 11
+    assert len(read_json(ddp_dir, "predict_predictions.json")) == 7

@@ -1,9 +1,10 @@
 """Length-batched evaluation (--pad_to_max_length False): features run longest first, predictions back in dataset
 order, the same answers as padded evaluation; fp32 logits for the JSON files."""
-import json
 
 import numpy as np
 import pytest
+
+from conftest import read_json
 import torch
 from datasets import Dataset
 from transformers import (
@@ -22,10 +23,6 @@ from trainer_qa import QuestionAnsweringTrainer, in_dataset_order
 from trainer_seq2seq_qa import GeneratedAnswers
 
 COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")
-
-
-def read(path):
-    return json.loads(path.read_text())
 
 
 def test_length_batched_predictions_come_back_in_dataset_order(tiny_model, tmp_path):
@@ -126,8 +123,8 @@ def test_dynamic_padding_gives_the_answers_of_padded_evaluation(tiny_model, dev_
     results, predictions = {}, {}
     for name, extra in runs.items():
         run_qa.main(common + ["--output_dir", str(tmp_path / name)] + extra)
-        results[name] = read(tmp_path / name / "eval_results.json")
-        predictions[name] = read(tmp_path / name / "eval_predictions.json")
+        results[name] = read_json(tmp_path / name / "eval_results.json")
+        predictions[name] = read_json(tmp_path / name / "eval_predictions.json")
     answers = list(predictions["padded"].values())
     assert len(set(answers)) > 10 and "empty" not in answers  # real spans, different per question
     for name in ("dynamic", "grouped"):
@@ -151,7 +148,7 @@ def test_half_precision_evaluation_post_processes_float32_logits(tiny_model, dev
                  "--output_dir", str(tmp_path), "--max_seq_length", "64", "--doc_stride", "16", "--fp16_full_eval",
                  "--pad_to_max_length", "False", "--report_to", "none", "--disable_tqdm", "true"])
     assert dtypes == [np.float32, np.float32]
-    nbest = read(tmp_path / "eval_nbest_predictions.json")
+    nbest = read_json(tmp_path / "eval_nbest_predictions.json")
     logits = [c["start_logit"] for candidates in nbest.values() for c in candidates]
     assert logits and all(np.float16(v) == v for v in logits)  # half-precision values, written as plain floats
-    assert read(tmp_path / "eval_results.json")["eval_f1"] >= 0
+    assert read_json(tmp_path / "eval_results.json")["eval_f1"] >= 0

@@ -1,13 +1,14 @@
 """SQuAD v2.0 "no answer" threshold: the best-threshold sweep on each question's best non-null answer and null odds
 (squad_metric.best_null_threshold, hand-computed and against the official find_best_thresh), and
 --tune_null_threshold (run_qa.py, run_qa_beam_search.py): --do_predict applies the best-F1 threshold --do_eval found."""
-import json
 import logging
 import math
 import random
 
 import numpy as np
 import pytest
+
+from conftest import read_json
 from transformers.data.metrics.squad_metrics import find_best_thresh
 
 import run_qa
@@ -159,17 +160,13 @@ def files(tmp_path_factory):
     }
 
 
-def read(path):
-    return json.loads(path.read_text())
-
-
 def without_timing(metrics):
     return {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second", "_time"))}
 
 
 def best_spans(nbest_file):
     """Each question's best non-null answer: the first non-empty text of its n-best list."""
-    return {qid: next(e["text"] for e in entries if e["text"]) for qid, entries in read(nbest_file).items()}
+    return {qid: next(e["text"] for e in entries if e["text"]) for qid, entries in read_json(nbest_file).items()}
 
 
 def test_run_qa_predicts_with_the_threshold_tuned_on_evaluation(tiny_model, files, tmp_path, caplog):
@@ -181,11 +178,11 @@ def test_run_qa_predicts_with_the_threshold_tuned_on_evaluation(tiny_model, file
     default, tuned = tmp_path / "default", tmp_path / "tuned"
 
     # Evaluation is untouched by the flag; its thresholds are values of eval_null_odds.json.
-    eval_results = read(tuned / "eval_results.json")
-    assert without_timing(eval_results) == without_timing(read(default / "eval_results.json"))
+    eval_results = read_json(tuned / "eval_results.json")
+    assert without_timing(eval_results) == without_timing(read_json(default / "eval_results.json"))
     for name in ("eval_predictions.json", "eval_null_odds.json", "eval_nbest_predictions.json"):
         assert (tuned / name).read_bytes() == (default / name).read_bytes()
-    eval_odds = read(tuned / "eval_null_odds.json")
+    eval_odds = read_json(tuned / "eval_null_odds.json")
     threshold = eval_results["eval_best_f1_thresh"]
     assert threshold in eval_odds.values()
     assert min(eval_odds.values()) < threshold < max(eval_odds.values())  # not a trivial threshold on this data
@@ -195,18 +192,18 @@ def test_run_qa_predicts_with_the_threshold_tuned_on_evaluation(tiny_model, file
     assert eval_results["eval_best_exact_thresh"] == float(np.nextafter(lowest, np.float32(-np.inf)))
 
     # Prediction uses it, says so, and turns exactly the questions whose null odds exceed it into "no answer".
-    predict_results = read(tuned / "predict_results.json")
+    predict_results = read_json(tuned / "predict_results.json")
     assert predict_results["predict_null_score_diff_threshold"] == threshold
-    assert "predict_null_score_diff_threshold" not in read(default / "predict_results.json")
+    assert "predict_null_score_diff_threshold" not in read_json(default / "predict_results.json")
     assert any(repr(threshold) in r.getMessage() and "--tune_null_threshold" in r.getMessage()
                for r in caplog.records)
-    odds = read(tuned / "predict_null_odds.json")
-    assert odds == read(default / "predict_null_odds.json")  # same model, same null odds
+    odds = read_json(tuned / "predict_null_odds.json")
+    assert odds == read_json(default / "predict_null_odds.json")  # same model, same null odds
     best = best_spans(tuned / "predict_nbest_predictions.json")
-    predictions = read(tuned / "predict_predictions.json")
+    predictions = read_json(tuned / "predict_predictions.json")
     assert predictions == {qid: "" if odds[qid] > threshold else best[qid] for qid in odds}
-    assert read(default / "predict_predictions.json") == {qid: "" if odds[qid] > 0.0 else best[qid] for qid in odds}
-    assert predictions != read(default / "predict_predictions.json")  # the threshold made a difference here
+    assert read_json(default / "predict_predictions.json") == {qid: "" if odds[qid] > 0.0 else best[qid] for qid in odds}
+    assert predictions != read_json(default / "predict_predictions.json")  # the threshold made a difference here
     # test_* scores those answers.
     scored = compute_squad_v2([pred(qid, best[qid], odds[qid], threshold) for qid in odds], files["test_references"])
     for key in ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"):
@@ -218,14 +215,14 @@ def test_beam_search_predicts_with_the_threshold_tuned_on_evaluation(tiny_model,
     run_qa_beam_search.main(["--model_name_or_path", tiny_model("bert"), "--validation_file", files["dev"],
                              "--test_file", files["test"], *FAST, "--train_adapter", "--output_dir", str(out),
                              "--tune_null_threshold"])
-    eval_results, predict_results = read(out / "eval_results.json"), read(out / "predict_results.json")
-    eval_odds = read(out / "eval_null_odds.json")  # the minimum answer-class logit of each question
+    eval_results, predict_results = read_json(out / "eval_results.json"), read_json(out / "predict_results.json")
+    eval_odds = read_json(out / "eval_null_odds.json")  # the minimum answer-class logit of each question
     threshold = eval_results["eval_best_f1_thresh"]
     assert threshold in eval_odds.values() or threshold < min(eval_odds.values())
     assert predict_results["predict_null_score_diff_threshold"] == threshold
     # The prediction files keep every question's best span (as the reference); the score answers "" where the null
     # odds exceed the tuned threshold (not 1.0).
-    odds, spans = read(out / "predict_null_odds.json"), read(out / "predict_predictions.json")
+    odds, spans = read_json(out / "predict_null_odds.json"), read_json(out / "predict_predictions.json")
     scored = compute_squad_v2([pred(qid, spans[qid], odds[qid], threshold) for qid in odds], files["test_references"])
     for key in ("exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_exact_thresh"):
         assert predict_results[f"test_{key}"] == pytest.approx(scored[key])

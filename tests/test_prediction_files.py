@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from conftest import fill_the_disk
 import prediction_files
 from prediction_files import dumps_indent4, write_json
 
@@ -251,31 +252,6 @@ def test_write_json_writes_the_old_bytes(tmp_path, obj):
     assert leftovers(tmp_path, path.name) == []
 
 
-class FailingFile:
-    """A file whose write gets through part of the text, then fails (a full disk)."""
-
-    def __init__(self, real):
-        self.real = real
-
-    def write(self, data):
-        self.real.write(data[: len(data) // 2])
-        raise OSError(28, "No space left on device")
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self.real.__exit__(*exc)
-
-
-def fail_write(monkeypatch):
-    real_open = open
-    monkeypatch.setattr("builtins.open", lambda *args, **kwargs: FailingFile(real_open(*args, **kwargs)))
-
-
 def fail_fsync(monkeypatch):
     def fsync(fd):
         raise OSError(5, "Input/output error")
@@ -294,7 +270,7 @@ def fail_replace(monkeypatch):
     monkeypatch.setattr(os, "replace", replace)
 
 
-@pytest.mark.parametrize("crash", [fail_write, fail_fsync, interrupt_fsync, fail_replace])
+@pytest.mark.parametrize("crash", [fill_the_disk, fail_fsync, interrupt_fsync, fail_replace])
 @pytest.mark.parametrize("existing", [True, False])
 def test_a_crash_mid_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, crash, existing):
     path = tmp_path / "eval_predictions.json"

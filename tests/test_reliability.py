@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import fill_the_disk
 from adapter_setup import adapter_name
 from script_utils import UsageError, checkpoint_problem, save_metrics, write_text_atomically
 from toy import data as toy_data
@@ -452,41 +453,14 @@ def test_save_metrics_writes_what_transformers_writes(tmp_path):
     assert sorted(os.listdir(ours)) == ["all_results.json", "eval_results.json", "train_results.json"]
 
 
-class _FailingFile:
-    """A file whose write gets through part of the text, then fails (a full disk)."""
-
-    def __init__(self, real):
-        self.real = real
-
-    def write(self, data):
-        self.real.write(data[: len(data) // 2])
-        raise OSError(28, "No space left on device")
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self.real.__exit__(*exc)
-
-
 @pytest.mark.parametrize("crash", ["disk full mid-file", "Ctrl-C before the rename"])
 def test_a_write_interrupted_mid_file_leaves_the_old_results(crash, tmp_path, monkeypatch):
-    import builtins
 
     (tmp_path / "eval_results.json").write_text('{\n    "eval_f1": 12.5\n}')
     (tmp_path / "all_results.json").write_text('{\n    "eval_f1": 12.5\n}')
     before = _snapshot(tmp_path)
     if crash == "disk full mid-file":
-        real_open = builtins.open
-
-        def failing_open(path, mode="r", *args, **kwargs):
-            opened = real_open(path, mode, *args, **kwargs)
-            return _FailingFile(opened) if "w" in mode else opened
-
-        monkeypatch.setattr(builtins, "open", failing_open)
+        fill_the_disk(monkeypatch)
     else:
         def interrupted(fd):
             raise KeyboardInterrupt

@@ -1,5 +1,4 @@
 """run_qa.py end to end on tiny models: output files and keys, adapter save/reload, learning, resume, data formats."""
-import json
 import shutil
 import subprocess
 import sys
@@ -7,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import read_json
 import run_qa
 from qa_data import load_qa_file
 from toy import data as toy_data
@@ -20,10 +20,6 @@ SPEED_KEYS = {"runtime", "samples_per_second", "steps_per_second"}
 V1_KEYS = {"exact_match", "f1"}
 V2_KEYS = {"exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
            "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"}
-
-
-def read(path):
-    return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -62,37 +58,37 @@ def test_adapter_train_eval_predict_files_keys_and_reload(tiny_model, qa_files, 
     assert {p.name for p in (out / "squad").iterdir()} == {
         "adapter_config.json", "pytorch_adapter.bin", "head_config.json", "pytorch_model_head.bin"}
     assert not (out / "model.safetensors").exists()
-    saved_config = read(out / "squad" / "adapter_config.json")["config"]
+    saved_config = read_json(out / "squad" / "adapter_config.json")["config"]
     assert ("r" if adapter_config == "lora" else "reduction_factor") in saved_config
     for name in ("trainer_state.json", "README.md", "training_args.bin", "tokenizer_config.json", "all_results.json"):
         assert (out / name).is_file(), name
 
     metric_keys = V2_KEYS if tag == "v2" else V1_KEYS
-    assert set(read(out / "train_results.json")) == TRAIN_KEYS
-    eval_results = read(out / "eval_results.json")
+    assert set(read_json(out / "train_results.json")) == TRAIN_KEYS
+    eval_results = read_json(out / "eval_results.json")
     assert set(eval_results) == {f"eval_{k}" for k in metric_keys | SPEED_KEYS} | {"epoch", "eval_samples"}
     # No references in the test file: predictions are written, nothing is scored.
-    assert set(read(out / "predict_results.json")) == {f"test_{k}" for k in SPEED_KEYS} | {"predict_samples"}
-    assert read(out / "all_results.json") == {**read(out / "train_results.json"), **eval_results,
-                                               **read(out / "predict_results.json")}
+    assert set(read_json(out / "predict_results.json")) == {f"test_{k}" for k in SPEED_KEYS} | {"predict_samples"}
+    assert read_json(out / "all_results.json") == {**read_json(out / "train_results.json"), **eval_results,
+                                               **read_json(out / "predict_results.json")}
 
-    dev_ids = [r["id"] for r in read(Path(qa_files[f"dev_{tag}"]))["data"]]
-    eval_predictions = read(out / "eval_predictions.json")
+    dev_ids = [r["id"] for r in read_json(Path(qa_files[f"dev_{tag}"]))["data"]]
+    eval_predictions = read_json(out / "eval_predictions.json")
     assert list(eval_predictions) == dev_ids
-    assert list(read(out / "eval_nbest_predictions.json")) == dev_ids
+    assert list(read_json(out / "eval_nbest_predictions.json")) == dev_ids
     assert (out / "eval_null_odds.json").exists() == (tag == "v2")
-    assert len(read(out / "predict_predictions.json")) == 5
+    assert len(read_json(out / "predict_predictions.json")) == 5
     assert (out / "predict_null_odds.json").exists() == (tag == "v2")
 
     # The saved adapter (with its QA head) reloads to exactly the same predictions and scores.
     reloaded = tmp_path / "reloaded"
     run(model, qa_files, reloaded, tag, "--do_eval", "--do_predict", "--train_adapter",
         "--load_adapter", str(out / "squad"))
-    assert read(reloaded / "eval_predictions.json") == eval_predictions
-    assert read(reloaded / "eval_nbest_predictions.json") == read(out / "eval_nbest_predictions.json")
-    assert read(reloaded / "predict_predictions.json") == read(out / "predict_predictions.json")
+    assert read_json(reloaded / "eval_predictions.json") == eval_predictions
+    assert read_json(reloaded / "eval_nbest_predictions.json") == read_json(out / "eval_nbest_predictions.json")
+    assert read_json(reloaded / "predict_predictions.json") == read_json(out / "predict_predictions.json")
     for key in metric_keys:
-        assert read(reloaded / "eval_results.json")[f"eval_{key}"] == eval_results[f"eval_{key}"]
+        assert read_json(reloaded / "eval_results.json")[f"eval_{key}"] == eval_results[f"eval_{key}"]
 
 
 def test_full_fine_tuning_saves_the_whole_model(tiny_model, qa_files, tmp_path):
@@ -103,7 +99,7 @@ def test_full_fine_tuning_saves_the_whole_model(tiny_model, qa_files, tmp_path):
     # The fine-tuned model evaluates to the same predictions when loaded as a plain model.
     again = tmp_path / "again"
     run(str(out), qa_files, again, "v1", "--do_eval")
-    assert read(again / "eval_predictions.json") == read(out / "eval_predictions.json")
+    assert read_json(again / "eval_predictions.json") == read_json(out / "eval_predictions.json")
 
 
 def test_training_raises_f1_on_templated_facts(tiny_model, tmp_path):
@@ -118,8 +114,8 @@ def test_training_raises_f1_on_templated_facts(tiny_model, tmp_path):
                  "--train_file", train, "--do_train", "--do_eval", "--num_train_epochs", "4",
                  "--per_device_train_batch_size", "16", "--learning_rate", "1e-2", "--warmup_ratio", "0.1",
                  "--save_strategy", "no", *common])
-    before = read(tmp_path / "before" / "eval_results.json")["eval_f1"]
-    after = read(tmp_path / "after" / "eval_results.json")["eval_f1"]
+    before = read_json(tmp_path / "before" / "eval_results.json")["eval_f1"]
+    after = read_json(tmp_path / "after" / "eval_results.json")["eval_f1"]
     assert before == pytest.approx(3.73, abs=1.0)
     assert after == pytest.approx(24.0, abs=5.0)
     assert after > before + 12
@@ -135,10 +131,10 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_model, qa_files, 
     stopped.mkdir()
     shutil.copytree(uninterrupted / "checkpoint-3", stopped / "checkpoint-3")
     run(tiny_model("bert"), qa_files, stopped, "v2", *args)  # same command: resumes from checkpoint-3
-    state = read(stopped / "trainer_state.json")
+    state = read_json(stopped / "trainer_state.json")
     assert state["global_step"] == 6
-    assert read(stopped / "eval_predictions.json") == read(uninterrupted / "eval_predictions.json")
-    assert read(stopped / "eval_nbest_predictions.json") == read(uninterrupted / "eval_nbest_predictions.json")
+    assert read_json(stopped / "eval_predictions.json") == read_json(uninterrupted / "eval_predictions.json")
+    assert read_json(stopped / "eval_nbest_predictions.json") == read_json(uninterrupted / "eval_nbest_predictions.json")
 
 
 def test_refuses_to_train_into_a_non_empty_output_dir(tiny_model, qa_files, tmp_path):
@@ -184,11 +180,11 @@ def test_reference_ci_command_on_the_shared_sample(tiny_model, shared_data, tmp_
          "--adapter_config", "double_seq_bn[reduction_factor=8]", "--report_to", "none"],
         check=True, cwd=Path(run_qa.__file__).parent, capture_output=True,
     )
-    eval_results = read(out / "eval_results.json")
+    eval_results = read_json(out / "eval_results.json")
     assert set(eval_results) == {f"eval_{k}" for k in V2_KEYS | SPEED_KEYS} | {"epoch", "eval_samples"}
     assert eval_results["eval_total"] == 14 and eval_results["eval_NoAns_total"] == 6
-    assert len(read(out / "eval_predictions.json")) == 14
-    assert read(out / "squad" / "adapter_config.json")["config"]["reduction_factor"] == 8
+    assert len(read_json(out / "eval_predictions.json")) == 14
+    assert read_json(out / "squad" / "adapter_config.json")["config"]["reduction_factor"] == 8
 
 
 def test_nested_squad_v2_dev_slice_evaluates_without_conversion(tiny_model, shared_data, tmp_path):
@@ -197,6 +193,6 @@ def test_nested_squad_v2_dev_slice_evaluates_without_conversion(tiny_model, shar
                  str(shared_data / "squad2_dev_partial.json"), "--version_2_with_negative", "--do_eval",
                  "--max_eval_samples", "300", "--output_dir", str(out), "--per_device_eval_batch_size", "64",
                  "--report_to", "none"])
-    eval_results = read(out / "eval_results.json")
+    eval_results = read_json(out / "eval_results.json")
     assert eval_results["eval_total"] == 300
     assert eval_results["eval_HasAns_total"] + eval_results["eval_NoAns_total"] == 300

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pytest
+
+from conftest import read_json
 from datasets import Dataset
 from transformers import AutoTokenizer
 
@@ -232,11 +234,6 @@ def run(model_dir, output_dir, *extra):
         "--save_strategy", "no", "--disable_tqdm", "true", *extra,
     ])
     return output_dir
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 V2_EVAL_KEYS = {"eval_exact", "eval_f1", "eval_total", "eval_HasAns_exact", "eval_HasAns_f1", "eval_NoAns_exact",

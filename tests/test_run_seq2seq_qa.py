@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+
+from conftest import read_json
 from transformers import AutoTokenizer
 from transformers.generation import GenerationMixin
 
@@ -49,11 +51,6 @@ def run(out, *args):
     return out
 
 
-def read(path):
-    with open(path) as f:
-        return json.load(f)
-
-
 def ids(records):
     return {r["id"] for r in records}
 
@@ -82,25 +79,25 @@ def t5_adapter_run(tiny_model, data, tmp_path_factory):
 
 
 def check_outputs(out, eval_records, version_2, adapter):
-    results = read(out / "eval_results.json")
+    results = read_json(out / "eval_results.json")
     assert (V2_KEYS if version_2 else V1_KEYS) | COMMON_EVAL_KEYS <= set(results)
     assert results["eval_samples"] == len(eval_records)  # one feature per (short) question
     assert ("eval_exact_match" in results) != version_2 and ("eval_HasAns_total" in results) == version_2
-    predictions = read(out / "eval_predictions.json")
+    predictions = read_json(out / "eval_predictions.json")
     assert set(predictions) == ids(eval_records) and all(isinstance(v, str) for v in predictions.values())
-    windows = read(out / "eval_nbest_predictions.json")
+    windows = read_json(out / "eval_nbest_predictions.json")
     assert all(len(windows[i]) == 1 and windows[i][0]["text"] == predictions[i] for i in predictions)
 
-    predict_results = read(out / "predict_results.json")
+    predict_results = read_json(out / "predict_results.json")
     prefix_keys = {k.replace("eval_", "test_") for k in (V2_KEYS if version_2 else V1_KEYS)}
     assert prefix_keys | {"test_loss", "predict_samples", "test_runtime"} <= set(predict_results)
-    assert read(out / "predict_predictions.json") == predictions  # the same questions, the same model
+    assert read_json(out / "predict_predictions.json") == predictions  # the same questions, the same model
 
-    train_results = read(out / "train_results.json")
+    train_results = read_json(out / "train_results.json")
     assert {"train_loss", "train_samples", "train_runtime", "epoch"} <= set(train_results)
-    assert set(read(out / "all_results.json")) == set(train_results) | set(results) | set(predict_results)
+    assert set(read_json(out / "all_results.json")) == set(train_results) | set(results) | set(predict_results)
     if adapter:
-        config = read(out / "squad" / "adapter_config.json")  # named after the task, not "mlm"
+        config = read_json(out / "squad" / "adapter_config.json")  # named after the task, not "mlm"
         assert config["name"] == "squad" and config["model_type"] in ("t5", "bart")
         assert adapter(config["config"])
         assert (out / "squad" / "pytorch_adapter.bin").is_file()
@@ -134,7 +131,7 @@ def test_train_eval_predict_outputs(tiny_model, data, tmp_path, arch, adapter_co
         # Full fine-tuning saved a complete model: loading it back gives the same answers.
         again = run(tmp_path / "again", "--model_name_or_path", out, "--validation_file", data["dev" + suffix],
                     "--do_eval", "--generation_max_length", "6", *(["--version_2_with_negative"] if version_2 else []))
-        assert read(again / "eval_predictions.json") == read(out / "eval_predictions.json")
+        assert read_json(again / "eval_predictions.json") == read_json(out / "eval_predictions.json")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -147,8 +144,8 @@ def test_training_lowers_loss_and_learns_the_toy_set(tiny_model, data, tmp_path)
     does with sample.json). Pinned values, measured on this stack; tolerances cover other CPUs' float rounding."""
     common = ["--model_name_or_path", tiny_model("t5"), "--validation_file", data["small"], "--do_eval",
               "--generation_max_length", "6"]
-    before = read(run(tmp_path / "before", *common) / "eval_results.json")
-    after = read(run(tmp_path / "after", *common, "--train_file", data["small"], "--do_train",
+    before = read_json(run(tmp_path / "before", *common) / "eval_results.json")
+    after = read_json(run(tmp_path / "after", *common, "--train_file", data["small"], "--do_train",
                      "--num_train_epochs", "80", "--learning_rate", "1e-2", "--per_device_train_batch_size", "12")
                  / "eval_results.json")
     assert before["eval_exact_match"] == 0.0 and before["eval_loss"] == pytest.approx(7.958, abs=0.01)
@@ -162,11 +159,11 @@ def test_saved_adapter_reloads_to_identical_answers(t5_adapter_run, tiny_model, 
               "--version_2_with_negative", "--generation_max_length", "8"]
     reloaded = run(tmp_path / "reloaded", *common, "--train_adapter", "--load_adapter", t5_adapter_run / "squad")
     base = run(tmp_path / "base", *common)
-    trained = read(t5_adapter_run / "eval_predictions.json")
-    assert read(reloaded / "eval_predictions.json") == trained
-    assert read(base / "eval_predictions.json") != trained  # the adapter does change the answers
-    assert read(reloaded / "eval_results.json")["eval_loss"] == pytest.approx(
-        read(t5_adapter_run / "eval_results.json")["eval_loss"], rel=1e-5)
+    trained = read_json(t5_adapter_run / "eval_predictions.json")
+    assert read_json(reloaded / "eval_predictions.json") == trained
+    assert read_json(base / "eval_predictions.json") != trained  # the adapter does change the answers
+    assert read_json(reloaded / "eval_results.json")["eval_loss"] == pytest.approx(
+        read_json(t5_adapter_run / "eval_results.json")["eval_loss"], rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -252,9 +249,9 @@ def test_long_context_run_writes_the_best_window_answer(tiny_model, data, tmp_pa
               "--max_steps", "2", "--doc_stride", "32", "--max_seq_length", "128", "--generation_max_length", "3",
               "--max_answer_length", "12", *padding)
     records = data["records"]["long"]
-    results = read(out / "eval_results.json")
+    results = read_json(out / "eval_results.json")
     assert results["eval_samples"] > 4 * len(records) and results["eval_total"] == len(records)
-    predictions, windows = read(out / "eval_predictions.json"), read(out / "eval_nbest_predictions.json")
+    predictions, windows = read_json(out / "eval_predictions.json"), read_json(out / "eval_nbest_predictions.json")
     assert set(predictions) == ids(records)
     for example_id, candidates in windows.items():
         assert len(candidates) > 4
@@ -282,9 +279,9 @@ def test_eval_and_predict_honour_generation_flags(tiny_model, data, tmp_path, mo
               "--generation_max_length", "4", "--num_beams", "2", "--per_device_eval_batch_size", "5")
     assert calls == [{"max_length": 4, "num_beams": 2}] * 4  # 2 batches for eval, 2 for predict
     tokenizer = AutoTokenizer.from_pretrained(tiny_model("bart"))
-    for answer in read(out / "predict_predictions.json").values():  # max_length 4 counts the decoder start token
+    for answer in read_json(out / "predict_predictions.json").values():  # max_length 4 counts the decoder start token
         assert len(tokenizer(answer, add_special_tokens=False)["input_ids"]) <= 3
-    scores = [c[0]["score"] for c in read(out / "predict_nbest_predictions.json").values()]
+    scores = [c[0]["score"] for c in read_json(out / "predict_nbest_predictions.json").values()]
     assert all(s < 0 for s in scores)  # beam scores are log-probabilities
 
     calls.clear()
@@ -298,8 +295,8 @@ def test_predict_with_generate_false_reports_loss_only(tiny_model, data, tmp_pat
         out = run(tmp_path / "out", "--model_name_or_path", tiny_model("t5"), "--validation_file", data["dev"],
                   "--test_file", data["dev"], "--do_eval", "--do_predict", "--predict_with_generate", "False")
     assert "--predict_with_generate False: no answers are generated" in caplog.text
-    assert set(read(out / "eval_results.json")) == COMMON_EVAL_KEYS | {"eval_model_preparation_time"}
-    assert "test_loss" in read(out / "predict_results.json")
+    assert set(read_json(out / "eval_results.json")) == COMMON_EVAL_KEYS | {"eval_model_preparation_time"}
+    assert "test_loss" in read_json(out / "predict_results.json")
     assert not (out / "eval_predictions.json").exists() and not (out / "predict_predictions.json").exists()
 
 
@@ -317,14 +314,14 @@ def test_every_data_format_and_a_test_file_without_answers(tiny_model, data, tmp
               "--validation_file", data["nested"], "--test_file", no_answers, "--do_train", "--do_eval",
               "--do_predict", "--max_steps", "1", "--generation_max_length", "4")
     expected = ids(data["records"]["dev"])
-    assert set(read(out / "eval_predictions.json")) == expected and "eval_f1" in read(out / "eval_results.json")
-    assert set(read(out / "predict_predictions.json")) == expected  # written, though there is nothing to score
-    assert not {"test_f1", "test_loss"} & set(read(out / "predict_results.json"))
+    assert set(read_json(out / "eval_predictions.json")) == expected and "eval_f1" in read_json(out / "eval_results.json")
+    assert set(read_json(out / "predict_predictions.json")) == expected  # written, though there is nothing to score
+    assert not {"test_f1", "test_loss"} & set(read_json(out / "predict_results.json"))
     # The same questions as JSON Lines, with the model just saved: the same answers and scores.
     jsonl = run(tmp_path / "jsonl", "--model_name_or_path", out, "--validation_file", data["jsonl"], "--do_eval",
                 "--generation_max_length", "4")
-    assert read(jsonl / "eval_predictions.json") == read(out / "eval_predictions.json")
-    assert read(jsonl / "eval_results.json")["eval_f1"] == read(out / "eval_results.json")["eval_f1"]
+    assert read_json(jsonl / "eval_predictions.json") == read_json(out / "eval_predictions.json")
+    assert read_json(jsonl / "eval_results.json")["eval_f1"] == read_json(out / "eval_results.json")["eval_f1"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -350,7 +347,7 @@ def test_unanswerable_questions_without_the_v2_flag_are_scored_as_v2(tiny_model,
                   "--validation_file", data["dev_v2"], "--do_train", "--do_eval", "--max_steps", "1",
                   "--generation_max_length", "4")
     assert "8 of 24 questions have no answer" in caplog.text
-    assert V2_KEYS <= set(read(out / "eval_results.json"))
+    assert V2_KEYS <= set(read_json(out / "eval_results.json"))
 
 
 def test_cli_rejects_an_encoder_only_model_in_one_line(tiny_model, data, tmp_path, repo_root):
@@ -381,10 +378,10 @@ def test_reference_ci_command_on_the_squad_sample(tiny_model, shared_data, tmp_p
         "--train_adapter", "--adapter_config", adapter_config, "--output_dir", str(tmp_path / "out"),
         "--overwrite_output_dir", "--report_to", "none", "--disable_tqdm", "True",
     ])
-    results = read(tmp_path / "out" / "eval_results.json")
+    results = read_json(tmp_path / "out" / "eval_results.json")
     assert {"eval_exact", "eval_f1", "eval_loss"} <= set(results) and results["eval_total"] == 14
-    predictions = read(tmp_path / "out" / "eval_predictions.json")
-    assert len(predictions) == 14 and set(predictions) == set(read(tmp_path / "out" / "eval_nbest_predictions.json"))
+    predictions = read_json(tmp_path / "out" / "eval_predictions.json")
+    assert len(predictions) == 14 and set(predictions) == set(read_json(tmp_path / "out" / "eval_nbest_predictions.json"))
 
 
 def test_padding_is_masked_for_adapters_t5(tiny_model, data, tmp_path):
@@ -392,10 +389,10 @@ def test_padding_is_masked_for_adapters_t5(tiny_model, data, tmp_path):
     inputs would change the loss. With it kept, padding to --max_seq_length or not gives the same results."""
     common = ["--model_name_or_path", tiny_model("t5"), "--validation_file", data["dev"], "--do_eval",
               "--generation_max_length", "4", "--per_device_eval_batch_size", "4"]
-    padded = read(run(tmp_path / "padded", *common) / "eval_results.json")
-    dynamic = read(run(tmp_path / "dynamic", *common, "--pad_to_max_length", "False") / "eval_results.json")
+    padded = read_json(run(tmp_path / "padded", *common) / "eval_results.json")
+    dynamic = read_json(run(tmp_path / "dynamic", *common, "--pad_to_max_length", "False") / "eval_results.json")
     assert padded["eval_loss"] == pytest.approx(dynamic["eval_loss"], rel=1e-5)
-    assert read(tmp_path / "padded" / "eval_predictions.json") == read(tmp_path / "dynamic" / "eval_predictions.json")
+    assert read_json(tmp_path / "padded" / "eval_predictions.json") == read_json(tmp_path / "dynamic" / "eval_predictions.json")
 
 
 def test_two_processes_give_the_answers_of_one(tiny_model, data, tmp_path, repo_root):
@@ -416,11 +413,11 @@ def test_two_processes_give_the_answers_of_one(tiny_model, data, tmp_path, repo_
     assert "distributed training: True" in result.stdout + result.stderr
     single = run(tmp_path / "single", *common)
     for name in ("eval_predictions.json", "predict_predictions.json"):
-        assert read(tmp_path / "ddp" / name) == read(single / name)
+        assert read_json(tmp_path / "ddp" / name) == read_json(single / name)
     for name in ("eval_nbest_predictions.json", "predict_nbest_predictions.json"):
-        ddp, one = read(tmp_path / "ddp" / name), read(single / name)
+        ddp, one = read_json(tmp_path / "ddp" / name), read_json(single / name)
         assert set(ddp) == set(one)
         for example_id, windows in one.items():  # scores agree up to float rounding of other batch shapes
             assert [(w["window"], w["text"]) for w in ddp[example_id]] == [(w["window"], w["text"]) for w in windows]
             assert [w["score"] for w in ddp[example_id]] == pytest.approx([w["score"] for w in windows], abs=1e-5)
-    assert read(tmp_path / "ddp" / "predict_results.json")["predict_samples"] > 4 * 4  # long contexts: many windows
+    assert read_json(tmp_path / "ddp" / "predict_results.json")["predict_samples"] > 4 * 4  # long contexts: many windows

@@ -27,6 +27,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from conftest import read_json
 import torch
 
 from toy import data as toy_data
@@ -84,11 +86,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def read_json(folder, name):
-    with open(os.path.join(folder, name)) as f:
-        return json.load(f)
 
 
 def quality(folder, name="eval_results.json"):
