@@ -1,11 +1,6 @@
-"""The QA prediction files ({stage}_predictions.json, {stage}_nbest_predictions.json, {stage}_null_odds.json): the
-text of `json.dumps(content, indent=4)` byte for byte, made fast, and written atomically.
-
-With `indent`, json.dumps falls back to its pure-Python encoder, which takes over a second for the n-best file at
-SQuAD-v2-dev scale. Here json's C encoder (json.dumps without indent) writes the content with control characters as
-separators, and str.replace turns them into indent=4's layout. json escapes control characters inside strings, so a
-marker can only be a separator. Content of any other shape goes to json.dumps(indent=4) itself.
-"""
+"""The QA prediction files ({stage}_predictions.json, _nbest_predictions.json, _null_odds.json), written atomically:
+the text of `json.dumps(content, indent=4)` byte for byte, fast (indent makes json.dumps use its slow Python
+encoder; here the C encoder writes control characters as separators, which str.replace turns into indent=4's layout)."""
 import atexit
 import json
 import logging
@@ -15,9 +10,9 @@ from itertools import chain
 from script_utils import write_text_atomically
 
 logger = logging.getLogger(__name__)
-
+_writers = []  # (pid, paths) of background writes not yet waited for
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-_ITEM, _KEY = ",\x00", ":\x01"  # the separators the C encoder writes in place of indent=4's
+_ITEM, _KEY = ",\x00", ":\x01"  # C-encoder separators, never inside a string: json escapes control characters
 _NBEST_LAYOUT = (
     (_KEY + "[{", ": [\n        {\n            "),  # a list starts
     ("}" + _ITEM + "{", "\n        },\n        {\n            "),  # the next entry of a list
@@ -47,8 +42,7 @@ def dumps_indent4(obj) -> str:
 
 
 def _lists_of_flat_dicts(lists) -> bool:
-    """Every item a non-empty dict with str keys and scalar values (an empty dict or a nested value has a layout of
-    its own: left to json.dumps)."""
+    """Every item a non-empty dict with str keys and scalar values (other items have layouts of their own)."""
     entries = list(chain.from_iterable(lists))
     return (set(map(type, entries)) <= {dict} and all(entries)
             and set(map(type, chain.from_iterable(entries))) <= {str}
@@ -56,62 +50,46 @@ def _lists_of_flat_dicts(lists) -> bool:
 
 
 def write_json(path: str, obj, durable: bool = False) -> None:
-    """Write dumps_indent4(obj) and a newline atomically (obj may be a function that returns the content, called
-    here): into a temporary file in the same folder, then renamed over path. A crash leaves the old file (or none), never part of the new one. Not forced to disk unless durable: for the
-    n-best file (tens of MB) the fsync took as long as the encoding, and a rerun writes the files again."""
-    text = dumps_indent4(obj() if callable(obj) else obj) + "\n"  # before touching the disk: content json cannot encode leaves no trace
+    """Write dumps_indent4(obj), or of obj() when callable, and a newline atomically; fsync only when durable."""
+    text = dumps_indent4(obj() if callable(obj) else obj) + "\n"  # first: content json cannot encode leaves no trace
     write_text_atomically(path, text, encoding="ascii", durable=durable)  # json escapes everything else
 
 
 def write_prediction_files(output_dir, prefix, predictions, nbest, null_odds=None, background=False):
-    """Write {prefix}_predictions.json, {prefix}_nbest_predictions.json and, for v2, {prefix}_null_odds.json. Each
-    content is a dict, or a function that returns it, called only where the file is written.
-
-    background=True writes them from a forked child process, off the caller's critical path (the metric, the next
-    training steps or the prediction run go on meanwhile); wait_for_prediction_files() waits for it, and is called
-    before the next write and at exit. Each file is renamed into place complete, so a reader never sees half of one.
-    Where the platform cannot fork, the files are written in place."""
+    """Write {prefix}_predictions.json, {prefix}_nbest_predictions.json and, for v2, {prefix}_null_odds.json (contents:
+    dicts or functions returning them); background=True: from a forked child, off the caller's critical path."""
     if output_dir is None:
         return
     if not os.path.isdir(output_dir):
         raise EnvironmentError(f"{output_dir} is not a directory.")
-    named = [("predictions", predictions), ("nbest_predictions", nbest)]
-    if null_odds is not None:
-        named.append(("null_odds", null_odds))
-    files = [(os.path.join(output_dir, f"{name}.json" if prefix is None else f"{prefix}_{name}.json"), content)
-             for name, content in named]
-    for path, _ in files:
+    names = ["predictions", "nbest_predictions"] + (["null_odds"] if null_odds is not None else [])
+    paths = [os.path.join(output_dir, f"{name}.json" if prefix is None else f"{prefix}_{name}.json") for name in names]
+    for path in paths:
         logger.info(f"Saving {os.path.basename(path)[:-5].replace('_', ' ')} to {path}.")
     wait_for_prediction_files()  # an earlier write of the same files ends first
-    if background and hasattr(os, "fork"):
-        pid = os.fork()
-        if pid == 0:  # the child: write, and leave without running the parent's exit handlers or flushing its buffers
-            try:
-                for path, content in files:
-                    write_json(path, content)
-            except BaseException as err:
-                os.write(2, f"error: writing {path} failed: {err!r}\n".encode())
-                os._exit(1)
-            os._exit(0)
-        _writers.append((pid, [path for path, _ in files]))
+    pid = os.fork() if background and hasattr(os, "fork") else None  # None: written in this process
+    if pid:
+        _writers.append((pid, paths))
         return
-    for path, content in files:
-        write_json(path, content)
+    try:
+        for path, content in zip(paths, [predictions, nbest, null_odds]):
+            write_json(path, content)
+    except BaseException as err:
+        if pid is None:
+            raise
+        os.write(2, f"error: writing {path} failed: {err!r}\n".encode())
+        os._exit(1)
+    if pid == 0:  # the child leaves without running the parent's exit handlers or flushing its buffers
+        os._exit(0)
 
 
-_writers = []  # (pid, paths) of background writes not yet waited for
-
-
+@atexit.register
 def wait_for_prediction_files():
     """Wait until the prediction files written in the background are on disk; raise if writing them failed."""
     failed = []
     while _writers:
         pid, paths = _writers.pop()
-        _, status = os.waitpid(pid, 0)
-        if status != 0:
+        if os.waitpid(pid, 0)[1] != 0:
             failed += paths
     if failed:
         raise OSError(f"Writing the prediction files {', '.join(failed)} failed (see the error above).")
-
-
-atexit.register(wait_for_prediction_files)

@@ -1,14 +1,12 @@
-# coding=utf-8
-"""Post-processing for extractive question answering: mapping the model's start/end logits (or, for the beam-search
-head, its top start/end candidates) back to answer spans of the original contexts, and writing the prediction files
-({stage}_predictions.json, {stage}_nbest_predictions.json and, for SQuAD v2.0, {stage}_null_odds.json).
-
-Post-processing reads only the example id and context of each example, and the example_id and offset_mapping of each
-feature; a script passes the names of its id and context columns.
-"""
+"""Post-processing for extractive question answering: the model's start/end logits back to answer spans of the
+original contexts, and the prediction files ({stage}_predictions.json, {stage}_nbest_predictions.json and, for SQuAD
+v2.0, {stage}_null_odds.json). Reads only the examples' id and context columns (their names given by the script) and
+the features' example_id, offset_mapping and, where present, token_is_max_context."""
 import collections
+import gc
 import logging
 from functools import partial
+from itertools import accumulate
 from typing import Optional, Tuple
 
 import numpy as np
@@ -17,180 +15,102 @@ from prediction_files import write_prediction_files
 from qa_data import read_column
 
 logger = logging.getLogger(__name__)
+QAPredictions = collections.namedtuple("QAPredictions", "predictions best_non_null null_odds")
 
 
 def postprocess_qa_predictions(
-    examples,
-    features,
-    predictions: Tuple[np.ndarray, np.ndarray],
-    version_2_with_negative: bool = False,
-    n_best_size: int = 20,
-    max_answer_length: int = 30,
-    null_score_diff_threshold: float = 0.0,
-    output_dir: Optional[str] = None,
-    prefix: Optional[str] = None,
-    log_level: Optional[int] = logging.WARNING,
-    id_column: str = "id",
-    context_column: str = "context",
-    background_files: bool = False,
+    examples, features, predictions: Tuple[np.ndarray, np.ndarray], version_2_with_negative: bool = False,
+    n_best_size: int = 20, max_answer_length: int = 30, null_score_diff_threshold: float = 0.0,
+    output_dir: Optional[str] = None, prefix: Optional[str] = None, log_level: Optional[int] = logging.WARNING,
+    id_column: str = "id", context_column: str = "context", background_files: bool = False,
     with_null_odds: bool = False,
 ):
-    """Post-processes the start and end logits of a question-answering model into answers that are substrings of the
-    original contexts (the base post-processing for models that only return start and end logits).
+    """Post-processes the start and end logits (one row per feature) of a question-answering model into answers that
+    are substrings of the original contexts, searching all features at once with numpy, with exactly the output of
+    the straightforward loop over features (kept in toy/upstream.py; tests/test_postprocess_equivalence.py compares).
 
-    The candidate search runs over all features at once (columns read once, offsets as arrays, the top indices of all
-    features with one numpy argsort, candidate pairs as numpy masks) and gives exactly the output of the
-    straightforward loop over features, ties included: tests/test_postprocess_equivalence.py compares with that loop
-    (kept in toy/upstream.py); benchmarks/postprocess.py measures the speed-up.
-
-    Args:
-        examples: The non-preprocessed dataset (only its id and context columns are read).
-        features: The processed dataset (example_id, offset_mapping and, optionally, token_is_max_context).
-        predictions: (start_logits, end_logits), each with one row per feature.
-        version_2_with_negative: Whether the dataset has questions without an answer (SQuAD v2.0).
-        n_best_size: How many of the best predictions each example's n-best list keeps.
-        max_answer_length: The longest answer, in tokens (start and end predictions are not conditioned on each other).
-        null_score_diff_threshold: v2 only: the null answer is chosen when the null score minus the best span's score
-            is above it (an example's null score is the minimum over its features).
-        output_dir: If given, the predictions, the n-best lists and, for v2, the null odds are written there as JSON.
-        prefix: If given, added to the names of those files ({prefix}_predictions.json...).
-        log_level: The calling process's logging level: the summary line is logged at INFO or below.
-        id_column: The examples' id column.
-        context_column: The examples' context column.
-        background_files: Write the files from a background process (prediction_files.write_prediction_files).
-        with_null_odds: Return a QAPredictions (below) instead of the answers alone.
-
-    Returns:
-        ``{id: answer}`` (in v2, "" where the null answer is chosen); with ``with_null_odds``,
-        ``QAPredictions(predictions, best_non_null, null_odds)``: those answers and, for v2, ``{id: best non-null
-        answer}`` and ``{id: null odds}`` (the values of {prefix}_null_odds.json: an answer is "" exactly when its null
-        odds are above null_score_diff_threshold); both None for v1. The SQuAD v2.0 metric's best-threshold sweep
-        reads them.
-    """
+    v2 (version_2_with_negative): the answer is "" when the null score (the minimum over the example's features) minus
+    the best span's score is above null_score_diff_threshold. If output_dir is given, the prediction files are written
+    there (names starting with `prefix` if given), from a background process if background_files. log_level is the
+    calling process's: the summary line is logged at INFO or below. Returns {id: answer}; with with_null_odds,
+    QAPredictions(those answers, and for v2 {id: best non-null answer} and {id: null odds}, the values of the null odds
+    file that the SQuAD v2.0 metric's best-threshold sweep reads)."""
     if len(predictions) != 2:
         raise ValueError("`predictions` should be a tuple with two elements (start_logits, end_logits).")
-    all_start_logits, all_end_logits = predictions
-
     if len(predictions[0]) != len(features):
         raise ValueError(f"Got {len(predictions[0])} predictions and {len(features)} features.")
-
-    examples, features, example_ids, feature_example = _feature_examples(examples, features, id_column)
-
-    # log_level is the level of the calling process (INFO on the main process): the message is only for that one. The
-    # level of this module's logger, which other code shares, is left as it is.
+    # Each feature's example: the last example with that id, as the loop's dict does.
+    example_ids = read_column(examples, id_column)
+    example_id_to_index = {k: i for i, k in enumerate(example_ids)}
+    feature_example = np.array([example_id_to_index[k] for k in read_column(features, "example_id")], dtype=np.int64)
+    # Only for the calling process (INFO on the main one): this module's logger, shared, is left as it is.
     if log_level is None or log_level <= logging.INFO:
         logger.info(f"Post-processing {len(examples)} example predictions split into {len(features)} features.")
-
-    # Hundreds of thousands of small acyclic objects are built below: the cyclic garbage collector would only slow
-    # that down.
-    import gc
-
+    # Hundreds of thousands of small acyclic objects are built below: cyclic garbage collection would only slow it.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         all_predictions, all_nbest_json, scores_diff_json, best_non_null = _predictions_and_nbest(
-            examples, features, example_ids, feature_example, all_start_logits, all_end_logits,
-            version_2_with_negative, n_best_size, max_answer_length, null_score_diff_threshold, context_column,
+            features, predictions, example_ids, feature_example, read_column(examples, context_column),
+            version_2_with_negative, n_best_size, max_answer_length, null_score_diff_threshold,
         )
     finally:
         if gc_was_enabled:
             gc.enable()
     write_prediction_files(output_dir, prefix, all_predictions, all_nbest_json, scores_diff_json, background_files)
-    if with_null_odds:
-        return QAPredictions(all_predictions, best_non_null, scores_diff_json)
-    return all_predictions
+    return QAPredictions(all_predictions, best_non_null, scores_diff_json) if with_null_odds else all_predictions
 
 
-class QAPredictions(collections.namedtuple("QAPredictions", "predictions best_non_null null_odds")):
-    """postprocess_qa_predictions(..., with_null_odds=True): {id: answer}, and for SQuAD v2.0 {id: best non-null
-    answer} and {id: null odds} (None for v1)."""
-
-
-def _feature_examples(examples, features, id_column):
-    """(examples, features) as Arrow-formatted datasets where they are datasets (whole columns, read once: formatting
-    each row is slow), the example ids, and each feature's example index (the last example with that id, as the
-    loop's dict does)."""
-    import datasets
-
-    if isinstance(examples, datasets.Dataset):
-        examples = examples.with_format("arrow")
-    if isinstance(features, datasets.Dataset):
-        features = features.with_format("arrow")
-    example_ids = read_column(examples, id_column)
-    example_id_to_index = {k: i for i, k in enumerate(example_ids)}
-    feature_example = np.array(
-        [example_id_to_index[example_id] for example_id in read_column(features, "example_id")], dtype=np.int64
-    )
-    return examples, features, example_ids, feature_example
-
-
-def _predictions_and_nbest(examples, features, example_ids, feature_example, all_start_logits, all_end_logits,
-                           version_2_with_negative, n_best_size, max_answer_length, null_score_diff_threshold,
-                           context_column):
-    """The loop's three dictionaries: {id: answer}, {id: n-best entries} and, for v2, {id: null score difference};
-    and, for v2, {id: best non-null answer} (the answer when the null score difference is not above the threshold)."""
-    # Every (start, end) pair that passes the filters, for all features at once; then the n-best lists of all
-    # examples (null prediction included in v2) with their softmax.
-    cand = _span_candidates(features, all_start_logits, all_end_logits, n_best_size, max_answer_length)
+def _predictions_and_nbest(features, predictions, example_ids, feature_example, contexts, version_2_with_negative,
+                           n_best_size, max_answer_length, null_score_diff_threshold):
+    """The loop's {id: answer}, {id: n-best entries} (as a function that builds it) and, for v2, {id: null score
+    difference} and {id: best non-null answer}."""
+    cand = _span_candidates(features, *predictions, n_best_size, max_answer_length)
     table = _nbest_table(cand, feature_example, len(example_ids), version_2_with_negative, n_best_size)
-    contexts = read_column(examples, context_column)
-    bounds = table.bounds
-    counts = np.diff(bounds)
-    has_text = _has_text(table, contexts)
-    first_text_empty = (counts > 0) & ~np.append(has_text, True)[np.minimum(bounds[:-1], len(has_text))]
-    null_score = _compared_null_scores(cand, table) if version_2_with_negative else None
-
+    counts = np.diff(table.bounds)
+    # Whether each entry's text, context[offset_start:offset_end], is non-empty, from the offsets alone (the length
+    # of a Python slice, negative offsets included).
+    length = np.fromiter(map(len, contexts), dtype=np.int64, count=len(contexts))[table.example]
+    clipped_end, clipped_start = (np.where(offset < 0, np.maximum(offset + length, 0), np.minimum(offset, length))
+                                  for offset in (table.offset_end, table.offset_start))
+    has_text = clipped_end > clipped_start
+    first_text_empty = (counts > 0) & ~np.append(has_text, True)[np.minimum(table.bounds[:-1], len(has_text))]
     # Examples sorted with Python's sorted() (NaN scores) and the "empty" fallback go through the loop's steps one by
     # one; all the others at once.
     irregular = table.slow | set(np.flatnonzero((counts == 0) | ((counts == 1) & first_text_empty)).tolist())
     answers = [None] * len(example_ids)
     with_entries = np.flatnonzero(counts > 0)
-    for e, text in zip(with_entries.tolist(), _entry_texts(table, contexts, bounds[:-1][with_entries])):
+    for e, text in zip(with_entries.tolist(), _entry_texts(table, contexts, table.bounds[:-1][with_entries])):
         answers[e] = text
-    null_odds = [None] * len(example_ids)
-    best_texts = [None] * len(example_ids)
+    v2_best = []  # (example, null score minus the best non-null prediction's, its text), numpy values as in the loop
     if version_2_with_negative:
-        # Each regular example's best non-null prediction compared to the null prediction using the threshold (numpy
-        # values, as in the loop).
-        regular, score_diffs, best = _regular_score_diffs(table, has_text, irregular, null_score)
-        for e, score_diff, text in zip(regular, score_diffs, _entry_texts(table, contexts, best)):
-            null_odds[e] = float(score_diff)  # To be JSON-serializable.
-            best_texts[e] = text
-            answers[e] = "" if score_diff > null_score_diff_threshold else text
+        null_score, regular, score_diffs, best = _v2_score_diffs(cand, table, has_text, irregular)
+        v2_best = list(zip(regular, score_diffs, _entry_texts(table, contexts, best)))
     irregular_nbest = {}
     for example_index in sorted(irregular):
         nbest, logits = _irregular_nbest(cand, table, contexts, example_index, version_2_with_negative, n_best_size)
         irregular_nbest[example_index] = nbest
         if not version_2_with_negative:
             answers[example_index] = nbest[0]["text"]
-        else:
-            i = 0
-            while nbest[i]["text"] == "":
-                i += 1
-            score_diff = null_score[example_index] - logits[i][0] - logits[i][1]
-            null_odds[example_index] = float(score_diff)
-            best_texts[example_index] = nbest[i]["text"]
-            answers[example_index] = "" if score_diff > null_score_diff_threshold else nbest[i]["text"]
+            continue
+        i = 0
+        while nbest[i]["text"] == "":
+            i += 1
+        v2_best.append((example_index, null_score[example_index] - logits[i][0] - logits[i][1], nbest[i]["text"]))
+    null_odds, best_texts = [None] * len(example_ids), [None] * len(example_ids)
+    for e, score_diff, text in v2_best:
+        null_odds[e] = float(score_diff)  # To be JSON-serializable.
+        best_texts[e] = text
+        answers[e] = "" if score_diff > null_score_diff_threshold else text
 
-    # The dictionaries to return and write (a repeated id keeps its first position and its last value, as in the
-    # loop). The n-best lists (a few hundred thousand small dicts) are only for their file: they are built where the
-    # file is written, in the background writer when there is one.
+    # A repeated id keeps its first position and its last value, as in the loop. The n-best lists (a few hundred
+    # thousand small dicts) are built only where their file is written, in the background writer when there is one.
     all_predictions = collections.OrderedDict(zip(example_ids, answers))
     all_nbest_json = partial(_nbest_lists, table, contexts, example_ids, irregular_nbest)
-    scores_diff_json = collections.OrderedDict(zip(example_ids, null_odds)) if version_2_with_negative else None
-    best_non_null = collections.OrderedDict(zip(example_ids, best_texts)) if version_2_with_negative else None
-    return all_predictions, all_nbest_json, scores_diff_json, best_non_null
-
-
-def _has_text(table, contexts):
-    """Whether each n-best entry's text, context[offset_start:offset_end], is non-empty, from the offsets alone (the
-    length of a Python slice, negative offsets included)."""
-    length = np.fromiter(map(len, contexts), dtype=np.int64, count=len(contexts))[table.example]
-
-    def clipped(offset):
-        return np.where(offset < 0, np.maximum(offset + length, 0), np.minimum(offset, length))
-
-    return clipped(table.offset_end) > clipped(table.offset_start)
+    if not version_2_with_negative:
+        return all_predictions, all_nbest_json, None, None
+    return (all_predictions, all_nbest_json, collections.OrderedDict(zip(example_ids, null_odds)),
+            collections.OrderedDict(zip(example_ids, best_texts)))
 
 
 def _entry_texts(table, contexts, entries):
@@ -201,16 +121,11 @@ def _entry_texts(table, contexts, entries):
 
 
 def _nbest_entries(table, contexts, low=0, high=None):
-    """The n-best entries low:high as the JSON holds them (the null prediction's offsets are (0, 0): its text is
-    "")."""
-    entries = np.arange(low, len(table.example) if high is None else high)
-    return [
-        {"start_logit": start_logit, "end_logit": end_logit, "text": text, "probability": probability}
-        for start_logit, end_logit, text, probability in zip(
-            table.start_logit[low:high].tolist(), table.end_logit[low:high].tolist(),
-            _entry_texts(table, contexts, entries), table.probability[low:high].tolist(),
-        )
-    ]
+    """The n-best entries low:high as the JSON holds them (a null prediction's offsets are (0, 0): its text is "")."""
+    texts = _entry_texts(table, contexts, np.arange(low, len(table.example) if high is None else high))
+    return [{"start_logit": s, "end_logit": e, "text": t, "probability": p} for s, e, t, p in zip(
+        table.start_logit[low:high].tolist(), table.end_logit[low:high].tolist(), texts,
+        table.probability[low:high].tolist())]
 
 
 def _nbest_lists(table, contexts, example_ids, irregular_nbest):
@@ -223,41 +138,30 @@ def _nbest_lists(table, contexts, example_ids, irregular_nbest):
     return collections.OrderedDict(zip(example_ids, lists))
 
 
-def _compared_null_scores(cand, table):
-    """v2: the null score each example compares with: its own; for an example without features, the previous
-    example's (a variable the loop does not reset), and the loop's error when the first example has none."""
-    has_features = np.array(table.null_feature) >= 0
-    latest = np.maximum.accumulate(np.where(has_features, np.arange(len(has_features)), -1))
-    null_score = np.asarray(cand.null_score)[np.array(table.null_feature)[np.maximum(latest, 0)]]
+def _v2_score_diffs(cand, table, has_text, irregular):
+    """v2: each example's null score (an example without features has the previous one's: the loop does not reset it)
+    and, for all the examples not in `irregular` at once, their indices, null score minus the logits of the best
+    non-null prediction (the first entry with a text) and that entry; the loop's errors where it has them."""
+    null_feature = np.array(table.null_feature)
+    latest = np.maximum.accumulate(np.where(null_feature >= 0, np.arange(len(null_feature)), -1))
+    null_score = np.asarray(cand.null_score)[null_feature[np.maximum(latest, 0)]]
     if len(latest) and latest[0] < 0:
         raise UnboundLocalError("cannot access local variable 'null_score' where it is not associated with a value")
-    return null_score
-
-
-def _regular_score_diffs(table, has_text, irregular, null_score):
-    """v2, for all the examples not in `irregular` at once: (example indices, null score minus the logits of the best
-    non-null prediction, index of that prediction's entry). The best non-null prediction is the first entry with a
-    text; the loop's IndexError when an example has none."""
-    bounds = table.bounds
-    regular = np.ones(len(bounds) - 1, dtype=bool)
-    regular[sorted(irregular)] = False
-    regular = np.flatnonzero(regular)
+    regular = np.setdiff1d(np.arange(len(table.bounds) - 1), list(irregular))
     with_text = np.flatnonzero(has_text)
-    position = np.searchsorted(with_text, np.asarray(bounds[:-1])[regular])
+    position = np.searchsorted(with_text, table.bounds[:-1][regular])
     if (position >= len(with_text)).any() or (with_text[np.minimum(position, len(with_text) - 1)]
-                                               >= np.asarray(bounds[1:])[regular]).any():
+                                               >= table.bounds[1:][regular]).any():
         raise IndexError("list index out of range")  # every kept prediction is empty: the loop runs past its end
     best = with_text[position]
     score_diffs = null_score[regular] - table.start_logit[best] - table.end_logit[best]
-    return regular.tolist(), score_diffs, best.tolist()
+    return null_score, regular.tolist(), score_diffs, best.tolist()
 
 
 def _irregular_nbest(cand, table, contexts, example_index, version_2_with_negative, n_best_size):
-    """One irregular example's n-best entries (sorted with Python's sorted() for the `slow` ones), with the "empty"
-    fallback, and their (start, end) logits."""
+    """One irregular example's n-best entries, with the "empty" fallback, and their (start, end) logits."""
     if example_index in table.slow:
-        nbest, scores, logits = _nbest_slow(cand, table, contexts, example_index, version_2_with_negative,
-                                            n_best_size)
+        nbest, scores, logits = _nbest_slow(cand, table, contexts, example_index, version_2_with_negative, n_best_size)
     else:
         low, high = table.bounds[example_index], table.bounds[example_index + 1]
         nbest, scores = _nbest_entries(table, contexts, low, high), table.score[low:high]
@@ -275,50 +179,35 @@ def _irregular_nbest(cand, table, contexts, example_index, version_2_with_negati
     return nbest, logits
 
 
-class _SpanCandidates(
-    collections.namedtuple(
-        "_SpanCandidates",
-        "feature score start_logit end_logit offset_start offset_end null_score null_start_logit null_end_logit",
-    )
-):
-    """Answer spans of all features in the loop's order (feature, start rank, end rank), and each feature's null
-    (CLS) score and logits. Logit values are numpy arrays of the logits' dtype: indexing them gives the same numpy
-    scalars (and the same float arithmetic downstream) as indexing one feature's logits in the loop."""
+# Answer spans of all features in the loop's order (feature, start rank, end rank), and each feature's null (CLS) score
+# and logits, in the logits' dtype: indexing them gives the same numpy scalars (and float arithmetic) as in the loop.
+_SpanCandidates = collections.namedtuple("_SpanCandidates", "feature score start_logit end_logit offset_start "
+                                         "offset_end null_score null_start_logit null_end_logit")
 
 
 def _top_indices(logits, n_best_size):
-    """For every feature, `np.argsort(row)[-1 : -n_best_size - 1 : -1]` (the loop's best start or end indices), their
-    logits, and a mask of the ranks that exist (rows of a ragged list of logits may be shorter than n_best_size)."""
+    """The rows, each row's `np.argsort(row)[-1 : -n_best_size - 1 : -1]` exactly (the loop's best indices, ties
+    included: numpy's default argsort of a 2-D array sorts each row as it sorts that row alone; a stable sort would
+    not), their logits and a mask of the ranks that exist (ragged rows may be short). Rows whose k+1 largest values
+    are distinct get them from argpartition and a sort of those values instead (faster, same result)."""
     try:
         array = np.asarray(logits)
     except ValueError:  # rows of different lengths
         array = None
-    if array is not None and array.ndim == 2 and array.dtype != object:
-        index, values = _argsort_top(array, n_best_size)
-        return array, index, values, np.ones(index.shape, dtype=bool)
-    rows = [np.asarray(row) for row in logits]
-    tops = [np.argsort(row)[-1 : -n_best_size - 1 : -1] for row in rows]
-    width = max((len(top) for top in tops), default=0)
-    index = np.zeros((len(rows), width), dtype=np.int64)
-    values = np.zeros((len(rows), width), dtype=np.result_type(*rows) if rows else np.float32)
-    present = np.zeros((len(rows), width), dtype=bool)
-    for i, (row, top) in enumerate(zip(rows, tops)):
-        index[i, : len(top)], values[i, : len(top)], present[i, : len(top)] = top, row[top], True
-    return rows, index, values, present
-
-
-def _argsort_top(array, n_best_size):
-    """`np.argsort(array, axis=-1)[:, -1 : -n_best_size - 1 : -1]`, exactly, ties included, and those values.
-
-    numpy's default argsort (not stable) of a 2-D array sorts each row as it sorts that row alone, so equal logits
-    come out in the loop's order; a stable sort would order them differently and pick other candidates. Rows whose
-    k+1 largest values are all distinct have a single possible answer, found with argpartition and a sort of those
-    k+1 values; the other rows (ties, NaN) get the full argsort."""
+    if array is None or array.ndim != 2 or array.dtype == object:
+        rows = [np.asarray(row) for row in logits]
+        tops = [np.argsort(row)[-1 : -n_best_size - 1 : -1] for row in rows]
+        width = max((len(top) for top in tops), default=0)
+        index, present = np.zeros((len(rows), width), dtype=np.int64), np.zeros((len(rows), width), dtype=bool)
+        values = np.zeros((len(rows), width), dtype=np.result_type(*rows) if rows else np.float32)
+        for i, (row, top) in enumerate(zip(rows, tops)):
+            index[i, : len(top)], values[i, : len(top)], present[i, : len(top)] = top, row[top], True
+        return rows, index, values, present
     width = array.shape[1]
     k = len(range(width)[-1 : -n_best_size - 1 : -1])  # the slice always takes the k largest, largest first
     if not 0 < k < width - 1:
         top = np.argsort(array, axis=-1)[:, -1 : -n_best_size - 1 : -1]
-        return top, np.take_along_axis(array, top, axis=-1)
+        return array, top, np.take_along_axis(array, top, axis=-1), np.ones(top.shape, dtype=bool)
     rows = np.arange(len(array))[:, None]
     largest = np.argpartition(array, width - k - 1, axis=-1)[:, width - k - 1 :]
     values = array[rows, largest]
@@ -329,21 +218,18 @@ def _argsort_top(array, n_best_size):
     if len(ambiguous):
         top[ambiguous] = np.argsort(array[ambiguous], axis=-1)[:, -1 : -n_best_size - 1 : -1]
         top_values[ambiguous] = np.take_along_axis(array[ambiguous], top[ambiguous], axis=-1)
-    return top, top_values
+    return array, top, top_values, np.ones(top.shape, dtype=bool)
 
 
 def _offset_lookup(features):
-    """A function (index, present) -> (usable, first, second) over arrays of token indices, one row per feature:
-    `usable` where the loop accepts the token (index < len(offset_mapping), offset not None and of length >= 2),
-    `first`/`second` its offset[0]/offset[1] (0 elsewhere).
-
-    A datasets.Dataset column of int lists is read as Arrow buffers, without Python objects; anything else (a list
-    of dicts, other column types) is read once into Python lists and the values kept as they are."""
+    """A function (index, present) -> (usable, first, second) over token indices, one row per feature: `usable` where
+    the loop accepts the token (index < len(offset_mapping), offset not None and of length >= 2), `first`/`second` its
+    offset[0]/offset[1] (0 elsewhere). Reads a Dataset's int lists from the Arrow buffers, anything else as it is."""
     import datasets
     import pyarrow as pa
 
     if isinstance(features, datasets.Dataset):
-        column = (features if features.format["type"] == "arrow" else features.with_format("arrow"))["offset_mapping"]
+        column = features.with_format("arrow")["offset_mapping"]
         chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
         is_list = (pa.types.is_list, pa.types.is_large_list)
         if (
@@ -353,10 +239,8 @@ def _offset_lookup(features):
             and all(chunk.null_count == 0 and chunk.values.values.null_count == 0 for chunk in chunks)
         ):
             # Chunk by chunk (a cached dataset has one per 1,000 features), without copying the token arrays.
-            readers, first_row = [], 0
-            for chunk in chunks:
-                readers.append((first_row, first_row + len(chunk), _offset_chunk_reader(chunk)))
-                first_row += len(chunk)
+            ends = list(accumulate(map(len, chunks), initial=0))
+            readers = [(low, high, _offset_chunk_reader(chunk)) for low, high, chunk in zip(ends, ends[1:], chunks)]
 
             def lookup(index, present):
                 usable = np.zeros(index.shape, dtype=bool)
@@ -367,9 +251,7 @@ def _offset_lookup(features):
                 return usable, first, second
 
             return lookup
-        rows = read_column(features, "offset_mapping")
-    else:
-        rows = [features[i]["offset_mapping"] for i in range(len(features))]
+    rows = read_column(features, "offset_mapping")
     n_tokens = np.array([len(row) for row in rows], dtype=np.int64)
     row_start = np.cumsum(n_tokens) - n_tokens
     flat_offsets = [offset for row in rows for offset in row]
@@ -387,9 +269,8 @@ def _offset_lookup(features):
 
 
 def _offset_chunk_reader(outer):
-    """_offset_lookup's function for one Arrow chunk of the offset_mapping column (lists of int lists, the outer ones
-    never null): token k of row f is entry offsets[f] + k of the child array, and its offset, unless null, is a slice
-    of the grandchild. numpy views of the Arrow buffers; only the looked-up entries are read."""
+    """_offset_lookup's function for one Arrow chunk of offset_mapping (lists of int lists, outer ones never null), on
+    numpy views of its buffers: token k of row f is child entry offsets[f] + k, its offset a slice of the grandchild."""
     row_offsets = outer.offsets.to_numpy()
     tokens = outer.values
     token_offsets = tokens.offsets.to_numpy()
@@ -413,41 +294,26 @@ def _offset_chunk_reader(outer):
     return read
 
 
-def _max_context_filter(features, start_index):
-    """The loop's `token_is_max_context` rule for each top start index (None when no feature has that dict): a start
-    is kept when the feature has no dict or `token_is_max_context.get(str(start_index), False)` is true."""
+def _span_candidates(features, all_start_logits, all_end_logits, n_best_size, max_answer_length, chunk=1 << 16):
+    """The (start, end) pairs the loop keeps, for all features at once and in the loop's order, less those that cannot
+    reach their example's n-best list: a pair with at least n_best_size pairs of its feature scoring strictly higher
+    (only done when every logit is finite: NaN has no order)."""
     import datasets
 
-    if isinstance(features, datasets.Dataset):
-        if "token_is_max_context" not in features.column_names:
-            return None
-        dicts = read_column(features, "token_is_max_context")
-    else:
-        dicts = [features[i].get("token_is_max_context", None) for i in range(len(features))]
-    if all(d is None for d in dicts):
-        return None
-    keep = np.ones(start_index.shape, dtype=bool)
-    for f, token_is_max_context in enumerate(dicts):
-        if token_is_max_context is not None:
-            keep[f] = [bool(token_is_max_context.get(str(s), False)) for s in start_index[f].tolist()]
-    return keep
-
-
-def _span_candidates(features, all_start_logits, all_end_logits, n_best_size, max_answer_length, chunk=1 << 16):
-    """The (start, end) pairs the loop keeps, for all features at once and in the loop's order.
-
-    Pairs that cannot reach their example's n-best list are dropped early: when a feature has at least n_best_size
-    pairs scoring strictly higher than a pair, that pair is beyond rank n_best_size in any stable descending sort of
-    the example's candidates (only done when every logit is finite: NaN has no order)."""
     start_rows, start_index, start_value, start_present = _top_indices(all_start_logits, n_best_size)
     end_rows, end_index, end_value, end_present = _top_indices(all_end_logits, n_best_size)
     lookup = _offset_lookup(features)
     start_ok, start_first, _ = lookup(start_index, start_present)
     end_ok, _, end_second = lookup(end_index, end_present)
-    max_context = _max_context_filter(features, start_index)
-    if max_context is not None:
-        start_ok = start_ok & max_context
-
+    # The loop's token_is_max_context rule: a start is kept if the feature has no such dict or the dict's
+    # .get(str(start_index), False) is true.
+    if not isinstance(features, datasets.Dataset):
+        dicts = [features[i].get("token_is_max_context", None) for i in range(len(features))]
+    else:
+        dicts = read_column(features, "token_is_max_context") if "token_is_max_context" in features.column_names else []
+    for f, token_is_max_context in enumerate(dicts):
+        if token_is_max_context is not None:
+            start_ok[f] &= [bool(token_is_max_context.get(str(s), False)) for s in start_index[f].tolist()]
     # Null (CLS) score of each feature, start_logits[0] + end_logits[0], in the logits' dtype.
     if isinstance(start_rows, np.ndarray) and isinstance(end_rows, np.ndarray):
         null_start, null_end = start_rows[:, 0], end_rows[:, 0]
@@ -457,27 +323,21 @@ def _span_candidates(features, all_start_logits, all_end_logits, n_best_size, ma
         null_score = [s + e for s, e in zip(null_start, null_end)]
 
     n_pairs = start_index.shape[1] * end_index.shape[1]
-    prune = (
-        0 < n_best_size < n_pairs
-        and all(np.issubdtype(v.dtype, np.floating) for v in (start_value, end_value))
-        and np.isfinite(start_value).all()
-        and np.isfinite(end_value).all()
-        and np.isfinite(np.asarray(null_score, dtype=float)).all()
-    )
+    prune = (0 < n_best_size < n_pairs and all(np.issubdtype(v.dtype, np.floating) for v in (start_value, end_value))
+             and all(np.isfinite(np.asarray(v, dtype=float)).all() for v in (start_value, end_value, null_score)))
     # Lengths end - start + 1 in [1, max_answer_length], as one unsigned comparison for an int limit.
     whole = isinstance(max_answer_length, (int, np.integer)) and not isinstance(max_answer_length, bool)
     small = start_index.astype(np.int32), end_index.astype(np.int32)
     pieces = []
     step = max(1, chunk // max(1, n_pairs))
-    for low in range(0, len(start_index), step):
+    for low in range(0, max(len(start_index), 1), step):  # once at least, for the arrays' types
         rows = slice(low, low + step)
         if whole:
             keep = (small[1][rows][:, None, :] - small[0][rows][:, :, None]).view(np.uint32) < max(max_answer_length, 0)
         else:
             s, e = start_index[rows][:, :, None], end_index[rows][:, None, :]
             keep = ~(e < s) & ~(e - s + 1 > max_answer_length)
-        keep &= start_ok[rows][:, :, None]
-        keep &= end_ok[rows][:, None, :]
+        keep &= start_ok[rows][:, :, None] & end_ok[rows][:, None, :]
         if prune:
             score = start_value[rows][:, :, None] + end_value[rows][:, None, :]
             valid_scores = np.where(keep, score, -np.inf).reshape(len(score), n_pairs)
@@ -486,95 +346,75 @@ def _span_candidates(features, all_start_logits, all_end_logits, n_best_size, ma
         f, a, b = np.nonzero(keep)  # row-major: feature, then start rank, then end rank, as the loop goes
         f += low
         pieces.append((f, start_value[f, a], end_value[f, b], start_first[f, a], end_second[f, b]))
-    if not pieces:  # no features
-        pieces.append((np.zeros(0, dtype=np.int64), start_value.reshape(-1)[:0], end_value.reshape(-1)[:0],
-                       start_first.reshape(-1)[:0], end_second.reshape(-1)[:0]))
     feature, start_logit, end_logit, offset_start, offset_end = (np.concatenate(p) for p in zip(*pieces))
-    return _SpanCandidates(
-        feature, start_logit + end_logit, start_logit, end_logit, offset_start, offset_end,
-        null_score, null_start, null_end,
-    )
+    return _SpanCandidates(feature, start_logit + end_logit, start_logit, end_logit, offset_start, offset_end,
+                           null_score, null_start, null_end)
 
 
-class _NBestTable(
-    collections.namedtuple(
-        "_NBestTable",
-        "null_feature bounds example offset_start offset_end start_logit end_logit score probability slow "
-        "by_example by_bounds",
-    )
-):
-    """The n-best lists of all examples, concatenated: example e owns entries bounds[e]:bounds[e + 1], each with its
-    example, character offsets ((0, 0) for the null prediction), logits, score and softmax probability (numpy
-    arrays). null_feature[e] is the example's feature with the minimum null score (-1 when it
-    has no feature). Examples in `slow` (NaN scores, negative n_best_size) have no entries: _nbest_slow sorts their
-    candidates, found in the loop's order at by_example[by_bounds[e]:by_bounds[e + 1]]."""
+# The n-best lists of all examples, concatenated: example e owns entries bounds[e]:bounds[e + 1] (numpy arrays).
+# null_feature[e]: the example's feature with the minimum null score (-1: none). Examples in `slow` have no entries:
+# _nbest_slow sorts their candidates, in the loop's order at by_example[by_bounds[e]:by_bounds[e + 1]].
+_NBestTable = collections.namedtuple("_NBestTable", "null_feature bounds example offset_start offset_end start_logit "
+                                     "end_logit score probability slow by_example by_bounds")
 
 
 def _nbest_table(cand, feature_example, n_examples, version_2_with_negative, n_best_size) -> _NBestTable:
-    """The loop's n-best lists of all examples at once.
-
-    The loop sorts each example's candidates (features in order, start rank, end rank; the minimum null prediction
-    last in v2) with Python's stable sort by descending score, keeps the first n_best_size, appends the null
-    prediction again if no kept one has offsets (0, 0), and takes a softmax. Here: one lexsort, the null prediction's
-    rank from a count, and the softmax of all lists of the same length as one 2-D array (numpy reduces each row of a
-    contiguous 2-D array exactly as it reduces that row alone; the equivalence tests check the probabilities bit for
-    bit)."""
+    """The loop's n-best lists of all examples at once: it sorts each example's candidates (the minimum null prediction
+    last in v2) by descending score with a stable sort, keeps n_best_size, adds back the null prediction if no kept one
+    has offsets (0, 0), and takes a softmax."""
     null_score = np.asarray(cand.null_score)
-    null_start, null_end = np.asarray(cand.null_start_logit), np.asarray(cand.null_end_logit)
-    null_feature = _minimum_null_features(feature_example, null_score, n_examples)
-    cand_example = feature_example[cand.feature]
-    ranked, ranked_example, by_bounds = _ranked_candidates(cand.score, cand_example, n_examples)
-    slow, by_example = _slow_examples(cand.score, cand_example, feature_example, null_score, null_feature, n_best_size)
-    entry_candidate, counts, bounds = _entry_candidates(
-        cand, ranked, ranked_example, by_bounds, null_score, null_feature, slow, version_2_with_negative,
-        n_best_size,
-    )
-
-    # The values of each entry: its candidate's, or those of its null prediction's feature.
-    entry_example = np.repeat(np.arange(n_examples), counts)
-    is_null = entry_candidate < 0
-    entry_null = np.maximum(null_feature, 0)[entry_example]
-    where = entry_candidate, np.flatnonzero(~is_null), np.flatnonzero(is_null), entry_null
-    start_logit = _entry_values(where, cand.start_logit, null_start)
-    end_logit = _entry_values(where, cand.end_logit, null_end)
-    score = _entry_values(where, cand.score, null_score)
-    offset_start, offset_end = _entry_values(where, cand.offset_start), _entry_values(where, cand.offset_end)
-    probability = _softmax_per_list(score, bounds, counts)
-    return _NBestTable(
-        null_feature.tolist(), bounds, entry_example, offset_start, offset_end, start_logit, end_logit, score,
-        probability, set(np.flatnonzero(slow).tolist()), by_example, by_bounds.tolist(),
-    )
-
-
-def _minimum_null_features(feature_example, null_score, n_examples):
-    """The minimum null prediction of each example: the first of its features with the lowest null score (-1 for an
-    example without features)."""
+    # The minimum null prediction of each example: the first of its features with the lowest null score.
     n_features = len(feature_example)
     null_feature = np.full(n_examples, -1, dtype=np.int64)
     by_feature = np.lexsort((np.arange(n_features), null_score, feature_example))
     first = np.ones(n_features, dtype=bool)
     first[1:] = feature_example[by_feature][1:] != feature_example[by_feature][:-1]
     null_feature[feature_example[by_feature][first]] = by_feature[first]
-    return null_feature
-
-
-def _ranked_candidates(score, cand_example, n_examples):
-    """The candidates by example, then by descending score, ties in the loop's order (a stable sort by score, then
-    the unique key (example, rank by score) sorted: faster than np.lexsort); their examples, and the bounds of each
-    example in that order."""
-    by_score = np.argsort(-score, kind="stable")
+    # The candidates by example, then by descending score, ties in the loop's order: a stable sort by score, then the
+    # unique key (example, rank by score) sorted (faster than np.lexsort).
+    cand_example = feature_example[cand.feature]
+    by_score = np.argsort(-cand.score, kind="stable")
     score_rank = np.empty(len(by_score), dtype=np.int64)
     score_rank[by_score] = np.arange(len(by_score))
     ranked = np.argsort(cand_example * max(len(by_score), 1) + score_rank)
     ranked_example = cand_example[ranked]
-    return ranked, ranked_example, np.searchsorted(ranked_example, np.arange(n_examples + 1))
+    by_bounds = np.searchsorted(ranked_example, np.arange(n_examples + 1))
+    slow, by_example = _slow_examples(cand.score, cand_example, feature_example, null_score, null_feature, n_best_size)
+    entry_candidate, counts, bounds = _entry_candidates(
+        cand, ranked, ranked_example, by_bounds, null_score, null_feature, slow, version_2_with_negative, n_best_size
+    )
+
+    # The values of each entry: its candidate's, or those of its null prediction's feature (offsets (0, 0)).
+    entry_example = np.repeat(np.arange(n_examples), counts)
+    real, nulls = np.flatnonzero(entry_candidate >= 0), np.flatnonzero(entry_candidate < 0)
+    entry_null = np.maximum(null_feature, 0)[entry_example]
+
+    def entry_values(values, null_values=None):
+        entries = np.zeros(len(entry_candidate), dtype=values.dtype)
+        entries[real] = values[entry_candidate[real]]
+        if null_values is not None and len(nulls):
+            entries[nulls] = null_values[entry_null[nulls]]
+        return entries
+
+    score = entry_values(cand.score, null_score)
+    # The softmax of all lists of the same length as one 2-D array: numpy reduces each row of a contiguous 2-D array
+    # exactly as it reduces that row alone (the equivalence tests check the probabilities bit for bit).
+    probability = np.zeros(len(score), dtype=score.dtype)
+    for length in np.unique(counts[counts > 0]).tolist():
+        rows = bounds[:-1][counts == length][:, None] + np.arange(length)
+        exp_scores = np.exp(score[rows] - score[rows].max(axis=1, keepdims=True))
+        probability[rows] = exp_scores / exp_scores.sum(axis=1, keepdims=True)
+    return _NBestTable(
+        null_feature.tolist(), bounds, entry_example, entry_values(cand.offset_start), entry_values(cand.offset_end),
+        entry_values(cand.start_logit, np.asarray(cand.null_start_logit)),
+        entry_values(cand.end_logit, np.asarray(cand.null_end_logit)), score, probability,
+        set(np.flatnonzero(slow).tolist()), by_example, by_bounds.tolist(),
+    )
 
 
 def _slow_examples(score, cand_example, feature_example, null_score, null_feature, n_best_size):
-    """The examples whose candidates must go through Python's sorted(), as in the loop: NaN scores (NaN has no order)
-    or a negative n_best_size. Returns them as a mask, with the candidates in the loop's order within each example
-    (None when there are none); their minimum null prediction in `null_feature` is set by the loop's rule (NaN
-    included)."""
+    """A mask of the examples that need Python's sorted() (NaN has no order; negative n_best_size), their candidates in
+    the loop's order (None if there are none); sets their minimum null prediction by the loop's rule (NaN included)."""
     n_examples = len(null_feature)
     slow = np.zeros(n_examples, dtype=bool)
     if np.issubdtype(score.dtype, np.floating):
@@ -588,11 +428,11 @@ def _slow_examples(score, cand_example, feature_example, null_score, null_featur
         features_order = np.argsort(feature_example, kind="stable")
         feature_bounds = np.searchsorted(feature_example[features_order], np.arange(n_examples + 1))
         for e in np.flatnonzero(slow).tolist():
-            best = None
+            best = -1
             for f in features_order[feature_bounds[e] : feature_bounds[e + 1]].tolist():
-                if best is None or null_score[best] > null_score[f]:
+                if best < 0 or null_score[best] > null_score[f]:
                     best = f
-            null_feature[e] = -1 if best is None else best
+            null_feature[e] = best
     return slow, by_example
 
 
@@ -601,16 +441,14 @@ def _entry_candidates(cand, ranked, ranked_example, by_bounds, null_score, null_
     """The n-best entries of the examples not in `slow`, example by example in rank order: each entry's candidate
     (-1: the null prediction), the number of entries of each example and their bounds."""
     n_examples = len(null_feature)
-    ranked_score = cand.score[ranked]
     # Rank of each candidate in its example's sorted list; in v2 the null prediction comes after every candidate
     # whose score is not lower than its own.
     fast = ~slow
     has_null = (null_feature >= 0) & fast & version_2_with_negative
-    example_null = np.maximum(null_feature, 0)
     rank = np.arange(len(ranked)) - by_bounds[ranked_example]
     null_rank = np.zeros(n_examples, dtype=np.int64)
     if version_2_with_negative and len(ranked):
-        ahead = ranked_score >= null_score[example_null][ranked_example]
+        ahead = cand.score[ranked] >= null_score[np.maximum(null_feature, 0)][ranked_example]
         null_rank = np.bincount(ranked_example[ahead], minlength=n_examples)
         rank = rank + (has_null[ranked_example] & (rank >= null_rank[ranked_example]))
     keep = (rank < n_best_size) & fast[ranked_example]
@@ -619,36 +457,11 @@ def _entry_candidates(cand, ranked, ranked_example, by_bounds, null_score, null_
     zero_offsets = (cand.offset_start[ranked] == 0) & (cand.offset_end[ranked] == 0)
     n_kept = np.bincount(ranked_example[keep], minlength=n_examples)
     zero_kept = np.bincount(ranked_example[keep & zero_offsets], minlength=n_examples) > 0
-
-    # The entries, example by example in rank order: kept candidates and null predictions.
-    null_entry = null_kept | (has_null & ~zero_kept)
-    counts = n_kept + null_entry
+    counts = n_kept + (null_kept | (has_null & ~zero_kept))  # kept candidates and null predictions
     bounds = np.concatenate([[0], np.cumsum(counts)])
     entry_candidate = np.full(bounds[-1], -1, dtype=np.int64)  # -1: the null prediction
     entry_candidate[bounds[ranked_example[keep]] + rank[keep]] = ranked[keep]
     return entry_candidate, counts, bounds
-
-
-def _entry_values(where, values, null_values=None):
-    """One value per n-best entry: its candidate's from `values`; for a null prediction its feature's from
-    `null_values`, or 0 without them (its offsets are (0, 0)). `where` is (entry_candidate, indices of the real
-    entries, indices of the null ones, each entry's null feature)."""
-    entry_candidate, real, nulls, entry_null = where
-    entries = np.zeros(len(entry_candidate), dtype=values.dtype)
-    entries[real] = values[entry_candidate[real]]
-    if null_values is not None and len(nulls):
-        entries[nulls] = null_values[entry_null[nulls]]
-    return entries
-
-
-def _softmax_per_list(score, bounds, counts):
-    """The softmax (max-subtracted exp) of each example's list of scores, all lists of the same length at once."""
-    probability = np.zeros(len(score), dtype=score.dtype)
-    for length in np.unique(counts[counts > 0]).tolist():
-        rows = bounds[:-1][counts == length][:, None] + np.arange(length)
-        exp_scores = np.exp(score[rows] - score[rows].max(axis=1, keepdims=True))
-        probability[rows] = exp_scores / exp_scores.sum(axis=1, keepdims=True)
-    return probability
 
 
 def _json_number(value):
@@ -657,9 +470,8 @@ def _json_number(value):
 
 
 def _nbest_slow(cand, table, contexts, example_index, version_2_with_negative, n_best_size):
-    """One example's n-best entries exactly as the loop makes them, with Python's sorted() (NaN scores, negative
-    n_best_size). Returns the entries, their scores and (start, end) logits as numpy scalars; the probabilities are
-    left to the caller when the "empty" prediction must be added."""
+    """One example's n-best entries exactly as the loop makes them, with Python's sorted(), their scores and their
+    (start, end) logits as numpy scalars (probabilities left to the caller when the "empty" prediction is added)."""
     null_feature = table.null_feature[example_index]
     with_null = version_2_with_negative and null_feature >= 0
     null_score = cand.null_score[null_feature] if with_null else None
@@ -671,11 +483,8 @@ def _nbest_slow(cand, table, contexts, example_index, version_2_with_negative, n
     context = contexts[example_index]
     texts = ["" if c < 0 else context[cand.offset_start[c] : cand.offset_end[c]] for c in order]
     scores = [null_score if c < 0 else cand.score[c] for c in order]
-    logits = [
-        (cand.null_start_logit[null_feature], cand.null_end_logit[null_feature]) if c < 0
-        else (cand.start_logit[c], cand.end_logit[c])
-        for c in order
-    ]
+    null_logits = (cand.null_start_logit[null_feature], cand.null_end_logit[null_feature]) if with_null else None
+    logits = [null_logits if c < 0 else (cand.start_logit[c], cand.end_logit[c]) for c in order]
     probs = [None] * len(order)
     if order and not (len(order) == 1 and texts[0] == ""):
         array = np.array(scores)
