@@ -1,13 +1,7 @@
 # coding=utf-8
-"""SQuAD-style question-answering data: loading it (a Hub dataset, or local files in the formats users have: the
-flattened Hugging Face JSON, the original nested SQuAD JSON, JSON Lines, CSV), naming its columns, switching SQuAD v2.0
-mode on for data with unanswerable questions, repairing training answers that are not where answer_start says, and
-tokenizing examples into features with the datasets cache.
-
-The layout of a record is read through the column names the script passes (its --id_column/--question_column/
---context_column/--answer_column flags) and, for the answers, through a small function the script owns
-(`answer_spans`): a copy of a script adapted to another data format changes those, not this file.
-"""
+"""SQuAD-style QA data: loading it (a Hub dataset, or local flattened/nested SQuAD JSON, JSON Lines or CSV files),
+switching SQuAD v2.0 mode on for unanswerable questions, repairing training answers, tokenizing features. A copy of a
+script adapted to another data format changes its --*_column flags and its `answer_spans` function, not this file."""
 import collections
 import hashlib
 import json
@@ -21,71 +15,49 @@ from script_utils import UsageError, innermost_error, select_samples
 logger = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Loading
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-QA_FILE_EXTENSIONS = ("json", "jsonl", "csv")
+# Loading --------------------------------------------------------------------------------------------------------------
+def _data_files(data_args) -> dict:
+    """{split: its --{split}_file}, for the files given."""
+    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    return {split: path for split, path in files.items() if path is not None}
 
 
 def check_qa_data_files(data_args):
     """The upstream __post_init__ checks, with messages that say how to fix the command."""
-    files = [data_args.train_file, data_args.validation_file, data_args.test_file]
-    if data_args.dataset_name is None and all(f is None for f in files):
+    files = _data_files(data_args)
+    if data_args.dataset_name is None and not files:
         raise UsageError("Need either a dataset name or a training/validation file/test_file.")
-    for flag, path in (("--train_file", files[0]), ("--validation_file", files[1]), ("--test_file", files[2])):
-        if path is None:
-            continue
+    for split, path in files.items():
         extension = path.split(".")[-1].lower()
-        if extension not in QA_FILE_EXTENSIONS:
-            raise UsageError(
-                f"{flag} {path}: unsupported extension '.{extension}'. Use a .json (flattened or original nested "
-                "SQuAD), .jsonl or .csv file."
-            )
+        if extension not in ("json", "jsonl", "csv"):
+            raise UsageError(f"--{split}_file {path}: unsupported extension '.{extension}'. Use a .json (flattened or "
+                             "original nested SQuAD), .jsonl or .csv file.")
 
 
 def load_qa_raw_datasets(data_args, model_args):
     """Load the raw QA examples: a hub dataset, or local files split by split (train/validation/test)."""
     import datasets
-
     if data_args.dataset_name is not None:
         try:
-            return datasets.load_dataset(
-                data_args.dataset_name,
-                data_args.dataset_config_name,
-                cache_dir=model_args.cache_dir,
-                token=model_args.token,
-                trust_remote_code=model_args.trust_remote_code,
-            )
+            return datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name,
+                                         cache_dir=model_args.cache_dir, token=model_args.token,
+                                         trust_remote_code=model_args.trust_remote_code)
         except (ConnectionError, FileNotFoundError, OSError) as err:
             raise UsageError(
                 f"Could not load dataset '{data_args.dataset_name}' from the Hugging Face Hub ({type(err).__name__}). "
                 "Without network access, pass local files instead: --train_file/--validation_file/--test_file "
-                "(SQuAD JSON, JSON Lines or CSV)."
-            ) from err
-    splits = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
-    return datasets.DatasetDict(
-        {split: _load_qa_file_or_fail(path, model_args.cache_dir) for split, path in splits.items() if path is not None}
-    )
-
-
-def _load_qa_file_or_fail(path: str, cache_dir: Optional[str]):
-    """load_qa_file, with the loaders' parse errors (datasets/pyarrow/pandas) turned into one line naming the file
-    and, where it can be found, the line or record at fault."""
-    try:
-        return load_qa_file(path, cache_dir)
-    except UsageError:
-        raise
-    except Exception as err:  # DatasetGenerationError, ArrowInvalid, ParserError, JSONDecodeError from a .map ...
-        raise UsageError(_describe_load_failure(path, err)) from err
-
-
-def _describe_load_failure(path: str, err: Exception) -> str:
-    """One line on why a data file could not be read: the loader's innermost error (pandas names the CSV line, pyarrow
-    the JSON position). checks.py looks into the file for a more precise one."""
-    how = "read as CSV" if path.lower().endswith(".csv") else "loaded"
-    return f"Data file {path} could not be {how}: {innermost_error(err)}"
+                "(SQuAD JSON, JSON Lines or CSV).") from err
+    raw_datasets = datasets.DatasetDict()
+    for split, path in _data_files(data_args).items():
+        try:
+            raw_datasets[split] = load_qa_file(path, model_args.cache_dir)
+        except UsageError:
+            raise
+        except Exception as err:  # DatasetGenerationError, ArrowInvalid, ParserError, JSONDecodeError from a .map ...
+            # The innermost error names the CSV line or JSON position; checks.py looks into the file for more.
+            how = "read as CSV" if path.lower().endswith(".csv") else "loaded"
+            raise UsageError(f"Data file {path} could not be {how}: {innermost_error(err)}") from err
+    return raw_datasets
 
 
 def detect_qa_file_format(path: str) -> str:
@@ -109,10 +81,8 @@ def detect_qa_file_format(path: str) -> str:
             raise UsageError(f"Data file {path} has no examples: it is an empty JSON list.")
         for i, record in enumerate(content):
             if not isinstance(record, dict):
-                raise UsageError(
-                    f"Data file {path}: record {i} is a {type(record).__name__}, not an object with "
-                    '"id", "question", "context" and "answers".'
-                )
+                raise UsageError(f"Data file {path}: record {i} is a {type(record).__name__}, not an object with "
+                                 '"id", "question", "context" and "answers".')
         return "records"
     if head.startswith("{"):
         try:
@@ -121,17 +91,15 @@ def detect_qa_file_format(path: str) -> str:
             if _first_line_is_json(path):
                 return "jsonl"  # several JSON objects, one per line
             raise
-        if isinstance(content, dict) and isinstance(content.get("data"), list):
-            if not content["data"]:
-                raise UsageError(f'Data file {path} has no examples: its "data" list is empty.')
-            first = content["data"][0]
-            return "nested" if isinstance(first, dict) and "paragraphs" in first else "flat"
-        if isinstance(content, dict) and "data" in content:
-            raise UsageError(
-                f'Data file {path}: its "data" is a {type(content["data"]).__name__}, not a list of records (or of '
-                "SQuAD articles)."
-            )
-        return "jsonl"  # a single record on a single line
+        if "data" not in content:  # (a JSON text starting with "{" is an object)
+            return "jsonl"  # a single record on a single line
+        if not isinstance(content["data"], list):
+            raise UsageError(f'Data file {path}: its "data" is a {type(content["data"]).__name__}, not a list of '
+                             "records (or of SQuAD articles).")
+        if not content["data"]:
+            raise UsageError(f'Data file {path} has no examples: its "data" list is empty.')
+        first = content["data"][0]
+        return "nested" if isinstance(first, dict) and "paragraphs" in first else "flat"
     raise UsageError(f"Data file {path} is neither JSON, JSON Lines nor CSV (it starts with {head[:20]!r}).")
 
 
@@ -151,37 +119,28 @@ def _first_line_is_json(path) -> bool:
             return False
 
 
-def flatten_nested_squad(squad: dict) -> list:
-    """The original SQuAD v1.1/v2.0 layout (data[].paragraphs[].qas[]) as flat records, in file order.
+def _answer_list_as_lists(answers: list) -> dict:
+    """[{"text": t, "answer_start": s}, ...] (the original SQuAD layout) as {"text": [...], "answer_start": [...]}."""
+    return {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]}
 
-    Unanswerable v2 questions (is_impossible) get empty answers, as in the hub's squad_v2 dataset: their
-    plausible_answers are not answers.
-    """
+
+def flatten_nested_squad(squad: dict) -> list:
+    """The original SQuAD layout (data[].paragraphs[].qas[]) as flat records, in file order. Unanswerable v2 questions
+    (is_impossible) get empty answers, as in the hub's squad_v2: plausible_answers are not answers."""
     records = []
     for article in squad["data"]:
         title = article.get("title", "")
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
                 answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
-                records.append(
-                    {
-                        "id": str(qa["id"]),
-                        "title": title,
-                        "context": paragraph["context"],
-                        "question": qa["question"],
-                        "answers": {
-                            "text": [a["text"] for a in answers],
-                            "answer_start": [int(a["answer_start"]) for a in answers],
-                        },
-                    }
-                )
+                records.append({"id": str(qa["id"]), "title": title, "context": paragraph["context"],
+                                "question": qa["question"], "answers": _answer_list_as_lists(answers)})
     return records
 
 
 def _flattened_copy(path: str, cache_dir: Optional[str]) -> str:
     """Write the nested SQuAD file as JSON Lines in the datasets cache, named by the content hash (never stale)."""
     import datasets
-
     with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:20]
     folder = os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "flattened_squad")
@@ -191,16 +150,13 @@ def _flattened_copy(path: str, cache_dir: Optional[str]) -> str:
         try:
             records = flatten_nested_squad(_read_json(path))
         except (KeyError, TypeError, AttributeError, ValueError) as err:
-            raise UsageError(
-                f"Data file {path} is not in the SQuAD layout (data[].paragraphs[] with a context and qas[] with an "
-                f"id, a question and answers): {type(err).__name__} {err}."
-            ) from err
+            raise UsageError(f"Data file {path} is not in the SQuAD layout (data[].paragraphs[] with a context and "
+                             f"qas[] with an id, a question and answers): {type(err).__name__} {err}.") from err
         if not records:
             raise UsageError(f"Data file {path} has no questions (no qas in any paragraph).")
         tmp = f"{target}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         os.replace(tmp, target)  # atomic: a concurrent process never reads half a file
     return target
 
@@ -209,79 +165,54 @@ def _id_as_text(example):
     return {"id": None if example["id"] is None else str(example["id"])}
 
 
-def _answers_as_lists(example, answer_column):
-    """[{"text": t, "answer_start": s}, ...] (one dict per answer, as in the original SQuAD layout) as
-    {"text": [...], "answer_start": [...]}."""
-    answers = example[answer_column] or []
-    return {
-        answer_column: {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]}
-    }
+def _answers_as_lists(example):
+    return {"answers": _answer_list_as_lists(example["answers"] or [])}
 
 
 def _parse_csv_answers(example):
     answers = example["answers"]
-    if answers is None:  # an empty cell: no answer
+    if answers is None or (isinstance(answers, str) and not answers.strip()):  # an empty cell: no answer
         answers = {"text": [], "answer_start": []}
-    if isinstance(answers, str):
-        answers = json.loads(answers) if answers.strip() else {"text": [], "answer_start": []}
+    elif isinstance(answers, str):
+        answers = json.loads(answers)
     return {"answers": {"text": list(answers["text"]), "answer_start": [int(s) for s in answers["answer_start"]]}}
 
 
 def load_qa_file(path: str, cache_dir: Optional[str] = None):
-    """One local QA file as a datasets.Dataset of flat records, whatever its format.
-
-    Loading goes through datasets' json/csv builders so that the result lives in the datasets cache and later
-    `.map` calls are cached on disk too.
-    """
+    """One local QA file as a datasets.Dataset of flat records, loaded by datasets (so cached on disk, maps too)."""
     import datasets
-
     fmt = detect_qa_file_format(path)
-    if fmt == "flat":
-        dataset = datasets.load_dataset("json", data_files={"data": path}, field="data", cache_dir=cache_dir)["data"]
-    elif fmt == "nested":
-        flat_path = _flattened_copy(path, cache_dir)
-        dataset = datasets.load_dataset("json", data_files={"data": flat_path}, cache_dir=cache_dir)["data"]
-    elif fmt in ("jsonl", "records"):
-        dataset = datasets.load_dataset("json", data_files={"data": path}, cache_dir=cache_dir)["data"]
-    else:
+    if fmt == "csv":
         dataset = datasets.load_dataset("csv", data_files={"data": path}, cache_dir=cache_dir)["data"]
         if "answers" in dataset.column_names:
             dataset = dataset.map(_parse_csv_answers, desc=f"Parsing CSV answers of {os.path.basename(path)}")
+    else:  # the flattened layout's records are its "data" field; a nested SQuAD file is read from a flattened copy
+        options = {"field": "data"} if fmt == "flat" else {}
+        data_file = _flattened_copy(path, cache_dir) if fmt == "nested" else path
+        dataset = datasets.load_dataset("json", data_files={"data": data_file}, cache_dir=cache_dir, **options)["data"]
     if "id" in dataset.column_names and getattr(dataset.features["id"], "dtype", None) != "string":
         if isinstance(dataset.features["id"], datasets.Value):
             dataset = dataset.cast_column("id", datasets.Value("string"))
         else:  # numbers and strings mixed (datasets' Json feature)
             dataset = dataset.map(_id_as_text, desc=f"Reading ids of {os.path.basename(path)}")
     if len(dataset.column_names) < 2:
-        raise UsageError(
-            f"Data file {path} has no QA records: found the columns {dataset.column_names}; expected "
-            '"id", "question", "context" and "answers".'
-        )
+        raise UsageError(f"Data file {path} has no QA records: found the columns {dataset.column_names}; expected "
+                         '"id", "question", "context" and "answers".')
     answers_feature = dataset.features.get("answers")
     if isinstance(answers_feature, datasets.List) and isinstance(answers_feature.feature, dict):
-        dataset = dataset.map(_answers_as_lists, fn_kwargs={"answer_column": "answers"},
-                              desc=f"Reading answers of {os.path.basename(path)}")
+        dataset = dataset.map(_answers_as_lists, desc=f"Reading answers of {os.path.basename(path)}")
     return dataset
 
 
 def read_column(dataset, name) -> list:
-    """A whole column as a Python list, read once: through Arrow for a datasets.Dataset (indices mapping applied),
-    row by row for anything else. Reading `dataset[i][name]` instead decodes the whole row every time."""
+    """A whole column as a Python list, through Arrow for a datasets.Dataset (`dataset[i][name]` decodes whole rows)."""
     import datasets
-
     if isinstance(dataset, datasets.Dataset):
-        if dataset.format["type"] != "arrow":
-            dataset = dataset.with_format("arrow")
-        return dataset[name].to_pylist()
+        return dataset.with_format("arrow")[name].to_pylist()
     return [row[name] for row in dataset]
 
 
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Columns, SQuAD v2.0 mode, repairing training answers
-# ----------------------------------------------------------------------------------------------------------------------
-
-
+# Stages, columns, answers ---------------------------------------------------------------------------------------------
 QAColumns = collections.namedtuple("QAColumns", "id question context answer")
 QA_STAGES = {"train": ("train", "--do_train"), "eval": ("validation", "--do_eval"), "predict": ("test", "--do_predict")}
 
@@ -297,9 +228,8 @@ def qa_examples(raw_datasets, training_args) -> dict:
     for stage, (split, flag) in QA_STAGES.items():
         if getattr(training_args, f"do_{stage}"):
             if split not in raw_datasets:
-                raise UsageError(
-                    f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that has it)."
-                )
+                raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that "
+                                 "has it).")
             examples[stage] = raw_datasets[split]
     return examples
 
@@ -307,55 +237,24 @@ def qa_examples(raw_datasets, training_args) -> dict:
 def stage_source(data_args, stage: str) -> str:
     """How to name a stage's data in a message: the flag and file it came from, or the split of the hub dataset."""
     split = QA_STAGES[stage][0]
-    path = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}[split]
-    if path is not None:
-        return f"--{split}_file {path}"
-    return f"the {split} split of {data_args.dataset_name}"
+    path = _data_files(data_args).get(split)
+    return f"the {split} split of {data_args.dataset_name}" if path is None else f"--{split}_file {path}"
 
 
 def select_qa_samples(examples: dict, data_args) -> dict:
     """Each stage's examples cut to its --max_{train,eval,predict}_samples (the first ones, as the upstream scripts)."""
-    return {stage: select_samples(dataset, getattr(data_args, f"max_{stage}_samples")) for stage, dataset in
-            examples.items()}
+    return {stage: select_samples(examples[stage], getattr(data_args, f"max_{stage}_samples")) for stage in examples}
 
 
 def count_unanswerable(examples, columns, answer_spans) -> int:
-    """Questions without an answer (SQuAD v2.0's unanswerable questions). Records whose answers answer_spans() cannot
-    read are not counted: the checks report them."""
+    """Questions without an answer; 0 when answer_spans() cannot read some record's answers (the checks report it)."""
     if examples is None or columns.answer not in examples.column_names:
         return 0
-    count = 0
-    for answers in read_column(examples, columns.answer):
-        try:
-            texts, _ = answer_spans(answers)
-        except (KeyError, TypeError, IndexError, ValueError, AttributeError):
-            return 0
-        count += not texts
-    return count
-
-
-def use_v2_for_unanswerable_data(data_args, examples: dict, columns, answer_spans) -> bool:
-    """Unanswerable questions in the training or validation data without --version_2_with_negative: switch SQuAD
-    v2.0 mode on, with a warning (`run_qa.py --dataset_name squad_v2` without the flag is a common command).
-
-    Training features do not depend on the flag (a question without an answer is labelled with the CLS token either
-    way); it picks the post-processing (null answers allowed, *_null_odds.json) and the metric. v1.1 scoring cannot
-    score an empty gold answer (the upstream script crashed there, after training), so v2.0 is the only meaningful
-    choice. The test split is not looked at: test files usually have no answers at all. Returns True when it switched.
-    """
-    if data_args.version_2_with_negative:
-        return False
-    for stage in ("train", "eval"):
-        unanswerable = count_unanswerable(examples.get(stage), columns, answer_spans)
-        if unanswerable:
-            logger.warning(
-                f"{stage_source(data_args, stage)}: {unanswerable} of {len(examples[stage])} questions have no answer, "
-                "so this is SQuAD v2.0-style data: running as with --version_2_with_negative (null answers, SQuAD v2.0 "
-                "metrics eval_exact/eval_f1/eval_HasAns_*). Pass the flag to say so explicitly."
-            )
-            data_args.version_2_with_negative = True
-            return True
-    return False
+    answers = read_column(examples, columns.answer)
+    try:
+        return sum(not texts for texts, _ in map(answer_spans, answers))
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError):
+        return 0
 
 
 def _squad_answers(example, answer_column, answer_spans):
@@ -365,131 +264,101 @@ def _squad_answers(example, answer_column, answer_spans):
 
 def with_squad_answers(examples: dict, columns, answer_spans, training_args) -> dict:
     """Each stage's answers in the SQuAD layout {"text": [...], "answer_start": [...]}, read through the script's
-    answer_spans(): everything after this step (repairing training answers, features, the metric's references) reads
-    that one layout. Data already in that layout, read as is, is passed through untouched."""
+    answer_spans(): every later step reads that one layout. Data already in it, read as is, is passed through."""
+    probe = {"text": ["probe"], "answer_start": [7]}
+    try:
+        reads_as_is = tuple(answer_spans(probe)) == (probe["text"], probe["answer_start"])
+    except Exception:
+        reads_as_is = False
     converted = {}
     for stage, dataset in examples.items():
-        if columns.answer not in dataset.column_names or _reads_as_squad(dataset, columns.answer, answer_spans):
+        feature = dataset.features[columns.answer] if columns.answer in dataset.column_names else None
+        if feature is None or (reads_as_is and isinstance(feature, dict) and set(feature) == {"text", "answer_start"}):
             converted[stage] = dataset
             continue
         with training_args.main_process_first(desc=f"{stage} answers"):
-            converted[stage] = dataset.map(_squad_answers, fn_kwargs={"answer_column": columns.answer,
-                                                                      "answer_spans": answer_spans},
-                                           desc=f"Reading the {stage} answers")
+            converted[stage] = dataset.map(_squad_answers, desc=f"Reading the {stage} answers",
+                                           fn_kwargs={"answer_column": columns.answer, "answer_spans": answer_spans})
     return converted
 
 
-def _reads_as_squad(dataset, answer_column, answer_spans) -> bool:
-    """True when the column is a {"text", "answer_start"} struct and answer_spans() returns exactly those lists."""
-    feature = dataset.features[answer_column]
-    if not (isinstance(feature, dict) and set(feature) == {"text", "answer_start"}):
-        return False
-    probe = {"text": ["probe"], "answer_start": [7]}
-    try:
-        return tuple(answer_spans(probe)) == (probe["text"], probe["answer_start"])
-    except Exception:
-        return False
-
-
 def realign_train_answers(train_examples, source: str, columns):
-    """Repair the training answers that are not at their answer_start in the context (a shifted offset, a doubled or
-    non-breaking space): realigned when the text is found nearby (exactly, or up to whitespace), else the answer is
-    dropped, and an example left with no answer is skipped. Counts are logged. Evaluation answers are left alone: the
-    metric compares texts only."""
+    """Training answers not at their answer_start (a shifted offset, a doubled or non-breaking space) realigned to the
+    text found nearby, else dropped (examples left with none skipped). Eval answers stay: the metric compares texts."""
     answers, contexts = read_column(train_examples, columns.answer), read_column(train_examples, columns.context)
-    fixes, skipped, counts = {}, [], collections.Counter()
+    fixes, skipped, counts = {}, set(), collections.Counter()
     for i, (answer, context) in enumerate(zip(answers, contexts)):
         texts, starts = [], []
         for text, start in zip(answer["text"], answer["answer_start"]):
-            if start >= 0 and context[start: start + len(text)] == text:
+            if start < 0 or context[start: start + len(text)] != text:
+                counts["mismatched"] += 1
+                text, start = _realign_answer(context, text, start) or (None, None)
+                counts["dropped" if text is None else "realigned"] += 1
+            if text is not None:
                 texts.append(text)
                 starts.append(start)
-                continue
-            new = _realign_answer(context, text, start)
-            counts["mismatched"] += 1
-            counts["dropped" if new is None else "realigned"] += 1
-            if new is not None:
-                texts.append(new[0])
-                starts.append(new[1])
         if texts != answer["text"] or starts != answer["answer_start"]:
             if texts:
-                fixes[str(i)] = (texts, starts)
+                fixes[str(i)] = {"text": texts, "answer_start": starts}
             else:
-                skipped.append(i)
+                skipped.add(i)
     if not counts:
         return train_examples
-    logger.warning(
-        f"{source}: {counts['mismatched']} answer(s) did not match the context at their answer_start: "
-        f"{counts['realigned']} realigned (text found nearby), {counts['dropped']} dropped (not found); "
-        f"{len(skipped)} example(s) skipped for having no answer left."
-    )
-    return _apply_answer_fixes(train_examples, source, columns.answer, fixes, skipped)
-
-
-def _apply_answer_fixes(train_examples, source, answer_column, fixes, skipped):
+    logger.warning(f"{source}: {counts['mismatched']} answer(s) did not match the context at their answer_start: "
+                   f"{counts['realigned']} realigned (text found nearby), {counts['dropped']} dropped (not found); "
+                   f"{len(skipped)} example(s) skipped for having no answer left.")
     if fixes:
-        train_examples = train_examples.map(
-            _fixed_answers, with_indices=True, fn_kwargs={"answer_column": answer_column, "fixes": fixes},
-            desc="Realigning answers",
-        )
+        train_examples = train_examples.map(_fixed_answers, with_indices=True, desc="Realigning answers",
+                                            fn_kwargs={"answer_column": columns.answer, "fixes": fixes})
     if skipped:
-        skip = set(skipped)
-        train_examples = train_examples.select([i for i in range(len(train_examples)) if i not in skip])
+        train_examples = train_examples.select([i for i in range(len(train_examples)) if i not in skipped])
         if len(train_examples) == 0:
             raise UsageError(f"{source}: no example is left after skipping those whose answer is not in the context.")
     return train_examples
 
 
 def _fixed_answers(example, index, answer_column, fixes):
-    fix = fixes.get(str(index))
-    if fix is None:
-        return {}
-    return {answer_column: {"text": fix[0], "answer_start": fix[1]}}
+    return {answer_column: fixes[str(index)]} if str(index) in fixes else {}
 
 
 def _realign_answer(context: str, text: str, start: int, window: int = 100):
-    """(text, start) of the answer as it appears in the context near `start`, or None.
-
-    First the exact text nearest to start (within `window` characters); then the same words with any whitespace
-    between them (a non-breaking or doubled space in the context, spaces around the answer), taken verbatim from the
-    context."""
+    """(text, start) of the answer in the context near `start`, or None: the exact text nearest to start (within
+    `window` characters), else the same words with any whitespace between them, taken verbatim from the context."""
     if not text or not text.strip():
         return None
-    best = None
+    positions = []
     position = context.find(text, max(0, start - window))
     while position != -1 and position <= start + window:
-        if best is None or abs(position - start) < abs(best - start):
-            best = position
+        positions.append(position)
         position = context.find(text, position + 1)
-    if best is not None:
-        return text, best
+    if positions:
+        return text, min(positions, key=lambda p: abs(p - start))
     pattern = re.compile(r"\s+".join(re.escape(word) for word in text.split()))
-    region_start = max(0, start - window)
-    matches = [m for m in pattern.finditer(context, region_start, start + window + len(text) * 2)]
-    if not matches:
-        return None
-    match = min(matches, key=lambda m: abs(m.start() - start))
-    return context[match.start() : match.end()], match.start()
+    matches = pattern.finditer(context, max(0, start - window), start + window + len(text) * 2)
+    match = min(matches, key=lambda m: abs(m.start() - start), default=None)
+    return None if match is None else (match.group(), match.start())
 
 
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Features
-# ----------------------------------------------------------------------------------------------------------------------
-
-
+# The steps the scripts call ------------------------------------------------------------------------------------------
 def load_qa_examples(data_args, model_args, training_args, answer_spans):
-    """({stage: raw examples} for the stages this run does, cut to --max_*_samples; the column names), with SQuAD
-    v2.0 mode switched on when the training or validation data has unanswerable questions."""
+    """({stage: raw examples} for the stages this run does, cut to --max_*_samples; the column names). Unanswerable
+    questions in the training or validation data switch SQuAD v2.0 mode on, with a warning: v1.1 scoring cannot score
+    an empty gold answer (upstream crashed there, after training). Test data usually has no answers: not looked at."""
     columns = qa_columns(data_args)
     examples = qa_examples(load_qa_raw_datasets(data_args, model_args), training_args)
-    use_v2_for_unanswerable_data(data_args, examples, columns, answer_spans)
+    for stage in () if data_args.version_2_with_negative else ("train", "eval"):
+        if unanswerable := count_unanswerable(examples.get(stage), columns, answer_spans):
+            logger.warning(
+                f"{stage_source(data_args, stage)}: {unanswerable} of {len(examples[stage])} questions have no answer, "
+                "so this is SQuAD v2.0-style data: running as with --version_2_with_negative (null answers, SQuAD v2.0 "
+                "metrics eval_exact/eval_f1/eval_HasAns_*). Pass the flag to say so explicitly.")
+            data_args.version_2_with_negative = True
+            break
     return select_qa_samples(examples, data_args), columns
 
 
 def repair_qa_examples(examples: dict, data_args, columns, answer_spans, training_args) -> dict:
-    """Answers in the SQuAD layout (with_squad_answers); training answers that are not where answer_start says
-    realigned, or dropped (realign_train_answers)."""
+    """Answers in the SQuAD layout (with_squad_answers); misplaced training answers repaired (realign_train_answers)."""
     examples = with_squad_answers(examples, columns, answer_spans, training_args)
     if "train" in examples:
         examples["train"] = realign_train_answers(examples["train"], stage_source(data_args, "train"), columns)
@@ -497,50 +366,34 @@ def repair_qa_examples(examples: dict, data_args, columns, answer_spans, trainin
 
 
 def squad_references(examples, columns) -> list:
-    """The metric's references, [{"id", "answers"}] in example order, read column by column (row by row, a dataset
-    decodes every row: seconds at SQuAD scale)."""
+    """The metric's references, [{"id", "answers"}] in example order, read column by column (fast)."""
     ids, answers = read_column(examples, columns.id), read_column(examples, columns.answer)
     return [{"id": str(example_id), "answers": answer} for example_id, answer in zip(ids, answers)]
 
 
-FEATURE_NAMES = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
-
-
 def build_stage_features(examples: dict, prepare_train, prepare_eval, train_kwargs, eval_kwargs, data_args,
                          training_args) -> dict:
-    """{stage: features}: prepare_train(batch, **train_kwargs) for training, prepare_eval(batch, **eval_kwargs) for
-    evaluation and prediction."""
-    return {
-        stage: build_features(stage_examples, prepare_train if stage == "train" else prepare_eval,
-                              train_kwargs if stage == "train" else eval_kwargs, data_args, training_args,
-                              max_samples=getattr(data_args, f"max_{stage}_samples"), desc=FEATURE_NAMES[stage])
-        for stage, stage_examples in examples.items()
-    }
+    """{stage: features}: prepare_train(batch, **train_kwargs) for training, prepare_eval(batch, **eval_kwargs) else."""
+    names = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
+    return {stage: build_features(stage_examples, prepare_train if stage == "train" else prepare_eval,
+                                  train_kwargs if stage == "train" else eval_kwargs, data_args, training_args,
+                                  max_samples=getattr(data_args, f"max_{stage}_samples"), desc=names[stage])
+            for stage, stage_examples in examples.items()}
 
 
 def padding_collator(tokenizer, data_args, training_args):
-    """Features padded to max_seq_length already (--pad_to_max_length, the default) are stacked as they are; otherwise
-    each batch is padded to its longest feature."""
+    """Stacks features padded to max_seq_length (--pad_to_max_length, the default), else pads each batch."""
     from transformers import DataCollatorWithPadding, default_data_collator
-
     if data_args.pad_to_max_length:
         return default_data_collator
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 else None)
 
 
 def build_features(examples, prepare_function, feature_kwargs, data_args, training_args, max_samples, desc):
-    """Tokenize examples (already cut to max_samples) into features, cut to max_samples too, as the upstream scripts
-    do. Cached by datasets; in distributed runs the main process of each node tokenizes first and the others read its
-    cache."""
+    """Tokenize examples into features cut to max_samples, as upstream. Cached by datasets: in distributed runs each
+    node's main process tokenizes first and the others read its cache."""
     with training_args.main_process_first(desc=desc):
-        features = examples.map(
-            prepare_function,
-            fn_kwargs=feature_kwargs,
-            batched=True,
-            num_proc=data_args.preprocessing_num_workers,
-            remove_columns=examples.column_names,
-            load_from_cache_file=not data_args.overwrite_cache,
-            desc=f"Running tokenizer on {desc}",
-        )
+        features = examples.map(prepare_function, fn_kwargs=feature_kwargs, batched=True,
+                                num_proc=data_args.preprocessing_num_workers, remove_columns=examples.column_names,
+                                load_from_cache_file=not data_args.overwrite_cache, desc=f"Running tokenizer on {desc}")
     return select_samples(features, max_samples)
-

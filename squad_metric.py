@@ -1,12 +1,9 @@
 # coding=utf-8
-"""The SQuAD v1.1 and v2.0 metrics, computed offline.
-
-The upstream scripts call evaluate.load("squad"/"squad_v2"), which downloads the metric from the Hugging Face Hub.
-These functions give the same keys and values with no network: v2.0 is assembled from transformers' copy of the
-official v2.0 evaluation script (transformers.data.metrics.squad_metrics); v1.1 differs from it only in its F1 for two
-empty strings (0, not 1), so its F1 is the official v1.1 function.
-"""
+"""The SQuAD v1.1 and v2.0 metrics, computed offline: the keys and values of evaluate.load("squad"/"squad_v2") (which
+downloads the metric from the Hub), from transformers' copy of the official v2.0 evaluation script
+(transformers.data.metrics.squad_metrics). v1.1 differs from it only in its F1 for two empty answers (0, not 1)."""
 import collections
+import itertools
 import logging
 
 from script_utils import UsageError
@@ -17,26 +14,10 @@ SQUAD_V1_METRICS = ("exact_match", "f1")
 SQUAD_V2_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1")
 
 
-def squad_v1_f1(prediction: str, ground_truth: str) -> float:
-    """F1 of the official SQuAD v1.1 evaluation script (0 when nothing is shared, even for two empty answers)."""
-    from transformers.data.metrics.squad_metrics import normalize_answer
-
-    prediction_tokens = normalize_answer(prediction).split()
-    ground_truth_tokens = normalize_answer(ground_truth).split()
-    common = collections.Counter(prediction_tokens) & collections.Counter(ground_truth_tokens)
-    num_same = sum(common.values())
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(prediction_tokens)
-    recall = num_same / len(ground_truth_tokens)
-    return (2 * precision * recall) / (precision + recall)
-
-
 def compute_squad_v1(predictions, references) -> dict:
     """`evaluate.load("squad").compute(...)`: {"exact_match", "f1"} in percent over all references."""
-    from transformers.data.metrics.squad_metrics import normalize_answer
-
     predicted = {p["id"]: p["prediction_text"] for p in predictions}
+    tokens = NormalizedTokens()
     exact_match = f1 = 0.0
     for ref in references:
         if ref["id"] not in predicted:
@@ -44,13 +25,11 @@ def compute_squad_v1(predictions, references) -> dict:
             continue
         golds = list(ref["answers"]["text"])
         if not golds:
-            raise UsageError(
-                f"Question {ref['id']} has no answer, which SQuAD v1.1 scoring cannot handle: this looks like "
-                "SQuAD v2.0 data. Add --version_2_with_negative."
-            )
-        prediction = predicted[ref["id"]]
-        exact_match += max(float(normalize_answer(prediction) == normalize_answer(g)) for g in golds)
-        f1 += max(squad_v1_f1(prediction, g) for g in golds)
+            raise UsageError(f"Question {ref['id']} has no answer, which SQuAD v1.1 scoring cannot handle: this looks "
+                             "like SQuAD v2.0 data. Add --version_2_with_negative.")
+        prediction = tokens(predicted[ref["id"]])
+        exact_match += max(float(tokens(g) == prediction) for g in golds)
+        f1 += max(_f1(tokens(g), prediction) if tokens(g) or prediction else 0.0 for g in golds)  # v1.1: 0 if both ""
     total = len(references)
     return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
 
@@ -58,12 +37,10 @@ def compute_squad_v1(predictions, references) -> dict:
 def compute_squad_v2(predictions, references, no_answer_threshold: float = 1.0) -> dict:
     """`evaluate.load("squad_v2").compute(...)`: exact, f1, total, HasAns_*, NoAns_*, best_* (percent).
 
-    exact, f1, HasAns_* and NoAns_* score each prediction_text ("no answer" where no_answer_probability is above
-    no_answer_threshold), as the official script does. The best_* keys: when every prediction also carries
-    "null_odds" (its null score minus its best span's score: the value of {stage}_null_odds.json) and
-    "best_non_null_text" (that best span), the official best-threshold sweep runs on those (best_null_threshold), and
-    best_exact_thresh / best_f1_thresh are null odds, in the units of --null_score_diff_threshold. Otherwise it runs
-    on prediction_text and no_answer_probability, as the official script.
+    All but best_* score each prediction_text ("no answer" where no_answer_probability is above no_answer_threshold),
+    as the official script does. When every prediction also carries "null_odds" (its value in {stage}_null_odds.json)
+    and "best_non_null_text" (its best span), best_* come from best_null_threshold: best_exact_thresh and
+    best_f1_thresh are null odds, in the units of --null_score_diff_threshold. Otherwise the official sweep runs.
     """
     from transformers.data.metrics import squad_metrics as official
 
@@ -72,21 +49,17 @@ def compute_squad_v2(predictions, references, no_answer_threshold: float = 1.0) 
     has_answer = {ref["id"]: bool(ref["answers"]["text"]) for ref in references}
     tokens = NormalizedTokens()
     golds = {ref["id"]: [text for text in ref["answers"]["text"] if tokens(text)] or [""] for ref in references}
-
     for ref in references:
         if ref["id"] not in predicted:
             logger.warning(f"Missing prediction for {ref['id']}")
     exact_raw, f1_raw = _raw_scores(predicted, golds, tokens)
-
     exact = official.apply_no_ans_threshold(exact_raw, na_probs, has_answer, no_answer_threshold)
     f1 = official.apply_no_ans_threshold(f1_raw, na_probs, has_answer, no_answer_threshold)
     result = official.make_eval_dict(exact, f1)
-    has_ans_qids = [qid for qid, has in has_answer.items() if has]
-    no_ans_qids = [qid for qid, has in has_answer.items() if not has]
-    if has_ans_qids:
-        official.merge_eval(result, official.make_eval_dict(exact, f1, qid_list=has_ans_qids), "HasAns")
-    if no_ans_qids:
-        official.merge_eval(result, official.make_eval_dict(exact, f1, qid_list=no_ans_qids), "NoAns")
+    for prefix, answerable in (("HasAns", True), ("NoAns", False)):
+        qids = [qid for qid, has in has_answer.items() if has == answerable]
+        if qids:
+            official.merge_eval(result, official.make_eval_dict(exact, f1, qid_list=qids), prefix)
     if predictions and all("null_odds" in p and "best_non_null_text" in p for p in predictions):
         null_odds = {p["id"]: p["null_odds"] for p in predictions}
         exact_best, f1_best = _raw_scores({p["id"]: p["best_non_null_text"] for p in predictions}, golds, tokens)
@@ -98,13 +71,11 @@ def compute_squad_v2(predictions, references, no_answer_threshold: float = 1.0) 
 
 
 class NormalizedTokens(dict):
-    """text -> the official script's get_tokens(text) (normalize_answer(text).split()), each text normalised once:
-    the official compute_exact and compute_f1 normalise both texts again for every pair they compare, which made the
-    metric cost more than post-processing at SQuAD-v2-dev scale."""
+    """text -> the official get_tokens(text), each text normalised once (the official compute_exact and compute_f1
+    normalise both texts for every pair, which cost more than post-processing at SQuAD-v2-dev scale)."""
 
     def __missing__(self, text):
         from transformers.data.metrics.squad_metrics import normalize_answer
-
         self[text] = normalize_answer(text).split() if text else []
         return self[text]
 
@@ -125,9 +96,8 @@ def _f1(gold_tokens: list, predicted_tokens: list) -> float:
 
 
 def _raw_scores(texts: dict, golds: dict, tokens: NormalizedTokens):
-    """({id: exact}, {id: F1}) of each answered reference's text against its best gold answer (official v2.0 rules:
-    golds that normalise to nothing count as the empty answer). Two normalised texts are equal exactly when their
-    token lists are (normalize_answer joins its tokens with single spaces)."""
+    """({id: exact}, {id: F1}) of each answered reference's text against its best gold answer. Two normalised texts
+    are equal exactly when their token lists are (normalize_answer joins its tokens with single spaces)."""
     exact, f1 = {}, {}
     for qid, answers in golds.items():
         if qid in texts:
@@ -140,19 +110,13 @@ def _raw_scores(texts: dict, golds: dict, tokens: NormalizedTokens):
 def best_null_threshold(answer_scores: dict, null_odds: dict, has_answer: dict):
     """The official SQuAD v2.0 best-threshold sweep (find_best_thresh) on null odds: (best score in percent, threshold).
 
-    answer_scores[qid] is the exact or F1 score (0..1) of a question's best non-null answer, null_odds[qid] its null
-    odds. A question gets "no answer" when its null odds are above the threshold (post-processing's rule for
-    --null_score_diff_threshold: questions whose null odds equal the threshold answer), which scores 1 on an
-    unanswerable question and 0 on an answerable one. As the official sweep: start with every question abstaining,
-    switch them to their answers one by one in increasing null odds, keep the best running total (the first one, i.e.
-    the lowest threshold, when totals tie). So that predicting with the threshold gives exactly the best score:
-    - questions with equal null odds switch together (a threshold answers all of them or none); the official sweep
-      can stop inside such a group;
-    - when abstaining everywhere is best, the threshold is the float32 just below the lowest null odds (the official
-      0.0 is the lowest possible no-answer probability; as null odds 0.0 is the default threshold);
-    - an unanswerable question's answer scores what exact/F1 give it (1 when it normalises to nothing, e.g. "the");
-      the official sweep counts every non-empty text as wrong there;
-    - a NaN null odds is never above a threshold: that question always answers.
+    answer_scores[qid] is the exact or F1 score (0..1) of a question's best non-null answer. A question abstains when
+    its null odds are above the threshold (post-processing's rule for --null_score_diff_threshold), which scores 1 on
+    an unanswerable question and 0 on an answerable one. As the official sweep: all abstain, then answer one by one in
+    increasing null odds; the best running total wins (the lowest threshold on ties). Unlike it, so that predicting
+    with the threshold gives exactly the best score: equal null odds answer together; abstaining everywhere gives the
+    float32 just below the lowest null odds (not 0.0, the default threshold); an unanswerable question's answer scores
+    what exact/F1 give it (1 for e.g. "the"); a NaN null odds always answers.
     """
     import numpy as np
 
@@ -161,27 +125,20 @@ def best_null_threshold(answer_scores: dict, null_odds: dict, has_answer: dict):
     ordered = sorted((qid for qid in null_odds if qid in answer_scores and null_odds[qid] == null_odds[qid]),
                      key=lambda qid: null_odds[qid])
     score = sum(abstain[qid] for qid in ordered) + sum(answer_scores[qid] for qid in always_answer)
-    best_score = score
-    best_threshold = 0.0
+    best_score, best_threshold = score, 0.0
     if ordered:
-        lowest = np.float32(null_odds[ordered[0]])
-        best_threshold = float(np.nextafter(lowest, np.float32(-np.inf)))
-    i = 0
-    while i < len(ordered):
-        value = null_odds[ordered[i]]
-        while i < len(ordered) and null_odds[ordered[i]] == value:
-            score += answer_scores[ordered[i]] - abstain[ordered[i]]
-            i += 1
+        best_threshold = float(np.nextafter(np.float32(null_odds[ordered[0]]), np.float32(-np.inf)))
+    for value, group in itertools.groupby(ordered, key=lambda qid: null_odds[qid]):
+        for qid in group:
+            score += answer_scores[qid] - abstain[qid]
         if score > best_score:
             best_score, best_threshold = score, value
     return 100.0 * best_score / len(answer_scores), best_threshold
 
 
 def tuned_null_threshold(data_args, eval_metrics) -> dict:
-    """--tune_null_threshold, between --do_eval and --do_predict: --do_predict uses the best-F1 null threshold that
-    --do_eval found on the evaluation data (never one found on the data it predicts). Sets
-    data_args.null_score_diff_threshold to it, logs it, and returns {"predict_null_score_diff_threshold": it} for
-    predict_results.json."""
+    """--tune_null_threshold: --do_predict uses the best-F1 null threshold --do_eval found on the evaluation data. Sets
+    data_args.null_score_diff_threshold, logs it, returns {"predict_null_score_diff_threshold": it}."""
     if not eval_metrics or "eval_best_f1_thresh" not in eval_metrics:
         raise UsageError("--tune_null_threshold needs the SQuAD v2.0 metrics of --do_eval (eval_best_f1_thresh): "
                          "evaluate on data with answers, with --version_2_with_negative.")
@@ -194,12 +151,9 @@ def tuned_null_threshold(data_args, eval_metrics) -> dict:
 
 def compute_squad_metrics(predictions, references, version_2_with_negative: bool) -> dict:
     """The SQuAD metric the upstream script loads with evaluate, computed offline."""
-    if version_2_with_negative:
-        return compute_squad_v2(predictions, references)
-    return compute_squad_v1(predictions, references)
+    return (compute_squad_v2 if version_2_with_negative else compute_squad_v1)(predictions, references)
 
 
 def compute_squad_eval_metrics(p, version_2_with_negative: bool):
     """`compute_metrics` for the QA trainers: p.predictions are formatted answers, p.label_ids the references."""
     return compute_squad_metrics(p.predictions, p.label_ids, version_2_with_negative)
-
