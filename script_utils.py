@@ -163,8 +163,8 @@ def detect_last_checkpoint(training_args, remove_stale: bool = True) -> Optional
         if problem is not None:
             raise UsageError(f"--resume_from_checkpoint {resume} cannot be resumed from: {problem}.")
     output_dir = training_args.output_dir
-    if training_args.overwrite_output_dir and os.path.isdir(output_dir) and training_args.should_save:
-        if remove_stale:
+    if training_args.overwrite_output_dir and os.path.isdir(output_dir):  # every process: nothing to resume
+        if remove_stale and training_args.should_save:
             remove_stale_outputs(training_args)
         return None
     if not (os.path.isdir(output_dir) and training_args.do_train):

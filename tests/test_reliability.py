@@ -505,3 +505,16 @@ def test_write_text_atomically_replaces_the_file(tmp_path):
     write_text_atomically(str(path), '{\n    "predict_samples": 3\n}')
     assert path.read_text() == '{\n    "predict_samples": 3\n}'
     assert os.listdir(tmp_path) == [path.name]
+
+
+@pytest.mark.parametrize("should_save", [True, False])
+def test_overwrite_output_dir_means_no_resume_on_every_process(tmp_path, should_save):
+    """With --overwrite_output_dir, a non-main process (should_save False) must not resume from, or refuse, the
+    earlier run's folder while the main process starts afresh: every process returns no checkpoint."""
+    from script_utils import detect_last_checkpoint
+
+    (tmp_path / "eval_results.json").write_text("{}")
+    args = SimpleNamespace(resume_from_checkpoint=None, output_dir=str(tmp_path), overwrite_output_dir=True,
+                           should_save=should_save, do_train=True)
+    assert detect_last_checkpoint(args, remove_stale=False) is None
+    assert (tmp_path / "eval_results.json").exists()  # removal waits for prepare_output_dir, on the main process
