@@ -3,28 +3,25 @@
 (so a mistake costs seconds, not a training run) and before anything is written to the output folder.
 
 The scripts call them from one marked block near the top of main(); a copy of a script that does not want them can
-delete that block and this file. They read the data once in Python and use no random number generator, so a run on
-valid input is unchanged by them. Sections: command-line arguments; model, tokenizer and adapter sources; QA data;
-language-modelling data.
+delete that block and this file. They read the data once and use no random number generator, so a run on valid input
+is unchanged by them.
 """
+import csv
 import importlib
 import json
 import logging
 import os
+import pkgutil
 from typing import Optional
 
 from adapter_setup import adapter_config_problem, adapter_folder_problem, load_adapter_config
-from script_utils import (
-    UsageError,
-    load_config_and_tokenizer,
-)
+from script_utils import UsageError, load_config_and_tokenizer
 
 try:  # the QA helpers, which a copy of run_mlm.py or run_clm.py does without
     from qa_data import read_column, stage_source
     from squad_metric import SQUAD_V1_METRICS, SQUAD_V2_METRICS
 except ImportError:
     pass
-
 
 logger = logging.getLogger(__name__)
 
@@ -47,21 +44,22 @@ def check_numeric_args(positive=(), non_negative=()):
 def check_arguments(model_args, training_args, adapter_args, actions=("train", "eval", "predict")):
     """The command line every script shares: the adapter configuration, the model/config/tokenizer folders, the
     output folder, batch sizes, --load_adapter sources, and that there is something to do (one of --do_{actions})."""
-    check_adapter_arguments(adapter_args)
+    if adapter_args.train_adapter:  # the configurations must parse; adapters load only in adapter mode
+        load_adapter_config(adapter_args.adapter_config, "--adapter_config")
+        if adapter_args.load_lang_adapter:
+            load_adapter_config(adapter_args.lang_adapter_config, "--lang_adapter_config")
+    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
+        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
     check_model_source(getattr(model_args, "model_name_or_path", None), "--model_name_or_path")
     check_model_source(getattr(model_args, "config_name", None), "--config_name")
-    check_model_source(getattr(model_args, "tokenizer_name", None), "--tokenizer_name", required_file=TOKENIZER_FILES)
+    check_model_source(getattr(model_args, "tokenizer_name", None), "--tokenizer_name",
+                       required_file=("tokenizer.json", "tokenizer_config.json", "config.json"))
     output_dir = training_args.output_dir
     if output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir {output_dir} is a file; pass a folder (it is created if needed).")
-    check_numeric_args(
-        positive=[
-            ("--per_device_train_batch_size", training_args.per_device_train_batch_size),
-            ("--per_device_eval_batch_size", training_args.per_device_eval_batch_size),
-            ("--gradient_accumulation_steps", training_args.gradient_accumulation_steps),
-        ],
-        non_negative=[("--num_train_epochs", training_args.num_train_epochs)],
-    )
+    counts = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+    check_numeric_args(positive=[(f"--{name}", getattr(training_args, name)) for name in counts],
+                       non_negative=[("--num_train_epochs", training_args.num_train_epochs)])
     check_adapter_sources(adapter_args)
     if not any(getattr(training_args, f"do_{action}") for action in actions):
         flags = [f"--do_{action}" for action in actions]
@@ -69,41 +67,25 @@ def check_arguments(model_args, training_args, adapter_args, actions=("train", "
 
 
 def check_data_arguments(data_args):
-    """Lengths, sizes and counts among a script's data arguments (those it has) are positive; --doc_stride is not
-    negative."""
+    """The lengths, sizes and counts among a script's data arguments are positive; --doc_stride is not negative."""
     positive = (
         "max_seq_length", "block_size", "n_best_size", "max_answer_length", "val_max_answer_length", "num_beams",
         "max_train_samples", "max_eval_samples", "max_predict_samples", "preprocessing_num_workers",
     )
-    check_numeric_args(
-        positive=[(f"--{name}", getattr(data_args, name, None)) for name in positive],
-        non_negative=[("--doc_stride", getattr(data_args, "doc_stride", None))],
-    )
+    check_numeric_args(positive=[(f"--{name}", getattr(data_args, name, None)) for name in positive],
+                       non_negative=[("--doc_stride", getattr(data_args, "doc_stride", None))])
 
 
 def check_best_model_metric(training_args, valid_metrics, reason: str = ""):
-    """--load_best_model_at_end compares eval metrics; the QA scripts report no eval_loss, so the default ("loss") or a
-    metric the script does not report would fail with a KeyError at the first evaluation, after training (the
-    upstream scripts only warned)."""
+    """--load_best_model_at_end with a metric the script does not report (the QA scripts report no eval_loss, the
+    default) would fail with a KeyError at the first evaluation, after training (upstream only warned)."""
     if not training_args.load_best_model_at_end:
         return
     metric = training_args.metric_for_best_model
     name = metric[len("eval_"):] if metric and metric.startswith("eval_") else metric
     if name not in valid_metrics:
-        raise UsageError(
-            f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports"
-            f"{' ' + reason if reason else ''}: {', '.join(valid_metrics)} (got {metric!r})."
-        )
-
-
-def check_squad_best_model_metric(training_args, version_2_with_negative: bool):
-    """check_best_model_metric with the SQuAD metric names of this run (v2.0 when the flag is given or the data has
-    unanswerable questions)."""
-    if version_2_with_negative:
-        reason = "(SQuAD v2.0 metrics: --version_2_with_negative, or data with unanswerable questions)"
-        check_best_model_metric(training_args, SQUAD_V2_METRICS, reason)
-    else:
-        check_best_model_metric(training_args, SQUAD_V1_METRICS)
+        raise UsageError(f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports"
+                         f"{' ' + reason if reason else ''}: {', '.join(valid_metrics)} (got {metric!r}).")
 
 
 def check_tune_null_threshold(data_args, training_args, version_2_with_negative: bool):
@@ -124,22 +106,10 @@ def check_tune_null_threshold(data_args, training_args, version_2_with_negative:
                          "--test_file.")
 
 
-def check_adapter_arguments(adapter_args):
-    """--adapter_config (and --lang_adapter_config with --load_lang_adapter) must parse (checked before anything is
-    loaded); adapters load only in adapter mode."""
-    if adapter_args.train_adapter:
-        load_adapter_config(adapter_args.adapter_config, "--adapter_config")
-        if adapter_args.load_lang_adapter:
-            load_adapter_config(adapter_args.lang_adapter_config, "--lang_adapter_config")
-    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
-        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
-
-
 def check_adapter_fit(adapter_args, config):
-    """Before the model is loaded, with its config: a new adapter's configuration fits the model (compacter's phm_dim
-    must divide the hidden size and the bottleneck, ...), and local --load_adapter/--load_lang_adapter folders have
-    readable JSON files and were trained on a model of this hidden size. adapter_setup.setup_adapters checks the same
-    (and what needs the model: the head's task, the weights) when the adapters are set up."""
+    """With the model's config: a new adapter's configuration fits the model (e.g. compacter's phm_dim divides the
+    hidden size), and local --load_adapter/--load_lang_adapter folders are readable and of this hidden size
+    (adapter_setup.setup_adapters checks them again, with the model)."""
     if not adapter_args.train_adapter:
         return
     if not adapter_args.load_adapter:
@@ -152,15 +122,6 @@ def check_adapter_fit(adapter_args, config):
         problem = adapter_folder_problem(source, flag, config) if source and os.path.isdir(source) else None
         if problem is not None:
             raise UsageError(problem)
-
-
-def check_doc_stride(doc_stride: int, max_seq_length: int):
-    if doc_stride >= max_seq_length:
-        raise UsageError(
-            f"--doc_stride ({doc_stride}) must be smaller than --max_seq_length ({max_seq_length}): "
-            "the stride is the overlap between consecutive windows of a long context."
-        )
-
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -185,28 +146,20 @@ def _adapter_folders_inside(folder: str, depth: int = 2) -> list:
     return sorted(found)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
-
-
 def check_model_source(name: Optional[str], flag: str, required_file=("config.json",)):
     """A local --model_name_or_path/--config_name/--tokenizer_name must exist and be a model folder (holding one of
     `required_file`). Hub ids are left to from_pretrained (which fails with its own message offline)."""
     if name is None:
         return
-    if isinstance(required_file, str):
-        required_file = (required_file,)
     if os.path.isdir(name):
-        if required_file and not any(os.path.isfile(os.path.join(name, f)) for f in required_file):
-            required_file = " or ".join(required_file)
+        if not any(os.path.isfile(os.path.join(name, f)) for f in required_file):
             adapters_inside = _adapter_folders_inside(name)
-            hint = (
-                f" It holds adapters ({', '.join(adapters_inside)}): pass the base model as {flag} and the adapter "
-                f"folder as --load_adapter (with --train_adapter)."
-                if adapters_inside
-                else " Pass a folder saved with save_pretrained() or a Hugging Face Hub model id."
-            )
-            raise UsageError(f"{flag} {name} is not a model folder: it has no {required_file}.{hint}")
-    elif os.path.isfile(name) and required_file:
+            hint = " Pass a folder saved with save_pretrained() or a Hugging Face Hub model id."
+            if adapters_inside:
+                hint = (f" It holds adapters ({', '.join(adapters_inside)}): pass the base model as {flag} and the "
+                        "adapter folder as --load_adapter (with --train_adapter).")
+            raise UsageError(f"{flag} {name} is not a model folder: it has no {' or '.join(required_file)}.{hint}")
+    elif os.path.isfile(name):
         raise UsageError(f"{flag} {name} is a file; pass the folder that holds {required_file[0]} (or a Hub model id).")
     elif _looks_like_local_path(name):
         raise UsageError(f"{flag} {name} does not exist. Pass an existing model folder or a Hugging Face Hub model id.")
@@ -216,25 +169,21 @@ def check_adapter_sources(adapter_args):
     """--load_adapter/--load_lang_adapter given as a local path must be a folder written by save_adapter (with
     adapter_config.json); the common mistake of passing the run's output or checkpoint folder names the adapter
     folders inside it."""
-    for flag, source in (
-        ("--load_adapter", getattr(adapter_args, "load_adapter", None)),
-        ("--load_lang_adapter", getattr(adapter_args, "load_lang_adapter", None)),
-    ):
-        if not source:
+    for flag, source in (("--load_adapter", adapter_args.load_adapter),
+                         ("--load_lang_adapter", adapter_args.load_lang_adapter)):
+        if not source or os.path.isfile(os.path.join(source, "adapter_config.json")):
             continue
         if os.path.isdir(source):
-            if os.path.isfile(os.path.join(source, "adapter_config.json")):
-                continue
             inside = _adapter_folders_inside(source)
-            hint = (
-                f" It contains adapter folders: {', '.join(os.path.join(source, a) for a in inside)}; pass one of them."
-                if inside
-                else " Pass a folder written by --train_adapter (it holds adapter_config.json and pytorch_adapter.bin)."
-            )
+            hint = " Pass a folder written by --train_adapter (it holds adapter_config.json and pytorch_adapter.bin)."
+            if inside:
+                hint = (f" It contains adapter folders: {', '.join(os.path.join(source, a) for a in inside)}; "
+                        "pass one of them.")
             raise UsageError(f"{flag} {source} is not an adapter folder: it has no adapter_config.json.{hint}")
         if os.path.isfile(source) or _looks_like_local_path(source):
+            what = "a file" if os.path.isfile(source) else "it does not exist"
             raise UsageError(
-                f"{flag} {source} is not an adapter folder ({'a file' if os.path.isfile(source) else 'it does not exist'}). "
+                f"{flag} {source} is not an adapter folder ({what}). "
                 "Pass a folder written by --train_adapter (it holds adapter_config.json), or an AdapterHub / "
                 "Hugging Face Hub adapter id."
             )
@@ -242,14 +191,11 @@ def check_adapter_sources(adapter_args):
 
 def adapters_supported_model_types() -> list:
     """Model types that adapters.init() knows (adapters' model packages and its built-in interfaces)."""
-    import pkgutil
-
     import adapters.models
 
     types = {m.name for m in pkgutil.iter_modules(adapters.models.__path__) if m.ispkg and m.name != "auto"}
     try:
         from adapters.wrappers.interfaces import CUSTOM_INTERFACES
-
         types |= set(CUSTOM_INTERFACES)
     except ImportError:
         pass
@@ -274,34 +220,20 @@ def adapters_supports(model_type: str) -> bool:
 
 def check_adapters_support(config, name: str, hint: str = ""):
     """adapters.init() raises "Model x not pre-supported" deep in model loading: say it before the model is loaded."""
-    if adapters_supports(config.model_type):
-        return
-    raise UsageError(
-        f"{name} is a '{config.model_type}' model, which the adapters library (installed version) does not support. "
-        f"Supported model types: {', '.join(adapters_supported_model_types())}.{(' ' + hint) if hint else ''}"
-    )
-
-
-def check_task_head(config, head_names: dict, task: str, name: str, also_supported=None):
-    """The model type has a head for the task (head_names: transformers' MODEL_FOR_<TASK>_MAPPING_NAMES).
-    also_supported (e.g. the adapters-supported types) narrows the list of alternatives that the message names."""
-    if config.model_type in head_names:
-        return
-    if also_supported:
-        supported = {name.replace("-", "_") for name in also_supported}
-        alternatives = sorted(t for t in head_names if t.replace("-", "_") in supported)
-    else:
-        alternatives = sorted(head_names)
-    raise UsageError(
-        f"{name} is a '{config.model_type}' model, which has no {task} head in transformers. "
-        f"Use a model of one of these types: {', '.join(alternatives)}."
-    )
+    if not adapters_supports(config.model_type):
+        raise UsageError(f"{name} is a '{config.model_type}' model, which the adapters library (installed version) "
+                         f"does not support. Supported model types: {', '.join(adapters_supported_model_types())}."
+                         f"{(' ' + hint) if hint else ''}")
 
 
 def check_model_type(config, name: str, head_names: dict, task: str, hint: str = ""):
     """Before the model is loaded: transformers has a head for the task for this model type (head_names: its
     MODEL_FOR_<TASK>_MAPPING_NAMES), and adapters.init() (which every adapters script runs) knows the type."""
-    check_task_head(config, head_names, task, name, also_supported=adapters_supported_model_types())
+    if config.model_type not in head_names:
+        supported = {t.replace("-", "_") for t in adapters_supported_model_types()}
+        alternatives = sorted(t for t in head_names if t.replace("-", "_") in supported)
+        raise UsageError(f"{name} is a '{config.model_type}' model, which has no {task} head in transformers. "
+                         f"Use a model of one of these types: {', '.join(alternatives)}.")
     check_adapters_support(config, name, hint=hint)
 
 
@@ -331,25 +263,20 @@ def check_beam_search_model_type(config, adapter_args, full_fine_tuning_types=("
         )
 
 
-_OFFSET_POSITION_TYPES = frozenset({
-    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "xmod", "data2vec-text", "longformer",
-    "roberta-prelayernorm", "ibert", "mpnet",
-})
-
-
+# Model types with a table of absolute positions; the first ones number positions from pad_token_id + 1.
+_OFFSET_POSITION_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "xmod", "data2vec-text",
+                                    "longformer", "roberta-prelayernorm", "ibert", "mpnet"})
 _ABSOLUTE_POSITION_TYPES = _OFFSET_POSITION_TYPES | frozenset({
     "bert", "distilbert", "albert", "electra", "megatron-bert", "mobilebert", "big_bird", "ernie", "layoutlm",
     "squeezebert", "bert-generation", "gpt2", "gpt_neo", "gpt_bigcode", "biogpt", "opt", "bart", "mbart", "plbart",
-    "xlm",
-})
+    "xlm"})
 
 
 def max_input_positions(config) -> Optional[int]:
     """How many tokens the model's absolute position embeddings can take; None when unknown or not limited
     (relative or rotary positions: longer inputs run, so the upstream script's behaviour is kept)."""
-    if config.model_type not in _ABSOLUTE_POSITION_TYPES:
-        return None
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+    absolute = getattr(config, "position_embedding_type", "absolute") == "absolute"
+    if config.model_type not in _ABSOLUTE_POSITION_TYPES or not absolute:
         return None
     positions = getattr(config, "max_position_embeddings", None)
     if not isinstance(positions, int) or positions <= 0:
@@ -363,16 +290,13 @@ def check_fits_positions(length: int, config, flag: str, source: str = ""):
     """A block longer than the model's position table crashes in the first forward pass: say so up front."""
     limit = max_input_positions(config)
     if limit is not None and length > limit:
-        raise UsageError(
-            f"{flag} {length}{source} is larger than the {limit} positions of the model "
-            f"({config.model_type} config: max_position_embeddings/n_positions). Pass {flag} {limit} or less, "
-            "or use a config with more positions."
-        )
-
+        raise UsageError(f"{flag} {length}{source} is larger than the {limit} positions of the model "
+                         f"({config.model_type} config: max_position_embeddings/n_positions). Pass {flag} {limit} or "
+                         "less, or use a config with more positions.")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Data files the loaders cannot read
+# Data: files the loaders cannot read, QA examples and windows
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -412,8 +336,6 @@ def file_problem(path: str) -> Optional[str]:
     extension = path.lower().rsplit(".", 1)[-1]
     try:
         if extension == "csv":
-            import csv
-
             with open(path, encoding="utf-8", newline="") as f:
                 try:
                     for row_number, row in enumerate(csv.DictReader(f), start=1):
@@ -422,10 +344,8 @@ def file_problem(path: str) -> Optional[str]:
                             try:
                                 json.loads(answers)
                             except json.JSONDecodeError:
-                                return (
-                                    f"Data file {path}: the answers of data row {row_number} are not JSON "
-                                    f'({answers[:60]!r}); write them as {{"text": [...], "answer_start": [...]}}.'
-                                )
+                                return (f"Data file {path}: the answers of data row {row_number} are not JSON "
+                                        f'({answers[:60]!r}); write them as {{"text": [...], "answer_start": [...]}}.')
                 except csv.Error:
                     return None
         elif extension in ("json", "jsonl"):
@@ -477,65 +397,11 @@ def _nested_squad_problem(squad) -> Optional[str]:
     return None
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# QA data
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-
-
-
-
 def _feature_kind(feature) -> str:
     """A column's type for messages: its dtype, "struct" for a dict of fields, else the feature's class name."""
     if getattr(feature, "dtype", None) is not None:
         return feature.dtype
     return "struct" if isinstance(feature, dict) else type(feature).__name__
-
-
-def _is_string_feature(feature) -> bool:
-    return getattr(feature, "dtype", None) in ("string", "large_string")
-
-
-def check_qa_columns(examples, source: str, columns, stage: str):
-    """The columns a stage needs exist, with text in every record: question and context always, a unique id for
-    evaluation and prediction (answers and prediction files are matched to questions by id), answers for training."""
-    if len(examples) == 0:
-        raise UsageError(f"{source} has no examples. Check the file (or --max_{stage}_samples).")
-    found = examples.column_names
-    found_text = ", ".join(f"{name} ({_feature_kind(examples.features[name])})" for name in found)
-    needed = [("question", columns.question), ("context", columns.context)]
-    if stage != "train":
-        needed.append(("id", columns.id))
-    for role, column in needed:
-        if column not in found or not _is_string_feature(examples.features[column]):
-            raise UsageError(
-                f"{source}: the {role} column '{column}' is missing or not text. Found columns: {found_text}. "
-                f"Name the column with --{role}_column, or rename it in the data."
-            )
-    for role, column in needed:
-        values = read_column(examples, column)
-        if None in values:
-            raise UsageError(f"{source}: record {values.index(None)} has no {role} (column '{column}' is empty there).")
-    if stage != "train":
-        _check_unique_ids(read_column(examples, columns.id), source)
-    if stage == "train" and columns.answer not in found:
-        raise UsageError(
-            f"{source} has no '{columns.answer}' answers column (found: {found_text}); training needs answers "
-            '(by default {"text": ["..."], "answer_start": [character offset in the context]}; name the column with '
-            "--answer_column)."
-        )
-
-
-def _check_unique_ids(ids, source: str):
-    seen = set()
-    for i, example_id in enumerate(ids):
-        if example_id in seen:
-            raise UsageError(
-                f"{source}: id {example_id!r} appears more than once (again at record {i}). Predictions are "
-                "stored per id, so every question needs its own id."
-            )
-        seen.add(example_id)
 
 
 def _read_answers(answers, i: int, source: str, answer_column: str, answer_spans):
@@ -557,24 +423,53 @@ def _read_answers(answers, i: int, source: str, answer_column: str, answer_spans
         raise UsageError(f'{source}: record {i}: answers "answer_start" must be a list of integer character offsets '
                          f"(e.g. [17]), found {str(starts)[:60]!r}.")
     if len(texts) != len(starts):
-        raise UsageError(
-            f"{source}: record {i} has {len(texts)} answer texts but {len(starts)} answer_start values; give one "
-            "start (a character offset in the context) per answer text."
-        )
+        raise UsageError(f"{source}: record {i} has {len(texts)} answer texts but {len(starts)} answer_start "
+                         "values; give one start (a character offset in the context) per answer text.")
     return texts, starts
 
 
-def check_qa_answers(examples, source: str, columns, stage: str, answer_spans):
-    """Every answer reads through the script's answer_spans(); evaluation answers that are not at their answer_start
-    are reported (evaluation compares texts only, so they are kept; training answers are realigned by the script's
-    repair step). Unanswerable questions need no check: they switch SQuAD v2.0 mode on (qa_data.py)."""
-    if columns.answer not in examples.column_names:
+def check_qa_examples(examples, source: str, columns, stage: str, answer_spans):
+    """The raw QA examples of one split (already cut to --max_*_samples): the columns the stage needs hold text in
+    every record (question and context; a unique id for evaluation and prediction, which are matched to questions by
+    id; answers for training), and every answer reads through the script's answer_spans(). Evaluation answers not at
+    their answer_start are only reported (evaluation compares texts; the script's repair step realigns training
+    answers). Unanswerable questions need no check: they switch SQuAD v2.0 mode on (qa_data.py)."""
+    if len(examples) == 0:
+        raise UsageError(f"{source} has no examples. Check the file (or --max_{stage}_samples).")
+    found = examples.column_names
+    found_text = ", ".join(f"{name} ({_feature_kind(examples.features[name])})" for name in found)
+    needed = [("question", columns.question), ("context", columns.context)]
+    if stage != "train":
+        needed.append(("id", columns.id))
+    for role, column in needed:
+        if column not in found or getattr(examples.features[column], "dtype", None) not in ("string", "large_string"):
+            raise UsageError(f"{source}: the {role} column '{column}' is missing or not text. Found columns: "
+                             f"{found_text}. Name the column with --{role}_column, or rename it in the data.")
+    for role, column in needed:
+        values = read_column(examples, column)
+        if None in values:
+            raise UsageError(f"{source}: record {values.index(None)} has no {role} (column '{column}' is empty there).")
+    if stage != "train":
+        seen = set()
+        for i, example_id in enumerate(read_column(examples, columns.id)):
+            if example_id in seen:
+                raise UsageError(f"{source}: id {example_id!r} appears more than once (again at record {i}). "
+                                 "Predictions are stored per id, so every question needs its own id.")
+            seen.add(example_id)
+    elif columns.answer not in found:
+        raise UsageError(
+            f"{source} has no '{columns.answer}' answers column (found: {found_text}); training needs answers "
+            '(by default {"text": ["..."], "answer_start": [character offset in the context]}; name the column with '
+            "--answer_column)."
+        )
+    if columns.answer not in found:  # evaluation and prediction data may come without answers
         return
     contexts = read_column(examples, columns.context)
     mismatched = []
     for i, (answers, context) in enumerate(zip(read_column(examples, columns.answer), contexts)):
         texts, starts = _read_answers(answers, i, source, columns.answer, answer_spans)
-        mismatched += [i for text, start in zip(texts, starts) if start < 0 or context[start: start + len(text)] != text]
+        mismatched += [i for text, start in zip(texts, starts)
+                       if start < 0 or context[start: start + len(text)] != text]
     if mismatched and stage != "train":
         logger.warning(
             f"{source}: {len(mismatched)} answer(s) are not found at their answer_start in the context (first: record "
@@ -582,29 +477,18 @@ def check_qa_answers(examples, source: str, columns, stage: str, answer_spans):
         )
 
 
-def check_qa_examples(examples, source: str, columns, stage: str, answer_spans):
-    """Check the raw QA examples of one split (already cut to --max_*_samples) before the model is loaded: the
-    columns the run needs (check_qa_columns) and the answers (check_qa_answers)."""
-    check_qa_columns(examples, source, columns, stage)
-    check_qa_answers(examples, source, columns, stage, answer_spans)
-
-
 def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length: int, doc_stride: int):
     """Every question must leave room in a window for more than doc_stride context tokens, or the fast tokenizer
-    stops the preprocessing with a Rust panic ("`stride` must be strictly less than `max_len`").
-
-    The tokenizer (pair encoding, truncating the context) fails exactly when doc_stride > max_seq_length - the special
-    tokens of one sequence, or when question + context + special tokens exceed max_seq_length while the context room
-    (max_seq_length - question - special tokens of a pair) is <= doc_stride. Questions are bounded by their UTF-8
-    size first (a token is at least one byte, plus at most one word-start marker per byte), so only the few long
-    questions are tokenized."""
+    stops the preprocessing with a Rust panic ("`stride` must be strictly less than `max_len`"). It fails exactly
+    when doc_stride > max_seq_length - the special tokens of one sequence, or when a pair that does not fit in one
+    window leaves the context max_seq_length - question - special tokens of a pair <= doc_stride tokens. Questions are
+    bounded by their UTF-8 size first (a token is at least one byte, plus at most one word-start marker per byte), so
+    only the few long questions are tokenized."""
     single = tokenizer.num_special_tokens_to_add(pair=False)
     pair = tokenizer.num_special_tokens_to_add(pair=True)
     if doc_stride > max_seq_length - single:
-        raise UsageError(
-            f"--doc_stride ({doc_stride}) must be smaller than --max_seq_length ({max_seq_length}) minus the {single} "
-            "special tokens the tokenizer adds."
-        )
+        raise UsageError(f"--doc_stride ({doc_stride}) must be smaller than --max_seq_length ({max_seq_length}) "
+                         f"minus the {single} special tokens the tokenizer adds.")
     # The room for context is max_seq_length - pair - question tokens; trouble needs question tokens >= threshold.
     threshold = max_seq_length - pair - doc_stride
     questions = read_column(examples, columns.question)
@@ -630,8 +514,6 @@ def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length:
         )
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # One entry point per script: everything checked before the script loads anything itself
 # ----------------------------------------------------------------------------------------------------------------------
@@ -640,8 +522,7 @@ def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length:
 
 
 def examples_to_check(model_args, data_args, training_args, columns, answer_spans):
-    """({stage: examples cut to --max_*_samples}, whether the run is in SQuAD v2.0 mode), as the script will see
-    them."""
+    """({stage: examples cut to --max_*_samples}, whether the run is in SQuAD v2.0 mode), as the script sees them."""
     from qa_data import count_unanswerable, load_qa_raw_datasets, qa_examples, select_qa_samples
 
     raw_datasets = load_or_describe(lambda: load_qa_raw_datasets(data_args, model_args),
@@ -661,13 +542,17 @@ def check_extractive_qa_run(model_args, data_args, training_args, adapter_args, 
     check_data_arguments(data_args)
     columns = qa_columns(data_args)
     examples, version_2 = examples_to_check(model_args, data_args, training_args, columns, answer_spans)
-    check_squad_best_model_metric(training_args, version_2)
+    reason = "(SQuAD v2.0 metrics: --version_2_with_negative, or data with unanswerable questions)" if version_2 else ""
+    check_best_model_metric(training_args, SQUAD_V2_METRICS if version_2 else SQUAD_V1_METRICS, reason)
     check_tune_null_threshold(data_args, training_args, version_2)
     for stage, dataset in examples.items():
         check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, answer_spans)
     config, tokenizer = load_config_and_tokenizer(model_args)
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
-    check_doc_stride(data_args.doc_stride, max_seq_length)
+    if data_args.doc_stride >= max_seq_length:
+        raise UsageError(f"--doc_stride ({data_args.doc_stride}) must be smaller than --max_seq_length "
+                         f"({max_seq_length}): the stride is the overlap between consecutive windows of a long "
+                         "context.")
     check_model(config)
     check_adapter_fit(adapter_args, config)
     check_fits_positions(max_seq_length, config, "--max_seq_length")
