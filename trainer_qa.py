@@ -1,17 +1,16 @@
 # coding=utf-8
-"""Trainer subclasses for question answering.
-
-`evaluate()` and `predict()` run the prediction loop without metrics, map the raw model outputs back to answers in
-the original examples (`post_process_function`), score them (`compute_metrics`), and prefix the metric keys with
-`eval_` / `test_` exactly as the upstream adapters example does. The adapter variants save and load adapters
-(plus the prediction head) instead of the whole model. The generative QA trainers (T5, BART) build on these, in
-trainer_seq2seq_qa.py.
-"""
+"""Trainer subclasses for question answering: evaluate() and predict() turn the loop's raw outputs into answers
+(`post_process_function`) and score them (`compute_metrics`) under `eval_` / `test_` keys, as the upstream adapters
+example does; the adapter variant saves only the adapter and head. trainer_seq2seq_qa.py builds on these."""
 import math
 import time
 
+import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
+import torch.distributed as dist
 from adapters import AdapterTrainer
 from transformers import Trainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -27,20 +26,8 @@ def as_float32(predictions):
     return predictions
 
 
-def feature_lengths(dataset, column="input_ids"):
-    """Length of each feature's `column` list, read from Arrow (None if that column is not a list)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    values = dataset.with_format("arrow")[column]
-    if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
-        return None
-    return pc.list_value_length(values).to_numpy(zero_copy_only=False)
-
-
 def in_dataset_order(output, order):
-    """The prediction loop's output (predictions and label ids, rows in `order`) with its rows back in dataset
-    order; arrays, tuples and lists of them, and named tuples of per-feature lists (GeneratedAnswers) alike."""
+    """The loop's output (rows in `order`) back in dataset order: arrays, tuples, lists, GeneratedAnswers alike."""
     if order is None:
         return output
     inverse = np.argsort(order)
@@ -48,10 +35,8 @@ def in_dataset_order(output, order):
     def restore(values):
         if isinstance(values, np.ndarray) and values.ndim > 0 and len(values) == len(order):
             return values[inverse]
-        if isinstance(values, tuple) and hasattr(values, "_fields"):  # a named tuple of per-feature values
-            return type(values)(*(restore(v) for v in values))
-        if isinstance(values, tuple):
-            return tuple(restore(v) for v in values)
+        if isinstance(values, tuple):  # a named tuple (of per-feature values) or a plain one
+            return type(values)(*map(restore, values)) if hasattr(values, "_fields") else tuple(map(restore, values))
         if isinstance(values, list) and len(values) == len(order):
             return [values[i] for i in inverse]
         return values
@@ -69,22 +54,13 @@ class QuestionAnsweringTrainer(Trainer):
         eval_dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         eval_examples = self.eval_examples if eval_examples is None else eval_examples
         loop_dataset, order = self._length_sorted(eval_dataset)
-        dataloader = self.get_eval_dataloader(loop_dataset)
-        output = self._prediction_loop(dataloader, "Evaluation", ignore_keys, metric_key_prefix)
-        output = in_dataset_order(output, order)
-
+        loader = self.get_eval_dataloader(loop_dataset)
+        output = in_dataset_order(self._prediction_loop(loader, "Evaluation", ignore_keys, metric_key_prefix), order)
         metrics = output.metrics
-        # The main process post-processes, writes the prediction files and scores, once; every process gets the
-        # metrics (--load_best_model_at_end reads them on each process).
         if self.post_process_function is not None and self.compute_metrics is not None:
+            # Every process gets the metrics: --load_best_model_at_end reads them on each process.
             metrics = self._on_main_process(
-                lambda: self._score(
-                    self.post_process_function(eval_examples, eval_dataset, output.predictions),
-                    output.metrics,
-                    metric_key_prefix,
-                )
-            )
-
+                lambda: self._score(eval_examples, eval_dataset, output, metric_key_prefix).metrics)
         if self.args.should_log:
             self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -92,116 +68,82 @@ class QuestionAnsweringTrainer(Trainer):
 
     def predict(self, predict_dataset, predict_examples, ignore_keys=None, metric_key_prefix: str = "test"):
         loop_dataset, order = self._length_sorted(predict_dataset)
-        dataloader = self.get_test_dataloader(loop_dataset)
-        output = self._prediction_loop(dataloader, "Prediction", ignore_keys, metric_key_prefix)
-        output = in_dataset_order(output, order)
+        loader = self.get_test_dataloader(loop_dataset)
+        output = in_dataset_order(self._prediction_loop(loader, "Prediction", ignore_keys, metric_key_prefix), order)
         if self.post_process_function is None or self.compute_metrics is None:
             return output
-
-        def post_process_and_score():
-            predictions = self.post_process_function(predict_examples, predict_dataset, output.predictions, "predict")
-            metrics = self._score(predictions, output.metrics, metric_key_prefix)
-            return PredictionOutput(predictions=predictions.predictions, label_ids=predictions.label_ids, metrics=metrics)
-
-        # Once, on the main process (which writes the prediction files); the others receive the result.
-        return self._on_main_process(post_process_and_score)
+        return self._on_main_process(
+            lambda: self._score(predict_examples, predict_dataset, output, metric_key_prefix, "predict"))
 
     def _length_sorted(self, dataset):
-        """(the dataset in the order the prediction loop should see it, that order or None).
-
-        Dynamically padded features (--pad_to_max_length False) of different lengths are run longest first, so that
-        each batch is padded to about its own length instead of to the longest feature that happens to be in it: less
-        padding, faster evaluation. in_dataset_order() puts the predictions back in dataset order for
-        post-processing. Features padded to one length, and datasets with labels (the loop's mean loss depends on
-        how the features are batched), are left in order."""
-        import datasets
-
+        """(the dataset in the order the loop should see it, that order or None): dynamically padded features run
+        longest first, so that each batch is padded to about its own length. Features of one length, and datasets with
+        labels (the loop's mean loss depends on how the features are batched), stay in order."""
         if not isinstance(dataset, datasets.Dataset) or len(dataset) < 2:
             return dataset, None
-        name = "input_ids"
-        if name not in dataset.column_names and getattr(self.processing_class, "model_input_names", None):
-            name = self.processing_class.model_input_names[0]
+        input_names = getattr(self.processing_class, "model_input_names", None) or ["input_ids"]
+        name = "input_ids" if "input_ids" in dataset.column_names else input_names[0]
         if name not in dataset.column_names or any(label in dataset.column_names for label in self.label_names):
             return dataset, None
-        lengths = feature_lengths(dataset, name)
-        if lengths is None or lengths.min() == lengths.max():
+        values = dataset.with_format("arrow")[name]
+        if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
+            return dataset, None
+        lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+        if lengths.min() == lengths.max():
             return dataset, None
         order = np.argsort(-lengths, kind="stable")
         return dataset.select(order), order
 
     def _get_eval_sampler(self, eval_dataset):
         """In order: post-processing maps prediction i to feature i. (With --group_by_length, transformers 4.57 would
-        sample evaluation features in random length groups, and every answer would go to the wrong question;
-        _length_sorted() batches by length without that.)"""
+        sample evaluation features in random length groups; _length_sorted() batches by length without that.)"""
         if self.args.group_by_length and not self.args.use_legacy_prediction_loop and eval_dataset is not None:
             return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
         return super()._get_eval_sampler(eval_dataset)
 
     def _on_main_process(self, compute):
-        """compute() on the main process only, its result sent to the other processes of a distributed run.
-
-        Every process has gathered all the predictions (exactly one per feature: the loop drops the samples that
-        the distributed sampler repeats to even out the last batch), so post-processing and scoring once on the main
-        process gives the metrics of a single-process run; a process that post-processed too would write the same
-        prediction files concurrently."""
-        import torch.distributed as dist
-
-        distributed = self.args.world_size > 1 and dist.is_available() and dist.is_initialized()
-        result = compute() if self.is_world_process_zero() or not distributed else None
-        if distributed:
-            holder = [result]
-            dist.broadcast_object_list(holder, src=0)
-            result = holder[0]
-        return result
+        """compute() on the main process only (which writes the prediction files), its result sent to the others.
+        Every process has gathered all the predictions, one per feature: the metrics are a single-process run's."""
+        if not (self.args.world_size > 1 and dist.is_available() and dist.is_initialized()):
+            return compute()
+        holder = [compute() if self.is_world_process_zero() else None]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
 
     def _prediction_loop(self, dataloader, description, ignore_keys, metric_key_prefix):
         """The Trainer's loop with metrics switched off (they need the examples), plus speed metrics over features."""
-        compute_metrics = self.compute_metrics
-        self.compute_metrics = None
+        compute_metrics, self.compute_metrics = self.compute_metrics, None
         loop = self.prediction_loop if self.args.use_legacy_prediction_loop else self.evaluation_loop
         start_time = time.time()
         try:
-            output = loop(
-                dataloader,
-                description=description,
-                # No point gathering the predictions if there are no metrics, otherwise we defer to
-                # self.args.prediction_loss_only
-                prediction_loss_only=True if compute_metrics is None else None,
-                ignore_keys=ignore_keys,
-                metric_key_prefix=metric_key_prefix,
-            )
+            loss_only = True if compute_metrics is None else None  # no metrics: no point gathering the predictions
+            output = loop(dataloader, description=description, prediction_loss_only=loss_only, ignore_keys=ignore_keys,
+                          metric_key_prefix=metric_key_prefix)
         finally:
             self.compute_metrics = compute_metrics
         for compile_time_key in ("jit_compilation_time", "model_preparation_time"):
             start_time += output.metrics.get(f"{metric_key_prefix}_{compile_time_key}", 0)
-        total_batch_size = self.args.eval_batch_size * self.args.world_size
-        output.metrics.update(
-            speed_metrics(
-                metric_key_prefix,
-                start_time,
-                num_samples=output.num_samples,
-                num_steps=math.ceil(output.num_samples / total_batch_size),
-            )
-        )
+        num_steps = math.ceil(output.num_samples / (self.args.eval_batch_size * self.args.world_size))
+        output.metrics.update(speed_metrics(metric_key_prefix, start_time, output.num_samples, num_steps))
         return output._replace(predictions=as_float32(output.predictions))
 
-    def _score(self, eval_preds, loop_metrics, metric_key_prefix):
-        """Metric values prefixed with `{prefix}_`, then the loop's own metrics. No references (a test file without
-        answers) means no score: the predictions are still written."""
+    def _score(self, examples, dataset, output, metric_key_prefix, *stage):
+        """PredictionOutput(answers, references, metrics prefixed with `{prefix}_` followed by the loop's own) of the
+        post-processed `output`; no score without references (a test file without answers). `stage`: for predict()."""
+        eval_preds = self.post_process_function(examples, dataset, output.predictions, *stage)
         metrics = {}
         if eval_preds.label_ids is not None:
             metrics = self.compute_metrics(eval_preds)
             for key in list(metrics.keys()):
                 if not key.startswith(f"{metric_key_prefix}_"):
                     metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
-        metrics.update(loop_metrics)
-        return metrics
+        metrics.update(output.metrics)
+        return PredictionOutput(eval_preds.predictions, eval_preds.label_ids, metrics)
 
 
 class GatheredAdapterSaveMixin:
-    """Saves the adapter and head whole under DeepSpeed ZeRO-3, where each process holds only a shard of every
-    parameter: AdapterTrainer._save writes the live parameters (not the state dict Trainer gathers), so without this
-    the files held empty tensors. Gathering is a collective: every process enters it, the main one writes."""
+    """Saves the adapter and head whole under DeepSpeed ZeRO-3: AdapterTrainer._save writes the live parameters, each
+    process's shard (empty tensors), not the state dict Trainer gathers. Every process gathers, the main one writes."""
 
     def save_model(self, output_dir=None, _internal_call=False):
         if not (self.is_deepspeed_enabled and is_deepspeed_zero3_enabled()):
