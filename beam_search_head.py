@@ -1,4 +1,3 @@
-# coding=utf-8
 """A beam-search question-answering head for the encoders that `adapters` supports (BERT, RoBERTa, DistilBERT, ...).
 
 XLNet and XLM answer questions with a "SQuAD head": start logits over the tokens, end logits conditioned on the

@@ -1,4 +1,3 @@
-# coding=utf-8
 """Pre-flight checks: each raises a UsageError that says what is wrong and how to fix it, before the model is loaded
 (so a mistake costs seconds, not a training run) and before anything is written to the output folder.
 
@@ -26,9 +25,7 @@ except ImportError:
 logger = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Command-line arguments
-# ----------------------------------------------------------------------------------------------------------------------
+# Command-line arguments -----------------------------------------------------------------------------------------------
 
 
 def check_numeric_args(positive=(), non_negative=()):
@@ -124,9 +121,7 @@ def check_adapter_fit(adapter_args, config):
             raise UsageError(problem)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Model, tokenizer and adapter sources
-# ----------------------------------------------------------------------------------------------------------------------
+# Model, tokenizer and adapter sources ---------------------------------------------------------------------------------
 
 
 def _looks_like_local_path(name: str) -> bool:
@@ -295,9 +290,7 @@ def check_fits_positions(length: int, config, flag: str, source: str = ""):
                          "less, or use a config with more positions.")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Data: files the loaders cannot read, QA examples and windows
-# ----------------------------------------------------------------------------------------------------------------------
+# Data: files the loaders cannot read, QA examples and windows ---------------------------------------------------------
 
 
 def load_or_describe(load, paths):
@@ -514,9 +507,7 @@ def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length:
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# One entry point per script: everything checked before the script loads anything itself
-# ----------------------------------------------------------------------------------------------------------------------
+# One entry point per script: everything checked before the script loads anything itself -------------------------------
 # Each reads the config, the tokenizer and the raw data on its own (the datasets cache makes the script's own reading
 # of them afterwards cheap), so that a script that drops its call to these functions loses nothing but the checks.
 

@@ -1,4 +1,3 @@
-# coding=utf-8
 """Pre-flight checks of run_mlm.py and run_clm.py, on top of checks.py's: their own flags, the model type (pretrained
 or --model_type), the sequence length against the position table, and the raw data splits. Each raises a UsageError
 that says what is wrong and how to fix it, before the model is loaded. A copy of a script that does not want them can

@@ -1,4 +1,3 @@
-# coding=utf-8
 """Pre-flight checks of run_seq2seq_qa.py, on top of checks.py's: its generation flags, an encoder-decoder model whose
 position table fits the inputs, labels and generated answers, and every stage's data. A copy of the script that does
 not want them can delete the marked block in its main() and this file (with checks.py).

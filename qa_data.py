@@ -1,4 +1,3 @@
-# coding=utf-8
 """SQuAD-style QA data: loading it (a Hub dataset, or local flattened/nested SQuAD JSON, JSON Lines or CSV files),
 switching SQuAD v2.0 mode on for unanswerable questions, repairing training answers, tokenizing features. A copy of a
 script adapted to another data format changes its --*_column flags and its `answer_spans` function, not this file."""

@@ -1,5 +1,4 @@
 #!/usr/bin/env python
-# coding=utf-8
 """Train a causal language model (GPT-2, ...) on a text file or a hub dataset, training an adapter
 (`--train_adapter`) or the full model, from a pretrained model or from scratch.
 
@@ -72,9 +71,7 @@ MODEL_CONFIG_CLASSES = list(MODEL_FOR_CAUSAL_LM_MAPPING.keys())
 MODEL_TYPES = tuple(conf.model_type for conf in MODEL_CONFIG_CLASSES)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Arguments
-# ----------------------------------------------------------------------------------------------------------------------
+# Arguments ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -150,9 +147,7 @@ class DataTrainingArguments:
         check_lm_data_args(self)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Model
-# ----------------------------------------------------------------------------------------------------------------------
+# Model ----------------------------------------------------------------------------------------------------------------
 
 
 def load_config_and_tokenizer(model_args):
@@ -182,9 +177,7 @@ def load_model(model_args, config, tokenizer):
     return load_lm_model(AutoModelForCausalLM, model_args, config, tokenizer)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Preprocessing
-# ----------------------------------------------------------------------------------------------------------------------
+# Preprocessing --------------------------------------------------------------------------------------------------------
 
 
 def tokenize_function(examples, tokenizer, text_column_name):
@@ -269,9 +262,7 @@ def prepare_splits(raw_datasets, tokenizer, block_size, data_args, training_args
     return prepare_lm_splits(raw_datasets, prepare, f"blocks of {block_size} tokens", data_args, training_args)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Trainer
-# ----------------------------------------------------------------------------------------------------------------------
+# Trainer --------------------------------------------------------------------------------------------------------------
 
 
 def make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args):
@@ -280,9 +271,7 @@ def make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, train
                            training_args, adapter_args)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Train / evaluate
-# ----------------------------------------------------------------------------------------------------------------------
+# Train / evaluate -----------------------------------------------------------------------------------------------------
 
 
 def main(argv=None):

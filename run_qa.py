@@ -1,5 +1,4 @@
 #!/usr/bin/env python
-# coding=utf-8
 """Fine-tune a model with a span-extraction head (BERT, RoBERTa, DistilBERT, ...) for extractive question answering
 on SQuAD-style data, training an adapter (`--train_adapter`) or the full model.
 
@@ -42,9 +41,7 @@ require_version("datasets>=1.8.0", "To fix: pip install -r requirements.txt")
 logger = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Arguments
-# ----------------------------------------------------------------------------------------------------------------------
+# Arguments ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -123,9 +120,7 @@ class DataTrainingArguments:
         check_qa_data_files(self)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Your data format
-# ----------------------------------------------------------------------------------------------------------------------
+# Your data format -----------------------------------------------------------------------------------------------------
 # The column names come from the four --*_column flags above; how one example's answers are stored is read here. If
 # your data is structured differently, adapt answer_spans (and, for other inputs, prepare_train_features below): the
 # checks, the features and the metric all read answers through it.
@@ -137,9 +132,7 @@ def answer_spans(answers):
     return answers["text"], answers["answer_start"]
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Model
-# ----------------------------------------------------------------------------------------------------------------------
+# Model ----------------------------------------------------------------------------------------------------------------
 
 
 def load_model(model_args, config):
@@ -152,9 +145,7 @@ def load_model(model_args, config):
     return model
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Preprocessing
-# ----------------------------------------------------------------------------------------------------------------------
+# Preprocessing --------------------------------------------------------------------------------------------------------
 
 
 def tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride, pad_to_max_length):
@@ -167,13 +158,9 @@ def tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride, p
     questions = [q.lstrip() for q in examples[columns.question]]
     contexts = examples[columns.context]
     return tokenizer(
-        questions if pad_on_right else contexts,
-        contexts if pad_on_right else questions,
-        truncation="only_second" if pad_on_right else "only_first",
-        max_length=max_seq_length,
-        stride=doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
+        questions if pad_on_right else contexts, contexts if pad_on_right else questions,
+        truncation="only_second" if pad_on_right else "only_first", max_length=max_seq_length, stride=doc_stride,
+        return_overflowing_tokens=True, return_offsets_mapping=True,
         padding="max_length" if pad_to_max_length else False,
     )
 
@@ -255,9 +242,7 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, do
     return tokenized_examples
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Post-processing and metric
-# ----------------------------------------------------------------------------------------------------------------------
+# Post-processing and metric -------------------------------------------------------------------------------------------
 
 
 def post_processing_function(examples, features, predictions, stage="eval", *, data_args, columns, output_dir,
@@ -269,8 +254,7 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         version_2_with_negative=data_args.version_2_with_negative, n_best_size=data_args.n_best_size,
         max_answer_length=data_args.max_answer_length, null_score_diff_threshold=data_args.null_score_diff_threshold,
         output_dir=output_dir, log_level=log_level, prefix=stage, id_column=columns.id, context_column=columns.context,
-        background_files=True,  # written while the run goes on; main() waits for them at the end
-        with_null_odds=True,
+        with_null_odds=True, background_files=True,  # written while the run goes on; main() waits for them at the end
     )
     if data_args.version_2_with_negative:
         formatted_predictions = [
@@ -292,20 +276,14 @@ def build_all_features(examples, tokenizer, columns, max_seq_length, data_args, 
                                 feature_kwargs, data_args, training_args)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Trainer
-# ----------------------------------------------------------------------------------------------------------------------
+# Trainer --------------------------------------------------------------------------------------------------------------
 
 
 def make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args, log_level):
     trainer_class = QuestionAnsweringAdapterTrainer if adapter_args.train_adapter else QuestionAnsweringTrainer
     return trainer_class(
-        model=model,
-        args=training_args,
-        train_dataset=features.get("train"),
-        eval_dataset=features.get("eval"),
-        eval_examples=examples.get("eval"),
-        processing_class=tokenizer,
+        model=model, args=training_args, processing_class=tokenizer,
+        train_dataset=features.get("train"), eval_dataset=features.get("eval"), eval_examples=examples.get("eval"),
         data_collator=padding_collator(tokenizer, data_args, training_args),
         post_process_function=partial(post_processing_function, data_args=data_args, columns=columns,
                                       output_dir=training_args.output_dir, log_level=log_level),
@@ -313,9 +291,7 @@ def make_trainer(model, tokenizer, examples, features, columns, data_args, train
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Train / evaluate / predict
-# ----------------------------------------------------------------------------------------------------------------------
+# Train / evaluate / predict -------------------------------------------------------------------------------------------
 
 
 def main(argv=None):

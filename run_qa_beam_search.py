@@ -1,5 +1,4 @@
 #!/usr/bin/env python
-# coding=utf-8
 """Extractive question answering with a beam-search head: XLNet and XLM fine-tuned in full, or an adapter plus the
 same kind of head on a model that `adapters` supports (BERT, RoBERTa, DistilBERT, ...).
 
@@ -79,9 +78,7 @@ logger = logging.getLogger(__name__)
 FULL_FINE_TUNING_MODELS = {"xlnet": XLNetForQuestionAnswering, "xlm": XLMForQuestionAnswering}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Arguments
-# ----------------------------------------------------------------------------------------------------------------------
+# Arguments ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -161,9 +158,7 @@ class DataTrainingArguments:
         check_qa_data_files(self)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Your data format
-# ----------------------------------------------------------------------------------------------------------------------
+# Your data format -----------------------------------------------------------------------------------------------------
 # The column names come from the four --*_column flags above; how one example's answers are stored is read here. If
 # your data is structured differently, adapt answer_spans (and, for other inputs, prepare_train_features below): the
 # checks, the features and the metric all read answers through it.
@@ -175,9 +170,7 @@ def answer_spans(answers):
     return answers["text"], answers["answer_start"]
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Model
-# ----------------------------------------------------------------------------------------------------------------------
+# Model ----------------------------------------------------------------------------------------------------------------
 
 
 def load_model(model_args, config):
@@ -199,9 +192,7 @@ def load_model(model_args, config):
     return use_the_models_own_loss(model)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Preprocessing
-# ----------------------------------------------------------------------------------------------------------------------
+# Preprocessing --------------------------------------------------------------------------------------------------------
 
 
 def tokenize_windows(examples, tokenizer, columns, max_seq_length, doc_stride):
@@ -339,9 +330,7 @@ def prepare_validation_features(examples, tokenizer, columns, max_seq_length, do
     return tokenized_examples
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Post-processing and metric
-# ----------------------------------------------------------------------------------------------------------------------
+# Post-processing and metric -------------------------------------------------------------------------------------------
 
 
 def post_processing_function(examples, features, predictions, stage="eval", *, data_args, columns, output_dir,
@@ -397,9 +386,7 @@ def build_all_features(examples, tokenizer, columns, max_seq_length, config, dat
                                 feature_kwargs, data_args, training_args)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Trainer
-# ----------------------------------------------------------------------------------------------------------------------
+# Trainer --------------------------------------------------------------------------------------------------------------
 
 
 def make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args, log_level):
@@ -425,9 +412,7 @@ def make_trainer(model, tokenizer, examples, features, columns, data_args, train
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Train / evaluate / predict
-# ----------------------------------------------------------------------------------------------------------------------
+# Train / evaluate / predict -------------------------------------------------------------------------------------------
 
 
 def main(argv=None):

@@ -1,5 +1,4 @@
 #!/usr/bin/env python
-# coding=utf-8
 """Fine-tune an encoder-decoder model (T5, BART, ...) to answer SQuAD-style questions by generating the answer text,
 training an adapter (`--train_adapter`) or the full model.
 
@@ -60,9 +59,7 @@ require_version("datasets>=1.8.0", "To fix: pip install -r requirements.txt")
 logger = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Arguments
-# ----------------------------------------------------------------------------------------------------------------------
+# Arguments ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -190,9 +187,7 @@ def log_generation_mode(generate: bool, training_args):
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Model
-# ----------------------------------------------------------------------------------------------------------------------
+# Model ----------------------------------------------------------------------------------------------------------------
 
 
 def load_model(model_args, config, tokenizer, label_smoothing_factor=0.0):
@@ -226,14 +221,10 @@ def load_model(model_args, config, tokenizer, label_smoothing_factor=0.0):
     return use_the_models_own_loss(model)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Preprocessing
-# ----------------------------------------------------------------------------------------------------------------------
+# Preprocessing --------------------------------------------------------------------------------------------------------
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Your data format
-# ----------------------------------------------------------------------------------------------------------------------
+# Your data format -----------------------------------------------------------------------------------------------------
 # The column names come from the --*_column flags above; how one example's answers are stored is read here. If your
 # data is structured differently, adapt answer_spans (and, for other inputs or targets, squad_inputs_and_targets
 # below): the checks, the features and the metric all read answers through it.
@@ -354,9 +345,7 @@ def pad_to_length(input_ids, attention_mask, tokenizer, length):
     return input_ids + [tokenizer.pad_token_id] * n, attention_mask + [0] * n
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Post-processing and metric
-# ----------------------------------------------------------------------------------------------------------------------
+# Post-processing and metric -------------------------------------------------------------------------------------------
 
 
 def select_window_answers(example_ids, feature_example_ids, texts, scores):
@@ -431,9 +420,7 @@ def build_all_features(examples, tokenizer, columns, max_seq_length, data_args, 
                                 window_kwargs, data_args, training_args)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Trainer
-# ----------------------------------------------------------------------------------------------------------------------
+# Trainer --------------------------------------------------------------------------------------------------------------
 
 
 def make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args, generate):
@@ -475,9 +462,7 @@ def make_trainer(model, tokenizer, examples, features, columns, data_args, train
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Train / evaluate / predict
-# ----------------------------------------------------------------------------------------------------------------------
+# Train / evaluate / predict -------------------------------------------------------------------------------------------
 
 
 def main(argv=None):

@@ -1,4 +1,3 @@
-# coding=utf-8
 """The SQuAD v1.1 and v2.0 metrics, computed offline: the keys and values of evaluate.load("squad"/"squad_v2") (which
 downloads the metric from the Hub), from transformers' copy of the official v2.0 evaluation script
 (transformers.data.metrics.squad_metrics). v1.1 differs from it only in its F1 for two empty answers (0, not 1)."""

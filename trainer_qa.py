@@ -1,4 +1,3 @@
-# coding=utf-8
 """Trainer subclasses for question answering: evaluate() and predict() turn the loop's raw outputs into answers
 (`post_process_function`) and score them (`compute_metrics`) under `eval_` / `test_` keys, as the upstream adapters
 example does; the adapter variant saves only the adapter and head. trainer_seq2seq_qa.py builds on these."""

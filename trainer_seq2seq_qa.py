@@ -1,4 +1,3 @@
-# coding=utf-8
 """Trainer subclasses for generative question answering (T5, BART): the evaluation and prediction of trainer_qa's
 QuestionAnsweringTrainer (post-processing into answers, SQuAD metrics, `eval_` / `test_` keys), with a prediction loop
 that generates the answers and decodes them batch by batch. The adapter variant saves and loads adapters instead of

@@ -1,4 +1,3 @@
-# coding=utf-8
 """Language-modelling helpers for run_mlm.py and run_clm.py: loading text data (a Hub dataset or local files, with the
 upstream scripts' carving of a validation split), config overrides for training from scratch, grouping tokenized
 text into blocks, offline accuracy and perplexity.
@@ -240,9 +239,7 @@ def count_rows(dataset) -> int:
     return sum(1 for _ in dataset)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Config, tokenizer, model and trainer of the two language-modelling scripts
-# ----------------------------------------------------------------------------------------------------------------------
+# Config, tokenizer, model and trainer of the two language-modelling scripts -------------------------------------------
 
 
 def load_lm_config(model_args, model_types, overrides_on_pretrained: bool):

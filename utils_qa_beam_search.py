@@ -1,4 +1,3 @@
-# coding=utf-8
 """Post-processing for the beam-search QA head (XLNet, XLM, and beam_search_head.py's head on an adapter model): its
 top start/end candidates mapped back to answer spans of the original contexts, and the prediction files
 ({stage}_predictions.json, {stage}_nbest_predictions.json and, for SQuAD v2.0, {stage}_null_odds.json, whose null

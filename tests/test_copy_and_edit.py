@@ -70,9 +70,7 @@ def test_run_mlm_copy_set_is_complete(repo_root, tiny_model, tmp_path):
     assert (tmp_path / "out" / "mlm" / "pytorch_adapter.bin").is_file()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Your own data format: another layout, adapted by editing only the copied script
-# ----------------------------------------------------------------------------------------------------------------------
+# Your own data format: another layout, adapted by editing only the copied script --------------------------------------
 
 # The README's "Your own data format" edit: one answer object {"span", "char_offset"} instead of SQuAD's lists.
 OWN_ANSWER_SPANS = '''def answer_spans(answers):

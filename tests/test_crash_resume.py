@@ -21,9 +21,7 @@ from script_utils import (
 )
 from toy import data as toy_data
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Which checkpoints count as complete
-# ----------------------------------------------------------------------------------------------------------------------
+# Which checkpoints count as complete ----------------------------------------------------------------------------------
 
 
 def _checkpoint(folder, step, state=True, rng=True, cut=None):
@@ -100,9 +98,7 @@ def test_resume_from_checkpoint_flag_is_checked(tmp_path):
         detect_last_checkpoint(Args(tmp_path, resume_from_checkpoint=broken))
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# SIGKILL and resume, end to end
-# ----------------------------------------------------------------------------------------------------------------------
+# SIGKILL and resume, end to end ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -137,9 +137,7 @@ def test_equals_the_official_sweep_on_random_cases_without_ties():
     assert compared > 100
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# --tune_null_threshold through the scripts (a tiny random model: no training needed, its null odds vary)
-# ----------------------------------------------------------------------------------------------------------------------
+# --tune_null_threshold through the scripts (a tiny random model: no training needed, its null odds vary) --------------
 
 FAST = ["--max_seq_length", "64", "--doc_stride", "16", "--report_to", "none", "--seed", "42",
         "--per_device_eval_batch_size", "16", "--version_2_with_negative", "--do_eval", "--do_predict"]

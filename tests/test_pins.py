@@ -75,9 +75,7 @@ def test_flags_and_defaults_unchanged(script):
     assert set(now) - set(before) == ADDED_FLAGS[script]
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# A fixed tiny run of each script
-# ----------------------------------------------------------------------------------------------------------------------
+# A fixed tiny run of each script --------------------------------------------------------------------------------------
 
 COMMON = ["--report_to", "none", "--seed", "42", "--disable_tqdm", "true", "--per_device_train_batch_size", "8",
           "--per_device_eval_batch_size", "16", "--max_steps", "4", "--save_steps", "2", "--train_adapter",

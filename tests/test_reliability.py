@@ -16,9 +16,7 @@ from adapter_setup import adapter_name
 from script_utils import UsageError, checkpoint_problem, save_metrics, write_text_atomically
 from toy import data as toy_data
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Inputs
-# ----------------------------------------------------------------------------------------------------------------------
+# Inputs ---------------------------------------------------------------------------------------------------------------
 
 
 def _write_qa_folder(folder):
@@ -64,9 +62,7 @@ def qa_folder(tmp_path_factory):
     return _write_qa_folder(tmp_path_factory.mktemp("datasets") / "my_squad")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# The adapter's name: nothing is written outside --output_dir
-# ----------------------------------------------------------------------------------------------------------------------
+# The adapter's name: nothing is written outside --output_dir ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("dataset_name, name", [
@@ -112,9 +108,7 @@ def test_dataset_folder_is_left_alone_and_the_adapter_is_saved_in_the_output(kin
     assert json.loads((out / expected / "adapter_config.json").read_text())["name"] == expected
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Preemption: SIGTERM / SIGINT during training
-# ----------------------------------------------------------------------------------------------------------------------
+# Preemption: SIGTERM / SIGINT during training -------------------------------------------------------------------------
 
 
 def _start_and_signal(command, cwd, after_steps=3, signum=signal.SIGTERM):
@@ -217,9 +211,7 @@ def test_signals_while_the_checkpoint_is_saved_wait_for_it(first, second, tiny_m
     assert {signum: signal.getsignal(signum) for signum in handlers} == handlers  # put back after training
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# The libraries' errors as one line, before any training, the output folder unchanged
-# ----------------------------------------------------------------------------------------------------------------------
+# The libraries' errors as one line, before any training, the output folder unchanged ----------------------------------
 
 
 def _save_adapter(model, folder, name, config="seq_bn"):
@@ -426,9 +418,7 @@ def test_language_adapter_keeps_its_name_apart_from_the_task_adapter(env, tmp_pa
     assert _adapter_files(out / "squad") == ADAPTER_FILES and _adapter_files(out / "squad_lang") == ADAPTER_FILES
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Result files are written atomically
-# ----------------------------------------------------------------------------------------------------------------------
+# Result files are written atomically ----------------------------------------------------------------------------------
 
 
 def _fake_trainer(output_dir):

@@ -19,9 +19,7 @@ from utils_qa_beam_search import postprocess_qa_predictions_with_beam_search
 
 COLUMNS = QAColumns(id="id", question="question", context="context", answer="answers")
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Post-processing against a brute-force version of the upstream beam-search post-processing rules
-# ----------------------------------------------------------------------------------------------------------------------
+# Post-processing against a brute-force version of the upstream beam-search post-processing rules ----------------------
 
 SEQ_LEN, QUESTION_TOKENS = 24, 4
 
@@ -143,9 +141,7 @@ def test_postprocessing_rejects_wrong_prediction_shapes():
         postprocess_qa_predictions_with_beam_search(examples, features, tuple(p[:1] for p in predictions))
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Preprocessing
-# ----------------------------------------------------------------------------------------------------------------------
+# Preprocessing --------------------------------------------------------------------------------------------------------
 
 
 def as_batch(records):
@@ -213,9 +209,7 @@ def test_adapter_model_features_point_at_the_answer(tiny_model, arch):
     assert "token_type_ids" in features if arch == "bert" else "token_type_ids" not in features
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Whole runs (in-process)
-# ----------------------------------------------------------------------------------------------------------------------
+# Whole runs (in-process) ----------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -62,9 +62,7 @@ V2_KEYS = {"eval_exact", "eval_f1", "eval_total", "eval_HasAns_exact", "eval_Has
 COMMON_EVAL_KEYS = {"eval_loss", "eval_runtime", "eval_samples", "eval_samples_per_second", "eval_steps_per_second"}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Train + evaluate + predict: files and keys, for each kind of training
-# ----------------------------------------------------------------------------------------------------------------------
+# Train + evaluate + predict: files and keys, for each kind of training ------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +132,7 @@ def test_train_eval_predict_outputs(tiny_model, data, tmp_path, arch, adapter_co
         assert read_json(again / "eval_predictions.json") == read_json(out / "eval_predictions.json")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Learning, saving and reloading
-# ----------------------------------------------------------------------------------------------------------------------
+# Learning, saving and reloading ---------------------------------------------------------------------------------------
 
 
 def test_training_lowers_loss_and_learns_the_toy_set(tiny_model, data, tmp_path):
@@ -166,9 +162,7 @@ def test_saved_adapter_reloads_to_identical_answers(t5_adapter_run, tiny_model, 
         read_json(t5_adapter_run / "eval_results.json")["eval_loss"], rel=1e-5)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Long contexts: windows and the choice of one answer per question
-# ----------------------------------------------------------------------------------------------------------------------
+# Long contexts: windows and the choice of one answer per question -----------------------------------------------------
 
 
 def test_split_into_windows_constructed_case():
@@ -260,9 +254,7 @@ def test_long_context_run_writes_the_best_window_answer(tiny_model, data, tmp_pa
         assert sorted(c["window"] for c in candidates) == list(range(len(candidates)))
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Generation settings, and generation switched off
-# ----------------------------------------------------------------------------------------------------------------------
+# Generation settings, and generation switched off ---------------------------------------------------------------------
 
 
 def test_eval_and_predict_honour_generation_flags(tiny_model, data, tmp_path, monkeypatch):
@@ -300,9 +292,7 @@ def test_predict_with_generate_false_reports_loss_only(tiny_model, data, tmp_pat
     assert not (out / "eval_predictions.json").exists() and not (out / "predict_predictions.json").exists()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Data formats and bad input
-# ----------------------------------------------------------------------------------------------------------------------
+# Data formats and bad input -------------------------------------------------------------------------------------------
 
 
 def test_every_data_format_and_a_test_file_without_answers(tiny_model, data, tmp_path):
@@ -362,9 +352,7 @@ def test_cli_rejects_an_encoder_only_model_in_one_line(tiny_model, data, tmp_pat
     assert "Traceback" not in result.stderr
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# The reference CI command, on the real sample file
-# ----------------------------------------------------------------------------------------------------------------------
+# The reference CI command, on the real sample file --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("arch, adapter_config", [("t5", "seq_bn"), ("bart", "lora")])

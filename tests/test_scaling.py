@@ -114,9 +114,7 @@ def same_weights(path_a, path_b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# accelerate launch: 2 processes, then the saved adapter reloaded by one process
-# ----------------------------------------------------------------------------------------------------------------------
+# accelerate launch: 2 processes, then the saved adapter reloaded by one process ---------------------------------------
 
 # script -> (tiny model, adapter folder name, data keys, extra flags)
 LAUNCHED = {
@@ -162,9 +160,7 @@ def test_accelerate_two_processes_train_save_reload_and_evaluate_as_one(script, 
         assert same_bytes(launched / name, single / name), name
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Two "machines" (torchrun agents on localhost) against one machine with two processes
-# ----------------------------------------------------------------------------------------------------------------------
+# Two "machines" (torchrun agents on localhost) against one machine with two processes ---------------------------------
 
 TOKENIZER_STARTS = re.compile(r"Running tokenizer on train dataset:\s+0%")
 
@@ -216,9 +212,7 @@ def test_two_nodes_end_like_one_node_with_two_processes(files, tiny_model, tmp_p
     assert [len(TOKENIZER_STARTS.findall(log)) for log in node_logs] == [1, 1]
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Gradient checkpointing with adapters
-# ----------------------------------------------------------------------------------------------------------------------
+# Gradient checkpointing with adapters ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("adapter_config", ["seq_bn", "lora", "prefix_tuning"])
@@ -252,9 +246,7 @@ def test_gradient_checkpointing_reaches_the_adapters_implementation(files, tiny_
     assert "use_reentrant=True is not supported" in output
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# --load_best_model_at_end with adapters
-# ----------------------------------------------------------------------------------------------------------------------
+# --load_best_model_at_end with adapters -------------------------------------------------------------------------------
 
 
 def test_load_best_model_at_end_restores_the_best_adapter_and_head(files, tiny_model, tmp_path, repo_root):
@@ -284,9 +276,7 @@ def test_load_best_model_at_end_restores_the_best_adapter_and_head(files, tiny_m
     assert quality(out)["eval_f1"] == best_f1
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# DeepSpeed (only where it is installed: it is not in requirements.txt)
-# ----------------------------------------------------------------------------------------------------------------------
+# DeepSpeed (only where it is installed: it is not in requirements.txt) ------------------------------------------------
 
 needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                                      reason="deepspeed is not installed (pip install deepspeed)")
@@ -349,9 +339,7 @@ def test_deepspeed_zero3_saves_the_full_adapter(files, tiny_model, tmp_path, rep
     assert_full_adapter_files(tmp_path / "zero3", tmp_path / "plain")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# The GPU check script, CPU smoke run
-# ----------------------------------------------------------------------------------------------------------------------
+# The GPU check script, CPU smoke run ----------------------------------------------------------------------------------
 
 
 def test_gpu_check_cpu_smoke_run(tmp_path, repo_root):

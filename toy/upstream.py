@@ -24,9 +24,7 @@ from tqdm.auto import tqdm
 logger = logging.getLogger("utils_qa")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Post-processing of start/end logits (the loop over examples and features)
-# ----------------------------------------------------------------------------------------------------------------------
+# Post-processing of start/end logits (the loop over examples and features) --------------------------------------------
 
 
 def reference_postprocess_qa_predictions(
@@ -244,9 +242,7 @@ def write_prediction_files(output_dir, prefix, predictions, nbest, null_odds=Non
             writer.write(json.dumps(content, indent=4) + "\n")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Beam-search feature preparation (transformers' run_qa_beam_search.py)
-# ----------------------------------------------------------------------------------------------------------------------
+# Beam-search feature preparation (transformers' run_qa_beam_search.py) ------------------------------------------------
 
 
 def reference_features(examples, tokenizer, max_seq_length, doc_stride, train, question_column_name="question",
