@@ -1,11 +1,12 @@
-"""Shared pytest fixtures and helpers: offline environment, tiny model factory, paths, a JSON reader and a full-disk
-stand-in (test files import the helpers: `from conftest import read_json`).
+"""Shared pytest fixtures and helpers: offline environment, tiny model factory, paths, a JSON reader, a snapshot of a
+folder, a full-disk stand-in and a record of resumes (test files import the helpers: `from conftest import read_json`).
 
 The env vars are set at import time (before any test imports transformers/datasets) so that no
 test can reach the HF hub or a telemetry endpoint: the CI machine has no internet.
 """
 
 import builtins
+import hashlib
 import json
 import os
 import sys
@@ -115,3 +116,31 @@ def fill_the_disk(monkeypatch):
         return FailingFile(opened) if set(mode) & set("wax+") else opened
 
     monkeypatch.setattr(builtins, "open", failing_open)
+
+
+def snapshot(folder):
+    """Every file and folder under `folder` with its content hash and modification time."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames:
+            state[os.path.relpath(os.path.join(dirpath, name), folder)] = "dir"
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                state[os.path.relpath(path, folder)] = (hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
+    return state
+
+
+def record_resumes(monkeypatch) -> list:
+    """From now on each Trainer.train call appends its resume_from_checkpoint to the returned list."""
+    import transformers
+
+    resumed_from = []
+    train = transformers.Trainer.train
+
+    def recording_train(self, resume_from_checkpoint=None, **kwargs):
+        resumed_from.append(resume_from_checkpoint)
+        return train(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "train", recording_train)
+    return resumed_from

@@ -7,16 +7,15 @@ command) is byte-for-byte unchanged. A few cases run as a subprocess to check th
 message as the last line of stderr prefixed with "error:", no traceback, no model weights loaded.
 """
 import copy
-import hashlib
 import importlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 
+from conftest import snapshot
 from script_utils import UsageError
 from toy import data as toy_data
 
@@ -146,19 +145,6 @@ def _earlier_run(folder):
     (folder / "checkpoint-7" / "squad").mkdir(parents=True, exist_ok=True)  # killed while saving it
     (folder / "checkpoint-7" / "squad" / "adapter_config.json").write_text("{}")
     return folder
-
-
-def _snapshot(folder):
-    """Every file and folder under `folder` with its content hash and modification time."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames:
-            state[os.path.relpath(os.path.join(dirpath, name), folder)] = "dir"
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                state[os.path.relpath(path, folder)] = (hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
-    return state
 
 
 # The table ------------------------------------------------------------------------------------------------------------
@@ -305,14 +291,14 @@ def model_loading_fails(monkeypatch):
 def test_bad_input(script, case_id, changes, keywords, env, tmp_path, model_loading_fails):
     main = importlib.import_module(script).main
     out = _earlier_run(tmp_path / "out")
-    before = _snapshot(out)
+    before = snapshot(out)
     with pytest.raises(UsageError) as error:
         main(_argv(script, changes, env, str(out)))
     message = str(error.value)
     assert "\n" not in message
     for word in keywords:
         assert word in message, f"{word!r} not in {message!r}"
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 # The command line itself ----------------------------------------------------------------------------------------------
@@ -326,7 +312,7 @@ CLI_CASES = [
 @pytest.mark.parametrize("script, changes, keywords", CLI_CASES, ids=["run_qa broken data", "run_clm adapter config"])
 def test_cli_prints_one_line_and_exits_1(script, changes, keywords, env, tmp_path, repo_root):
     out = _earlier_run(tmp_path / "out")
-    before = _snapshot(out)
+    before = snapshot(out)
     result = subprocess.run(
         [sys.executable, str(repo_root / f"{script}.py")] + _argv(script, changes, env, str(out)),
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
@@ -338,7 +324,7 @@ def test_cli_prints_one_line_and_exits_1(script, changes, keywords, env, tmp_pat
         assert word in last_line
     assert "Traceback" not in result.stderr
     assert "loading weights file" not in result.stdout + result.stderr  # failed before the model was loaded
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 # Repairs that let the run go on ---------------------------------------------------------------------------------------

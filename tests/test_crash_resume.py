@@ -12,6 +12,7 @@ import zipfile
 import pytest
 import torch
 
+from conftest import record_resumes
 from script_utils import (
     UsageError,
     checkpoint_problem,
@@ -150,7 +151,6 @@ def _kill_after_second_checkpoint(command, output_dir, cwd):
 
 
 def test_killed_run_resumes_to_identical_results(tiny_model, qa_data, tmp_path, repo_root, monkeypatch):
-    import transformers
 
     import run_qa
 
@@ -169,14 +169,7 @@ def test_killed_run_resumes_to_identical_results(tiny_model, qa_data, tmp_path, 
     with zipfile.ZipFile(os.path.join(half_written, "optimizer.pt"), "w") as f:
         f.writestr("data", b"\0" * 64)
 
-    resumed_from = []
-    train = transformers.Trainer.train
-
-    def recording_train(self, resume_from_checkpoint=None, **kwargs):
-        resumed_from.append(resume_from_checkpoint)
-        return train(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-
-    monkeypatch.setattr(transformers.Trainer, "train", recording_train)
+    resumed_from = record_resumes(monkeypatch)
     run_qa.main(_command(model, qa_data, crashed_dir))  # the same command again
     run_qa.main(_command(model, qa_data, reference_dir))  # never killed
 

@@ -1,7 +1,6 @@
 """Reliability, second round: nothing is written outside --output_dir (the adapter's name), the libraries' errors
 about adapters and data become one line before any training, SIGTERM/SIGINT during training leave a checkpoint that
 the same command resumes from, and result files are written atomically."""
-import hashlib
 import json
 import os
 import signal
@@ -11,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import fill_the_disk
+from conftest import fill_the_disk, record_resumes, snapshot
 from adapter_setup import adapter_name
 from script_utils import UsageError, checkpoint_problem, save_metrics, write_text_atomically
 from toy import data as toy_data
@@ -24,19 +23,6 @@ def _write_qa_folder(folder):
     toy_data.write_qa_file(toy_data.make_templated_qa(16, seed=21), str(folder / "train.jsonl"), "jsonl")
     toy_data.write_qa_file(toy_data.make_templated_qa(6, seed=22), str(folder / "validation.jsonl"), "jsonl")
     return folder
-
-
-def _snapshot(folder):
-    """Every file and folder under `folder` with its content hash and modification time."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames:
-            state[os.path.relpath(os.path.join(dirpath, name), folder)] = "dir"
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                state[os.path.relpath(path, folder)] = (hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
-    return state
 
 
 def _qa_args(model, output_dir, *extra):
@@ -92,7 +78,7 @@ def test_dataset_folder_is_left_alone_and_the_adapter_is_saved_in_the_output(kin
     dataset_name = str(folder) if relative is None else relative
     expected = {"absolute folder": "my_squad", "relative folder": "my_squad",
                 "folder named like a hub id": "squad_v2"}[kind]
-    before = _snapshot(folder)
+    before = snapshot(folder)
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, str(repo_root / "run_qa.py")]
@@ -101,7 +87,7 @@ def test_dataset_folder_is_left_alone_and_the_adapter_is_saved_in_the_output(kin
         capture_output=True, text=True, cwd=work, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert _snapshot(folder) == before  # byte for byte, no file added
+    assert snapshot(folder) == before  # byte for byte, no file added
     assert _adapter_files(out / expected) == ADAPTER_FILES
     for step in (1, 2):
         assert _adapter_files(out / f"checkpoint-{step}" / expected) == ADAPTER_FILES
@@ -133,11 +119,10 @@ def _start_and_signal(command, cwd, after_steps=3, signum=signal.SIGTERM):
 
 def test_sigterm_checkpoints_the_current_step_and_the_same_command_resumes(tiny_model, qa_folder, tmp_path,
                                                                           repo_root, monkeypatch):
-    import transformers
 
     import run_qa
 
-    before = _snapshot(qa_folder)
+    before = snapshot(qa_folder)
     preempted, reference = tmp_path / "preempted", tmp_path / "reference"
 
     def args(output_dir):
@@ -160,20 +145,13 @@ def test_sigterm_checkpoints_the_current_step_and_the_same_command_resumes(tiny_
     # Nothing but the checkpoint: no final model, no metrics, no evaluation.
     assert sorted(os.listdir(preempted)) == [checkpoints[0]]
 
-    resumed_from = []
-    train = transformers.Trainer.train
-
-    def recording_train(self, resume_from_checkpoint=None, **kwargs):
-        resumed_from.append(resume_from_checkpoint)
-        return train(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-
-    monkeypatch.setattr(transformers.Trainer, "train", recording_train)
+    resumed_from = record_resumes(monkeypatch)
     run_qa.main(args(preempted))  # the same command again
     run_qa.main(args(reference))  # never interrupted
     assert resumed_from == [str(checkpoint), None]
     assert (preempted / "eval_predictions.json").read_bytes() == (reference / "eval_predictions.json").read_bytes()
     assert json.loads((preempted / "trainer_state.json").read_text())["global_step"] == 60
-    assert _snapshot(qa_folder) == before
+    assert snapshot(qa_folder) == before
 
 
 @pytest.mark.parametrize("first, second", [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)],
@@ -342,7 +320,7 @@ def test_library_error_is_one_line_before_training(script, case_id, extra, keywo
         monkeypatch.setattr(importlib.import_module(module), function, lambda *args, **kwargs: None)
     main = importlib.import_module(script).main
     out = _earlier_run(tmp_path / "out")
-    before = _snapshot(out)
+    before = snapshot(out)
     argv = _argv(script, extra, env, str(out))
     if "--train_file" in extra:  # the case's own training file replaces the base one
         first = argv.index("--train_file")
@@ -353,13 +331,13 @@ def test_library_error_is_one_line_before_training(script, case_id, extra, keywo
     assert "\n" not in message
     for word in keywords:
         assert any(w in message for w in word.split("|")), f"{word!r} not in {message!r}"
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 def test_cli_library_error_exits_1_with_one_line(env, tmp_path, repo_root):
     """A mistake only the loaded model shows (an adapter whose head is for another task): exit code 1, one line."""
     out = _earlier_run(tmp_path / "out")
-    before = _snapshot(out)
+    before = snapshot(out)
     result = subprocess.run(
         [sys.executable, str(repo_root / "run_qa.py")]
         + _argv("run_qa", ["--load_adapter", "{adapters}/bert_mlm"], env, str(out)),
@@ -369,7 +347,7 @@ def test_cli_library_error_exits_1_with_one_line(env, tmp_path, repo_root):
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: --load_adapter") and "BertForMaskedLM" in last_line
     assert "Traceback" not in result.stderr
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 @pytest.mark.parametrize("arch, config", [("bert", "seq_bn"), ("bert", "lora"), ("bert", "prompt_tuning"),
@@ -448,7 +426,7 @@ def test_a_write_interrupted_mid_file_leaves_the_old_results(crash, tmp_path, mo
 
     (tmp_path / "eval_results.json").write_text('{\n    "eval_f1": 12.5\n}')
     (tmp_path / "all_results.json").write_text('{\n    "eval_f1": 12.5\n}')
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     if crash == "disk full mid-file":
         fill_the_disk(monkeypatch)
     else:
@@ -459,7 +437,7 @@ def test_a_write_interrupted_mid_file_leaves_the_old_results(crash, tmp_path, mo
     with pytest.raises((OSError, KeyboardInterrupt)):
         save_metrics(_fake_trainer(tmp_path), "eval", METRICS)
     monkeypatch.undo()
-    assert _snapshot(tmp_path) == before  # the old files, and no temporary one
+    assert snapshot(tmp_path) == before  # the old files, and no temporary one
 
 
 def test_a_killed_writer_leaves_no_partial_json(tmp_path):
