@@ -194,11 +194,8 @@ def _copy_renamed_weights(model, folder: str, saved_name: str, load_as: str, une
     renamed = {key: by_new_key[key] for key in missing if key in by_new_key}
     if not renamed:
         return unexpected, missing
-    safe = os.path.join(folder, "adapter.safetensors")
-    if os.path.isfile(safe):
-        weights = load_file(safe)
-    else:
-        weights = torch.load(os.path.join(folder, "pytorch_adapter.bin"), map_location="cpu", weights_only=True)
+    safe, legacy = os.path.join(folder, "adapter.safetensors"), os.path.join(folder, "pytorch_adapter.bin")
+    weights = load_file(safe) if os.path.isfile(safe) else torch.load(legacy, map_location="cpu", weights_only=True)
     copied = {}
     with torch.no_grad():
         for own in (model.state_dict(keep_vars=True), model.base_model.state_dict(keep_vars=True)):

@@ -50,8 +50,10 @@ def _lists_of_flat_dicts(lists) -> bool:
 
 
 def write_json(path: str, obj, durable: bool = False) -> None:
-    """Write dumps_indent4(obj), or of obj() when callable, and a newline atomically; fsync only when durable."""
-    text = dumps_indent4(obj() if callable(obj) else obj) + "\n"  # first: content json cannot encode leaves no trace
+    """Write dumps_indent4(obj) (obj may be a function that returns the content, or its text), and a newline,
+    atomically; fsync only when durable."""
+    content = obj() if callable(obj) else obj
+    text = (content if isinstance(content, str) else dumps_indent4(content)) + "\n"  # json errors: before the disk
     write_text_atomically(path, text, encoding="ascii", durable=durable)  # json escapes everything else
 
 

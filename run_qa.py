@@ -8,9 +8,7 @@ on SQuAD-style data, training an adapter (`--train_adapter`) or the full model.
 
 Local files (--train_file/--validation_file/--test_file) may be the flattened Hugging Face JSON ({"data": [...]}),
 the original nested SQuAD v1.1/v2.0 JSON, JSON Lines or CSV; the format is detected from the content.
-A single `.json` argument is read as a file of arguments.
-
-main() reads as a table of contents: arguments, data, model, preprocessing, trainer, train/eval/predict.
+A single `.json` argument is read as a file of arguments. main() reads as a table of contents.
 """
 import logging
 import sys
@@ -256,14 +254,10 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         output_dir=output_dir, log_level=log_level, prefix=stage, id_column=columns.id, context_column=columns.context,
         with_null_odds=True, background_files=True,  # written while the run goes on; main() waits for them at the end
     )
+    formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     if data_args.version_2_with_negative:
-        formatted_predictions = [
-            {"id": str(k), "prediction_text": v, "no_answer_probability": 0.0, "best_non_null_text": best_non_null[k],
-             "null_odds": null_odds[k]}
-            for k, v in predictions.items()
-        ]
-    else:
-        formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
+        for prediction, k in zip(formatted_predictions, predictions):
+            prediction.update(no_answer_probability=0.0, best_non_null_text=best_non_null[k], null_odds=null_odds[k])
     references = squad_references(examples, columns) if columns.answer in examples.column_names else None
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 

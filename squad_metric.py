@@ -29,8 +29,7 @@ def compute_squad_v1(predictions, references) -> dict:
         prediction = tokens(predicted[ref["id"]])
         exact_match += max(float(tokens(g) == prediction) for g in golds)
         f1 += max(_f1(tokens(g), prediction) if tokens(g) or prediction else 0.0 for g in golds)  # v1.1: 0 if both ""
-    total = len(references)
-    return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
+    return {"exact_match": 100.0 * exact_match / len(references), "f1": 100.0 * f1 / len(references)}
 
 
 def compute_squad_v2(predictions, references, no_answer_threshold: float = 1.0) -> dict:
@@ -148,11 +147,7 @@ def tuned_null_threshold(data_args, eval_metrics) -> dict:
     return {"predict_null_score_diff_threshold": threshold}
 
 
-def compute_squad_metrics(predictions, references, version_2_with_negative: bool) -> dict:
-    """The SQuAD metric the upstream script loads with evaluate, computed offline."""
-    return (compute_squad_v2 if version_2_with_negative else compute_squad_v1)(predictions, references)
-
-
 def compute_squad_eval_metrics(p, version_2_with_negative: bool):
-    """`compute_metrics` for the QA trainers: p.predictions are formatted answers, p.label_ids the references."""
-    return compute_squad_metrics(p.predictions, p.label_ids, version_2_with_negative)
+    """`compute_metrics` for the QA trainers, the SQuAD metric the upstream scripts load with evaluate, computed
+    offline: p.predictions are formatted answers, p.label_ids the references."""
+    return (compute_squad_v2 if version_2_with_negative else compute_squad_v1)(p.predictions, p.label_ids)

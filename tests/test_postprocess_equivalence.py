@@ -174,6 +174,23 @@ def test_identical_when_a_kept_span_has_offsets_0_0(tmp_path):
 
 
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+def test_identical_with_integer_ids_and_texts_json_escapes(tmp_path, v2):
+    """The n-best file is written from columns, not through json.dumps: integer ids (json writes them as strings),
+    and answer texts with non-ASCII letters, quotes, backslashes and a control character, escaped as json does."""
+    examples, features, logits = make_case(40, seed=23, width=48, version_2=v2, multi_window_rate=0.3)
+    number = {qid: 1000 + i for i, qid in enumerate(examples["id"])}
+    same_length = str.maketrans({"a": "\u00e9", "e": '"', "o": "\\", "u": "\u2603", "i": "\t"})
+    examples = datasets.Dataset.from_dict({"id": [number[q] for q in examples["id"]],
+                                           "context": [c.translate(same_length) for c in examples["context"]]})
+    features = features.remove_columns("example_id").add_column("example_id", [number[q] for q in
+                                                                               features["example_id"]])
+    _, files = assert_identical(tmp_path, examples, features, logits, version_2_with_negative=v2)
+    nbest_text = files["eval_nbest_predictions.json"]
+    assert all(escaped in nbest_text for escaped in ("\\u00e9", '\\"', "\\\\", "\\u2603", "\\t"))
+    assert '"1000": [' in nbest_text
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
 def test_identical_with_nan_logits_and_negative_n_best_size(tmp_path, v2):
     """NaN logits (an fp16 overflow) have no order: Python's sorted() and numpy's sort disagree on them."""
     examples, features, (start, end) = make_case(60, seed=23, width=40, version_2=v2, multi_window_rate=0.3)

@@ -1,8 +1,9 @@
 """The offline SQuAD metrics against hand-computed values of the official v1.1 and v2.0 evaluation scripts."""
 import pytest
+from transformers import EvalPrediction
 
 from script_utils import UsageError
-from squad_metric import compute_squad_metrics, compute_squad_v1, compute_squad_v2
+from squad_metric import compute_squad_eval_metrics, compute_squad_v1, compute_squad_v2
 
 
 def ref(qid, *texts):
@@ -87,8 +88,9 @@ def test_v2_gold_answers_that_normalise_to_nothing_count_as_no_answer():
 
 
 def test_dispatch_on_version():
-    assert "exact_match" in compute_squad_metrics([pred("a", "x")], [ref("a", "x")], version_2_with_negative=False)
-    assert "HasAns_exact" in compute_squad_metrics([pred("a", "x", 0.0)], [ref("a", "x")], version_2_with_negative=True)
+    eval_prediction = EvalPrediction(predictions=[pred("a", "x", 0.0)], label_ids=[ref("a", "x")])
+    assert "exact_match" in compute_squad_eval_metrics(eval_prediction, version_2_with_negative=False)
+    assert "HasAns_exact" in compute_squad_eval_metrics(eval_prediction, version_2_with_negative=True)
 
 
 def test_v2_scores_equal_the_official_functions_on_random_texts():
