@@ -1,6 +1,7 @@
 """Plumbing shared by the five scripts, knowing nothing of their tasks: the error type users see, arguments, logging,
 loading from the Hub with readable errors, the output folder and its checkpoints, the train/evaluate/predict steps."""
 import argparse
+import atexit
 import datetime
 import json
 import logging
@@ -18,6 +19,8 @@ import torch.distributed as dist
 import transformers
 
 logger = logging.getLogger(__name__)
+# At exit, tear a distributed run's process group down: left to the interpreter, gloo's threads may abort the process.
+atexit.register(lambda: dist.is_available() and dist.is_initialized() and dist.destroy_process_group())
 
 
 class UsageError(ValueError):

@@ -182,8 +182,7 @@ def _irregular_nbest(cand, table, contexts, example_index, version_2_with_negati
         exp_scores = np.exp(scores - np.max(scores))
         probs = (exp_scores / exp_scores.sum()).tolist()
         nbest = [{"text": "empty", "start_logit": 0.0, "end_logit": 0.0, "probability": probs[0]}] + [
-            dict(entry, probability=prob) for entry, prob in zip(nbest, probs[1:])
-        ]
+            dict(entry, probability=prob) for entry, prob in zip(nbest, probs[1:])]
         logits = [(0.0, 0.0)] + logits
     return nbest, logits
 

@@ -1,5 +1,6 @@
-"""Shared pytest fixtures and helpers: offline environment, tiny model factory, paths, a JSON reader, a snapshot of a
-folder, a full-disk stand-in and a record of resumes (test files import the helpers: `from conftest import read_json`).
+"""Shared pytest fixtures and helpers: offline environment, tiny model factory, paths, one way to run a script, a JSON
+reader, a snapshot of a folder, a full-disk stand-in and a record of resumes (test files import the helpers:
+`from conftest import read_json`).
 
 The env vars are set at import time (before any test imports transformers/datasets) so that no
 test can reach the HF hub or a telemetry endpoint: the CI machine has no internet.
@@ -9,6 +10,7 @@ import builtins
 import hashlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,3 +146,10 @@ def record_resumes(monkeypatch) -> list:
 
     monkeypatch.setattr(transformers.Trainer, "train", recording_train)
     return resumed_from
+
+
+def run_script(script, *args, cwd=None, env=None, timeout=600, check=False):
+    """A script of this repository through its command line, as a user runs it (from `cwd`, the repository by
+    default): the CompletedProcess, with stdout and stderr as text."""
+    return subprocess.run([sys.executable, str(REPO_ROOT / script), *map(str, args)], cwd=cwd or REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=check)

@@ -10,12 +10,10 @@ import copy
 import importlib
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from conftest import snapshot
+from conftest import run_script, snapshot
 from script_utils import UsageError
 from toy import data as toy_data
 
@@ -313,10 +311,7 @@ CLI_CASES = [
 def test_cli_prints_one_line_and_exits_1(script, changes, keywords, env, tmp_path, repo_root):
     out = _earlier_run(tmp_path / "out")
     before = snapshot(out)
-    result = subprocess.run(
-        [sys.executable, str(repo_root / f"{script}.py")] + _argv(script, changes, env, str(out)),
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )
+    result = run_script(f"{script}.py", *_argv(script, changes, env, str(out)), cwd=tmp_path, timeout=300)
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: ")

@@ -1,15 +1,12 @@
 """The README's one-command quickstart runs offline from the repository root and writes what it promises."""
 import json
-import subprocess
-import sys
+
+from conftest import run_script
 
 
 def test_quickstart_trains_and_evaluates_an_adapter(repo_root, tmp_path):
     # --epochs 1: a smoke run (150 steps); the default 5 epochs are what the README's numbers come from.
-    result = subprocess.run(
-        [sys.executable, "quickstart.py", "--output_dir", str(tmp_path), "--epochs", "1"],
-        cwd=repo_root, capture_output=True, text=True, check=True,
-    )
+    result = run_script("quickstart.py", "--output_dir", tmp_path, "--epochs", "1", check=True)
     assert "untrained head:   EM" in result.stdout
     assert "LoRA adapter:     EM" in result.stdout
     assert (tmp_path / "adapter" / "squad" / "pytorch_adapter.bin").is_file()

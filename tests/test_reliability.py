@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import fill_the_disk, record_resumes, snapshot
+from conftest import fill_the_disk, record_resumes, run_script, snapshot
 from adapter_setup import adapter_name
 from script_utils import UsageError, checkpoint_problem, save_metrics, write_text_atomically
 from toy import data as toy_data
@@ -80,12 +80,8 @@ def test_dataset_folder_is_left_alone_and_the_adapter_is_saved_in_the_output(kin
                 "folder named like a hub id": "squad_v2"}[kind]
     before = snapshot(folder)
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, str(repo_root / "run_qa.py")]
-        + _qa_args(tiny_model("bert"), out, "--dataset_name", dataset_name, "--do_train", "--max_steps", "2",
-                   "--save_steps", "1"),
-        capture_output=True, text=True, cwd=work, timeout=300,
-    )
+    result = run_script("run_qa.py", *_qa_args(tiny_model("bert"), out, "--dataset_name", dataset_name, "--do_train",
+                                               "--max_steps", "2", "--save_steps", "1"), cwd=work, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert snapshot(folder) == before  # byte for byte, no file added
     assert _adapter_files(out / expected) == ADAPTER_FILES
@@ -338,11 +334,8 @@ def test_cli_library_error_exits_1_with_one_line(env, tmp_path, repo_root):
     """A mistake only the loaded model shows (an adapter whose head is for another task): exit code 1, one line."""
     out = _earlier_run(tmp_path / "out")
     before = snapshot(out)
-    result = subprocess.run(
-        [sys.executable, str(repo_root / "run_qa.py")]
-        + _argv("run_qa", ["--load_adapter", "{adapters}/bert_mlm"], env, str(out)),
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )
+    result = run_script("run_qa.py", *_argv("run_qa", ["--load_adapter", "{adapters}/bert_mlm"], env, str(out)),
+                        cwd=tmp_path, timeout=300)
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: --load_adapter") and "BertForMaskedLM" in last_line

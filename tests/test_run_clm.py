@@ -7,8 +7,6 @@ Causal LM evaluation is deterministic (no masking), so perplexities are compared
 import json
 import math
 import os
-import subprocess
-import sys
 from unittest import mock
 
 import pytest
@@ -16,6 +14,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 import run_clm
+from conftest import run_script
 from script_utils import UsageError
 from toy import data as toy_data
 
@@ -195,11 +194,8 @@ def test_bad_config_overrides_are_usage_errors(tiny_model, text, tmp_path, overr
 
 def test_cli_reports_a_usage_error_in_one_line(repo_root, tmp_path):
     missing = tmp_path / "missing.txt"
-    proc = subprocess.run(
-        [sys.executable, "run_clm.py", "--model_name_or_path", "gpt2", "--train_file", str(missing), "--do_train",
-         "--output_dir", str(tmp_path / "out")],
-        cwd=repo_root, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
-    )
+    proc = run_script("run_clm.py", "--model_name_or_path", "gpt2", "--train_file", missing, "--do_train",
+                      "--output_dir", tmp_path / "out", env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: --train_file {missing} does not exist."
     assert "Traceback" not in proc.stderr

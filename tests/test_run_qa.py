@@ -1,12 +1,10 @@
 """run_qa.py end to end on tiny models: output files and keys, adapter save/reload, learning, resume, data formats."""
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import read_json
+from conftest import read_json, run_script
 import run_qa
 from qa_data import load_qa_file
 from toy import data as toy_data
@@ -172,14 +170,11 @@ def test_reference_ci_command_on_the_shared_sample(tiny_model, shared_data, tmp_
     """The issue's acceptance command (the adapters test_run_squad_adapters arguments) through the real CLI."""
     sample = str(shared_data / "hf_squad_sample.json")
     out = tmp_path / "out"
-    subprocess.run(
-        [sys.executable, "run_qa.py", "--model_name_or_path", tiny_model("bert"), "--version_2_with_negative",
-         "--train_file", sample, "--validation_file", sample, "--output_dir", str(out), "--max_steps", "15",
-         "--warmup_steps", "2", "--do_train", "--do_eval", "--learning_rate", "2e-3",
-         "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "1", "--train_adapter",
-         "--adapter_config", "double_seq_bn[reduction_factor=8]", "--report_to", "none"],
-        check=True, cwd=Path(run_qa.__file__).parent, capture_output=True,
-    )
+    run_script("run_qa.py", "--model_name_or_path", tiny_model("bert"), "--version_2_with_negative",
+               "--train_file", sample, "--validation_file", sample, "--output_dir", out, "--max_steps", "15",
+               "--warmup_steps", "2", "--do_train", "--do_eval", "--learning_rate", "2e-3",
+               "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "1", "--train_adapter",
+               "--adapter_config", "double_seq_bn[reduction_factor=8]", "--report_to", "none", check=True)
     eval_results = read_json(out / "eval_results.json")
     assert set(eval_results) == {f"eval_{k}" for k in V2_KEYS | SPEED_KEYS} | {"epoch", "eval_samples"}
     assert eval_results["eval_total"] == 14 and eval_results["eval_NoAns_total"] == 6

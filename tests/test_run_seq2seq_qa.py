@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import read_json
+from conftest import read_json, run_script
 from transformers import AutoTokenizer
 from transformers.generation import GenerationMixin
 
@@ -341,11 +341,8 @@ def test_unanswerable_questions_without_the_v2_flag_are_scored_as_v2(tiny_model,
 
 
 def test_cli_rejects_an_encoder_only_model_in_one_line(tiny_model, data, tmp_path, repo_root):
-    result = subprocess.run(
-        [sys.executable, str(repo_root / "run_seq2seq_qa.py"), "--model_name_or_path", tiny_model("bert"),
-         "--validation_file", data["dev"], "--do_eval", "--output_dir", str(tmp_path / "out"), "--report_to", "none"],
-        capture_output=True, text=True, timeout=300,
-    )
+    result = run_script("run_seq2seq_qa.py", "--model_name_or_path", tiny_model("bert"), "--validation_file",
+                        data["dev"], "--do_eval", "--output_dir", tmp_path / "out", "--report_to", "none", timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "not an encoder-decoder" in result.stderr and "run_qa.py" in result.stderr
