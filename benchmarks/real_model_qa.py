@@ -49,7 +49,8 @@ TRAIN_ARTICLES, EVAL_ARTICLE = slice(0, 4), 4
 # v2_tuned: article 4 is held out of training to tune the "no answer" threshold on; article 5 stays the evaluation.
 TUNED_TRAIN_ARTICLES, TUNE_ARTICLE = slice(0, 3), 3
 
-# The recommended recipe for small data (README "Results"), tuned on this benchmark (v1 mode, held-out article).
+# The recommended recipe for small data (benchmarks/README.md, "Results"), tuned on this benchmark (v1 mode, held-out
+# article).
 LORA_ALL_LINEAR = "lora[r=8,alpha=16,attn_matrices=['q','k','v'],selfattn_lora=True,intermediate_lora=True,output_lora=True]"
 RECIPE = {
     "per_device_train_batch_size": 16,

@@ -1,6 +1,6 @@
-"""Copy-and-edit, as a user does it: a script and exactly the files the README's "Layout" section lists for it, copied
-into an empty folder, train and evaluate there; and a copy of run_qa.py adapted to another data layout by editing
-only that copy."""
+"""Copy-and-edit, as a user does it: a script and exactly the files the copy table of docs/customising.md ("What to
+copy") lists for it, copied into an empty folder, train and evaluate there; and a copy of run_qa.py adapted to another
+data layout by editing only that copy."""
 import json
 import os
 import re
@@ -13,10 +13,17 @@ import pytest
 from toy import data as toy_data
 
 
+COPY_TABLE = "docs/customising.md"  # the "What to copy" table: script | copy | optional | lines (with checks.py)
+
+
+def copy_table_row(repo_root, script):
+    page = (repo_root / COPY_TABLE).read_text()
+    return next(line for line in page.splitlines() if line.startswith(f"| `{script}` |") and "`checks.py`" in line)
+
+
 def copy_set(repo_root, script, with_checks=True):
-    """The files the README's Layout table lists for `script` (checks.py is optional there)."""
-    readme = (repo_root / "README.md").read_text()
-    row = next(line for line in readme.splitlines() if line.startswith(f"| `{script}` |") and "`checks.py`" in line)
+    """The files the copy table lists for `script` (checks.py is optional there)."""
+    row = copy_table_row(repo_root, script)
     files = re.findall(r"`([\w/]+\.py)`", row.split("|")[2])
     optional = re.findall(r"`([\w/]+\.py)`", row.split("|")[3])
     assert script in files and "checks.py" in optional, row
@@ -45,7 +52,7 @@ COMMON = ["--report_to", "none", "--seed", "42", "--max_steps", "4", "--per_devi
 def test_run_qa_copy_set_is_complete(repo_root, tiny_model, tmp_path, with_checks):
     files = copy_set(repo_root, "run_qa.py", with_checks)
     folder = copy_into(repo_root, tmp_path / "copy", files)
-    if not with_checks:  # the marked block goes, as the README says
+    if not with_checks:  # the marked block goes, as docs/customising.md says
         script = (folder / "run_qa.py").read_text()
         script = re.sub(r"\n    # Pre-flight checks.*?\n    checks\.check_\w+\(.*?\)\n\n", "\n", script, flags=re.S)
         assert "import checks" not in script
@@ -72,7 +79,8 @@ def test_run_mlm_copy_set_is_complete(repo_root, tiny_model, tmp_path):
 
 # Your own data format: another layout, adapted by editing only the copied script --------------------------------------
 
-# The README's "Your own data format" edit: one answer object {"span", "char_offset"} instead of SQuAD's lists.
+# The "Your own data format" edit of docs/customising.md: one answer object {"span", "char_offset"} instead of SQuAD's
+# lists.
 OWN_ANSWER_SPANS = '''def answer_spans(answers):
     """One example's answers as (texts, start character offsets in the context): here one answer object
     {"span": "Paris", "char_offset": 17}, or null when the question has no answer."""
@@ -126,12 +134,11 @@ def test_run_qa_adapted_to_another_layout_by_editing_only_the_copy(repo_root, ti
 
 @pytest.mark.parametrize("script", ["run_qa.py", "run_qa_beam_search.py", "run_seq2seq_qa.py", "run_mlm.py",
                                     "run_clm.py"])
-def test_readme_copy_table_is_current(repo_root, script):
-    """The README's line counts are those of the files, and every file of this repository that the copy set imports at
-    module level is in it (a function-level import serves code the script does not run, e.g. checks.py's QA checks in
+def test_copy_table_is_current(repo_root, script):
+    """The copy table's line counts are those of the files, and every file of this repository that the copy set imports
+    at module level is in it (a function-level import serves code the script does not run, e.g. checks.py's QA checks in
     a copy of run_mlm.py; the runs above prove the sets complete)."""
-    readme = (repo_root / "README.md").read_text()
-    row = next(line for line in readme.splitlines() if line.startswith(f"| `{script}` |") and "`checks.py`" in line)
+    row = copy_table_row(repo_root, script)
     required = copy_set(repo_root, script, with_checks=False)
     optional = copy_set(repo_root, script)[len(required):]
     lines = {name: len((repo_root / name).read_text().splitlines()) for name in required + optional}

@@ -20,7 +20,7 @@ from toy import data as toy_data
 PINS = Path(__file__).resolve().parent / "pins"
 REGEN = os.environ.get("PIN_REGEN") == "1"
 SCRIPTS = ("run_qa", "run_qa_beam_search", "run_seq2seq_qa", "run_mlm", "run_clm")
-# Flags added after the pins were taken, per script (each listed in the README).
+# Flags added after the pins were taken, per script (each documented in the README or docs/).
 ADDED_FLAGS = {
     "run_qa": {"--id_column", "--question_column", "--context_column", "--answer_column", "--tune_null_threshold"},
     "run_qa_beam_search": {"--id_column", "--question_column", "--context_column", "--answer_column",
