@@ -2,6 +2,7 @@
 line before training (checks.py runs the same inspections of configs and adapter folders before the model loads)."""
 import inspect
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -144,7 +145,18 @@ def setup_adapters(model, adapter_args, name: str):
     if source:
         lang_config = load_adapter_config(adapter_args.lang_adapter_config, "--lang_adapter_config")
         lang_name = _load_adapter_or_fail(model, source, "--load_lang_adapter", name, lang_config, language=True)
-    model.train_adapter(name)  # freeze every weight but this adapter's (and the head's)
+    # adapters' set_active_adapters (which train_adapter calls) resets LoRA weights in a forward context before it
+    # records the adapter it activates, so that context warns "There are adapters available but none are activated
+    # for the forward pass." about the very adapter being activated: that message is dropped, at this call only.
+    def not_that_warning(record):
+        return not record.getMessage().startswith("There are adapters available but none are activated")
+
+    adapters_logger = logging.getLogger("adapters.model_mixin")
+    adapters_logger.addFilter(not_that_warning)
+    try:
+        model.train_adapter(name)  # freeze every weight but this adapter's (and the head's)
+    finally:
+        adapters_logger.removeFilter(not_that_warning)
     model.set_active_adapters(Stack(lang_name, name) if lang_name else name)
     return name, lang_name
 

@@ -37,11 +37,13 @@ from script_utils import (
     UsageError,
     capped_length,
     detect_last_checkpoint,
+    end_process_group,
     evaluate_and_save,
     parse_args,
     prepare_output_dir,
     save_model_card,
     setup_logging,
+    start_cpu_process_group,
     train_and_save,
 )
 from utils_lm import (
@@ -419,12 +421,13 @@ def make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, train
 
 def main(argv=None):
     """Run the script with the given command-line arguments; returns the Trainer (for tests and notebooks)."""
+    start_cpu_process_group(argv)  # torchrun without a GPU: one gloo job (set before TrainingArguments reads it)
     # Arguments
     model_args, data_args, training_args, adapter_args = parse_args(
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
     setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
 
     # Pre-flight checks (checks_lm.py, checks.py): arguments, model, adapter sources and data, each failing with one
     # line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
@@ -472,3 +475,5 @@ if __name__ == "__main__":
         main()
     except UsageError as err:
         sys.exit(f"error: {err}")
+    finally:
+        end_process_group()  # a distributed run's, before the interpreter exits (which gloo's threads may abort)

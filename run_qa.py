@@ -26,9 +26,9 @@ from adapter_setup import adapter_name, setup_adapters
 from prediction_files import wait_for_prediction_files
 from qa_data import (build_stage_features, check_qa_data_files, load_qa_examples, padding_collator,
                      repair_qa_examples, squad_references)
-from script_utils import (UsageError, capped_length, detect_last_checkpoint, hub_kwargs, load_config_and_tokenizer,
-                          parse_args, prepare_output_dir, require_fast_tokenizer, save_model_card, setup_logging,
-                          train_evaluate_predict)
+from script_utils import (UsageError, capped_length, detect_last_checkpoint, end_process_group, hub_kwargs,
+                          load_config_and_tokenizer, parse_args, prepare_output_dir, require_fast_tokenizer,
+                          save_model_card, setup_logging, start_cpu_process_group, train_evaluate_predict)
 from squad_metric import compute_squad_eval_metrics, tuned_null_threshold
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import postprocess_qa_predictions
@@ -289,12 +289,13 @@ def make_trainer(model, tokenizer, examples, features, columns, data_args, train
 
 
 def main(argv=None):
+    start_cpu_process_group(argv)  # torchrun without a GPU: one gloo job (set before TrainingArguments reads it)
     # Arguments
     model_args, data_args, training_args, adapter_args = parse_args(
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
     log_level = setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
 
     # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
     # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
@@ -337,3 +338,5 @@ if __name__ == "__main__":
         main()
     except UsageError as err:
         sys.exit(f"error: {err}")
+    finally:
+        end_process_group()  # a distributed run's, before the interpreter exits (which gloo's threads may abort)

@@ -55,12 +55,14 @@ from script_utils import (
     UsageError,
     capped_length,
     detect_last_checkpoint,
+    end_process_group,
     load_config_and_tokenizer,
     parse_args,
     prepare_output_dir,
     require_fast_tokenizer,
     save_model_card,
     setup_logging,
+    start_cpu_process_group,
     train_evaluate_predict,
     use_the_models_own_loss,
 )
@@ -416,12 +418,13 @@ def make_trainer(model, tokenizer, examples, features, columns, data_args, train
 
 
 def main(argv=None):
+    start_cpu_process_group(argv)  # torchrun without a GPU: one gloo job (set before TrainingArguments reads it)
     # Arguments
     model_args, data_args, training_args, adapter_args = parse_args(
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
     log_level = setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
 
     # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
     # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
@@ -464,3 +467,5 @@ if __name__ == "__main__":
         main()
     except UsageError as err:
         sys.exit(f"error: {err}")
+    finally:
+        end_process_group()  # a distributed run's, before the interpreter exits (which gloo's threads may abort)

@@ -41,12 +41,14 @@ from script_utils import (
     UsageError,
     capped_length,
     detect_last_checkpoint,
+    end_process_group,
     load_config_and_tokenizer,
-    model_card_kwargs,
     parse_args,
     prepare_output_dir,
     require_fast_tokenizer,
+    save_model_card,
     setup_logging,
+    start_cpu_process_group,
     train_evaluate_predict,
     use_the_models_own_loss,
 )
@@ -466,6 +468,7 @@ def make_trainer(model, tokenizer, examples, features, columns, data_args, train
 
 
 def main(argv=None):
+    start_cpu_process_group(argv)  # torchrun without a GPU: one gloo job (set before TrainingArguments reads it)
     # Arguments
     model_args, data_args, training_args, adapter_args = parse_args(
         (ModelArguments, DataTrainingArguments, Seq2SeqTrainingArguments, AdapterArguments), argv
@@ -473,7 +476,7 @@ def main(argv=None):
     generate = resolve_generation(training_args, argv)
     setup_logging(training_args, logger)
     log_generation_mode(generate, training_args)
-    last_checkpoint = detect_last_checkpoint(training_args, remove_stale=False)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
 
     # Pre-flight checks (checks_seq2seq.py, checks.py): arguments, model, adapter sources and data, each failing with
     # one line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
@@ -511,7 +514,7 @@ def main(argv=None):
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
     wait_for_prediction_files()
     if training_args.push_to_hub:
-        trainer.push_to_hub(**model_card_kwargs(model_args, data_args, "question-answering"))
+        save_model_card(trainer, model_args, data_args, "question-answering")
 
 
 if __name__ == "__main__":
@@ -519,3 +522,5 @@ if __name__ == "__main__":
         main()
     except UsageError as err:
         sys.exit(f"error: {err}")
+    finally:
+        end_process_group()  # a distributed run's, before the interpreter exits (which gloo's threads may abort)

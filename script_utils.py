@@ -1,7 +1,6 @@
 """Plumbing shared by the five scripts, knowing nothing of their tasks: the error type users see, arguments, logging,
 loading from the Hub with readable errors, the output folder and its checkpoints, the train/evaluate/predict steps."""
 import argparse
-import atexit
 import datetime
 import json
 import logging
@@ -19,18 +18,41 @@ import torch.distributed as dist
 import transformers
 
 logger = logging.getLogger(__name__)
-# At exit, tear a distributed run's process group down: left to the interpreter, gloo's threads may abort the process.
-atexit.register(lambda: dist.is_available() and dist.is_initialized() and dist.destroy_process_group())
 
 
 class UsageError(ValueError):
     """A mistake in the user's command or data. The scripts print its message as one line and exit non-zero."""
 
 
+def start_cpu_process_group(argv=None):
+    """`torchrun --nproc_per_node N` without a GPU: make the N processes one distributed job over gloo (transformers
+    does only with --use_cpu, else each process trains alone, all writing the same files), with --ddp_timeout (given
+    to gloo on GPUs only; not read from a .json file). First in main(): TrainingArguments reads ACCELERATE_USE_CPU."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "ACCELERATE_USE_CPU" in os.environ or torch.cuda.is_available():
+        return
+    if any(arg.split("=")[0] in ("--deepspeed", "--fsdp") for arg in argv):
+        raise UsageError("--deepspeed and --fsdp need GPUs: on this machine, without a GPU, accelerate would "
+                         "ignore --deepspeed (a plain DDP run) and refuse --fsdp. Leave them out to train with "
+                         "plain DDP over gloo.")
+    os.environ["ACCELERATE_USE_CPU"] = "true"
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--ddp_timeout", "--ddp-timeout", type=int, default=1800)
+    seconds = parser.parse_known_args(argv)[0].ddp_timeout
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=seconds))
+
+
+def end_process_group():
+    """Tear a distributed run's process group down (ours or accelerate's), also after an error: left to the
+    interpreter's exit, gloo's threads may abort a finished process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def parse_args(dataclass_types, argv=None):
     """argv (or one `.json` arguments file) parsed into the dataclasses; parser errors become one-line UsageErrors."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    use_gloo_on_cpu_under_torchrun(argv)
     parser = transformers.HfArgumentParser(dataclass_types)
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
@@ -48,38 +70,20 @@ def parse_args(dataclass_types, argv=None):
         raise UsageError(" ".join(str(err).split())) from err
 
 
-def use_gloo_on_cpu_under_torchrun(argv=()):
-    """`torchrun --nproc_per_node N` without a GPU: make the N processes one distributed job over gloo (transformers
-    does only with --use_cpu, else each process trains alone, all writing the same files), with --ddp_timeout (given
-    to gloo on GPUs only; not read from a .json file). Must run before TrainingArguments reads ACCELERATE_USE_CPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "ACCELERATE_USE_CPU" in os.environ or torch.cuda.is_available():
-        return
-    if any(arg.split("=")[0] in ("--deepspeed", "--fsdp") for arg in argv):
-        raise UsageError("--deepspeed and --fsdp need GPUs: on this machine, without a GPU, accelerate would "
-                         "ignore --deepspeed (a plain DDP run) and refuse --fsdp. Leave them out to train with "
-                         "plain DDP over gloo.")
-    os.environ["ACCELERATE_USE_CPU"] = "true"
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--ddp_timeout", "--ddp-timeout", type=int, default=1800)
-    seconds = parser.parse_known_args(list(argv))[0].ddp_timeout
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=seconds))
-
-
 def setup_logging(training_args, script_logger):
-    """Log to stdout like the upstream scripts: INFO on the main process, the process log level everywhere else."""
+    """Log to stdout like the upstream scripts: INFO on the main process, the process log level everywhere else (the
+    root logger's level, which every module's logger inherits). Each line once: transformers and datasets print through
+    their own handlers only (datasets, and transformers when $CI is set, would pass each line on to the root's too)."""
     import datasets
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
     if training_args.should_log:  # the default log_level is passive: INFO on the main process
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    script_logger.setLevel(log_level)
-    for name in ("script_utils adapter_setup checks checks_lm checks_seq2seq qa_data utils_qa utils_qa_beam_search "
-                 "prediction_files squad_metric utils_lm trainer_qa trainer_seq2seq_qa").split():  # the helpers' too
-        logging.getLogger(name).setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    logging.getLogger().setLevel(log_level)
+    for library in (datasets, transformers):
+        library.utils.logging.set_verbosity(log_level)
+        library.utils.logging.disable_propagation()
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
     distributed = training_args.parallel_mode.value == "distributed"
@@ -152,10 +156,9 @@ PREDICTION_FILES = tuple(f"{stage}_{name}.json" for stage in ("eval", "predict")
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
-def detect_last_checkpoint(training_args, remove_stale: bool = True) -> Optional[str]:
+def detect_last_checkpoint(training_args) -> Optional[str]:
     """Upstream's rule with --do_train, without --overwrite_output_dir: the last complete checkpoint of a non-empty
-    output_dir, else refuse it. remove_stale: with --overwrite_output_dir, remove an earlier run's outputs at once (the
-    scripts pass False and call prepare_output_dir once every check has passed)."""
+    output_dir, else refuse it (prepare_output_dir clears the output_dir later, once every check has passed)."""
     resume = training_args.resume_from_checkpoint
     if resume is not None and not (isinstance(resume, str) and resume.lower() in ("true", "false")):
         if not os.path.isdir(resume):
@@ -166,11 +169,7 @@ def detect_last_checkpoint(training_args, remove_stale: bool = True) -> Optional
         if problem is not None:
             raise UsageError(f"--resume_from_checkpoint {resume} cannot be resumed from: {problem}.")
     output_dir = training_args.output_dir
-    if training_args.overwrite_output_dir and os.path.isdir(output_dir):  # every process: nothing to resume
-        if remove_stale and training_args.should_save:
-            remove_stale_outputs(training_args)
-        return None
-    if not (os.path.isdir(output_dir) and training_args.do_train):
+    if training_args.overwrite_output_dir or not (os.path.isdir(output_dir) and training_args.do_train):
         return None
     last_checkpoint = last_complete_checkpoint(output_dir)
     if last_checkpoint is None and any(  # anything but the incomplete checkpoints a killed run of this command left
@@ -235,33 +234,28 @@ def last_complete_checkpoint(output_dir: str) -> Optional[str]:
     return None
 
 
-def remove_stale_outputs(training_args, keep: Optional[str] = None):
-    """--overwrite_output_dir: remove an earlier run's result and prediction files from the (existing) output_dir, and
-    when training its checkpoint-N folders (which a later resume would pick up), all but `keep`. Main process only."""
-    output_dir = training_args.output_dir
-    removed = [name for name in RESULT_FILES + PREDICTION_FILES if os.path.isfile(os.path.join(output_dir, name))]
-    for name in removed:
-        os.remove(os.path.join(output_dir, name))
-    keep = os.path.realpath(keep) if keep else None
-    for path in _checkpoint_folders(output_dir) if training_args.do_train else []:
-        if os.path.realpath(path) != keep:
-            shutil.rmtree(path)
-            removed.append(os.path.basename(path))
-    if removed:
-        logger.warning(f"--overwrite_output_dir: removed from {output_dir} what an earlier run left: "
-                       f"{', '.join(removed)}.")
-
-
 def prepare_output_dir(training_args, last_checkpoint: Optional[str] = None):
-    """Right before anything is written, once every check has passed: remove the earlier run's outputs with
-    --overwrite_output_dir, else when training the incomplete checkpoints a killed run left. Main process only."""
-    if not (training_args.should_save and os.path.isdir(training_args.output_dir)):
+    """Right before anything is written, once every check has passed: with --overwrite_output_dir, remove an earlier
+    run's result and prediction files and when training its checkpoint-N folders (a later resume would pick them up)
+    but the one to resume from; else when training the incomplete checkpoints a killed run left. Main process only."""
+    output_dir = training_args.output_dir
+    if not (training_args.should_save and os.path.isdir(output_dir)):
         return
     if training_args.overwrite_output_dir:
         resume = checkpoint_to_resume(training_args, last_checkpoint)
-        remove_stale_outputs(training_args, keep=resume if isinstance(resume, str) else None)
+        keep = os.path.realpath(resume) if isinstance(resume, str) else None
+        removed = [name for name in RESULT_FILES + PREDICTION_FILES if os.path.isfile(os.path.join(output_dir, name))]
+        for name in removed:
+            os.remove(os.path.join(output_dir, name))
+        for path in _checkpoint_folders(output_dir) if training_args.do_train else []:
+            if os.path.realpath(path) != keep:
+                shutil.rmtree(path)
+                removed.append(os.path.basename(path))
+        if removed:
+            logger.warning(f"--overwrite_output_dir: removed from {output_dir} what an earlier run left: "
+                           f"{', '.join(removed)}.")
     elif training_args.do_train:
-        for path in _checkpoint_folders(training_args.output_dir):
+        for path in _checkpoint_folders(output_dir):
             problem = checkpoint_problem(path)
             if problem is not None:
                 logger.warning(f"Removing the incomplete checkpoint {path}: {problem}.")
@@ -425,18 +419,13 @@ def train_evaluate_predict(trainer, last_checkpoint, data_args, features: dict, 
         save_metrics(trainer, "predict", metrics)
 
 
-def model_card_kwargs(model_args, data_args, task: str) -> dict:
-    """Keyword arguments for Trainer.create_model_card / push_to_hub, as the upstream scripts build them."""
+def save_model_card(trainer, model_args, data_args, task: str):
+    """The model card (README.md in --output_dir), or with --push_to_hub the upload, as the upstream scripts do."""
     kwargs = {"finetuned_from": model_args.model_name_or_path, "tasks": task}
     if data_args.dataset_name is not None:
         kwargs["dataset_tags"] = kwargs["dataset"] = data_args.dataset_name
         if data_args.dataset_config_name is not None:
             kwargs["dataset_args"] = data_args.dataset_config_name
             kwargs["dataset"] = f"{data_args.dataset_name} {data_args.dataset_config_name}"
-    return kwargs
-
-
-def save_model_card(trainer, model_args, data_args, task: str):
-    """The model card (README.md in --output_dir), or with --push_to_hub the upload, as the upstream scripts do."""
     upload_or_write = trainer.push_to_hub if trainer.args.push_to_hub else trainer.create_model_card
-    upload_or_write(**model_card_kwargs(model_args, data_args, task))
+    upload_or_write(**kwargs)

@@ -85,7 +85,7 @@ def test_overwrite_removes_the_earlier_run_when_training(tmp_path):
     (tmp_path / "eval_predictions.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("kept")
     args = Args(tmp_path, overwrite_output_dir=True)
-    assert detect_last_checkpoint(args, remove_stale=False) is None
+    assert detect_last_checkpoint(args) is None
     assert len(os.listdir(tmp_path)) == 4
     prepare_output_dir(args, None)
     assert os.listdir(tmp_path) == ["notes.txt"]

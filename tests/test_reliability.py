@@ -477,5 +477,5 @@ def test_overwrite_output_dir_means_no_resume_on_every_process(tmp_path, should_
     (tmp_path / "eval_results.json").write_text("{}")
     args = SimpleNamespace(resume_from_checkpoint=None, output_dir=str(tmp_path), overwrite_output_dir=True,
                            should_save=should_save, do_train=True)
-    assert detect_last_checkpoint(args, remove_stale=False) is None
+    assert detect_last_checkpoint(args) is None
     assert (tmp_path / "eval_results.json").exists()  # removal waits for prepare_output_dir, on the main process

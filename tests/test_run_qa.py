@@ -1,4 +1,5 @@
 """run_qa.py end to end on tiny models: output files and keys, adapter save/reload, learning, resume, data formats."""
+import os
 import shutil
 from pathlib import Path
 
@@ -142,6 +143,24 @@ def test_refuses_to_train_into_a_non_empty_output_dir(tiny_model, qa_files, tmp_
     with pytest.raises(ValueError, match="overwrite_output_dir"):
         run(tiny_model("bert"), qa_files, out, "v1", "--do_train", "--max_steps", "1")
     assert [p.name for p in out.iterdir()] == ["results_of_last_week.json"]
+
+
+def test_each_log_line_is_printed_once_and_adapter_set_up_does_not_warn(tiny_model, qa_files, tmp_path):
+    """datasets' and transformers' lines go through their own handlers only (datasets' also reached the root logger's
+    handler: every line twice; transformers' does with $CI set), our warnings once, and adapters' set-up does not warn
+    "none are activated" about the adapter it activates."""
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache"), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+           "CI": "true"}
+    proc = run_script("run_qa.py", "--model_name_or_path", tiny_model("bert"), "--train_file", qa_files["train_v1"],
+                      "--validation_file", qa_files["dev_v1"], "--do_train", "--do_eval", "--max_steps", "1",
+                      "--train_adapter", "--max_seq_length", "1024", "--doc_stride", "16", "--report_to", "none",
+                      "--output_dir", tmp_path / "out", env=env, check=True)
+    output = proc.stdout + proc.stderr
+    assert output.count("Generating data split\n") == 2  # datasets, INFO: once for each file (into a new cache)
+    assert output.count("***** Running training *****") == 1  # transformers, INFO
+    assert output.count("The max_seq_length passed (1024) is larger than the maximum length") == 1  # ours, WARNING
+    assert "Adding adapter 'squad'" in output  # adapters' INFO lines are shown ...
+    assert "none are activated" not in output  # ... but not this warning
 
 
 @pytest.mark.parametrize("fmt", ["nested", "jsonl", "csv"])
