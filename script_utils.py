@@ -2,6 +2,7 @@
 loading from the Hub with readable errors, the output folder and its checkpoints, the train/evaluate/predict steps."""
 import argparse
 import datetime
+import gc
 import json
 import logging
 import os
@@ -44,10 +45,19 @@ def start_cpu_process_group(argv=None):
 
 
 def end_process_group():
-    """Tear a distributed run's process group down (ours or accelerate's), also after an error: left to the
-    interpreter's exit, gloo's threads may abort a finished process."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Tear a distributed run's process group down (ours or accelerate's), also after an error, while the interpreter
+    is whole. dist.destroy_process_group() alone leaves gloo's worker threads running: the trainer's DDP model still
+    holds the group, in reference cycles that only the interpreter's exit collects. A worker finishing the last
+    collective then needs the GIL to free that collective's tensors; at exit CPython ends such a thread (pthread_exit
+    through C++ code), and the process aborts: "terminate called without an active exception", exit status 134. So:
+    hold the group, collect the cycles, then let go of it last: its destructor releases the GIL (workers can finish
+    what they do) and joins gloo's threads."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    group = dist.group.WORLD
+    dist.destroy_process_group()
+    gc.collect()  # the trainer, its DDP model, ...: nobody holds the group now but `group`
+    del group  # the process group goes here, with gloo's threads
 
 
 def parse_args(dataclass_types, argv=None):
