@@ -43,7 +43,7 @@ def torch_load_on_cpu(device):
 
 # The random state at the batch a checkpoint resumes with ---------------------------------------------------------------
 
-PREFETCH_RNG_FILE = "rng_state_prefetch{}.pth"  # rng_state_prefetch.pth, or rng_state_prefetch_<rank>.pth
+BEFORE_PREFETCH = "before_prefetched_batch"  # the key of that state in transformers' rng_state*.pth
 
 
 def host_rng_state() -> dict:
@@ -81,10 +81,11 @@ class ResumableTrainerMixin:
     checkpoint's last step ran. A collator that draws random numbers (masking) thus made different batches after a
     resume. Here each checkpoint also keeps the random state from before that prefetched batch was made, and the
     resumed run makes its first batch from it and its second (the prefetch) from the checkpoint's own state, as the
-    uninterrupted run did. A checkpoint without that file resumes as transformers does."""
+    uninterrupted run did. A checkpoint without that state (from elsewhere) resumes as transformers does."""
 
     _recording_collator = None
     _resume_checkpoint = None  # while resuming: the checkpoint, until its random state has been restored
+    _rng_restored_from = None  # the checkpoint whose states the first two batches are made from
 
     # optimizer state ---------------------------------------------------------------------------------------------------
 
@@ -113,15 +114,18 @@ class ResumableTrainerMixin:
         finally:
             self.data_collator = collator
 
-    def _prefetch_rng_file(self, folder):
-        return os.path.join(folder, PREFETCH_RNG_FILE.format(f"_{self.args.process_index}"
-                                                             if self.args.world_size > 1 else ""))
+    def _rng_file(self, checkpoint):
+        """The random states transformers saves with a checkpoint (after its last step), per process."""
+        name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+        return os.path.join(checkpoint, name)
 
     def _save_rng_state(self, output_dir):
         super()._save_rng_state(output_dir)
         recorder = self._recording_collator
-        if recorder is not None and recorder.state_before_last_batch is not None:
-            torch.save(recorder.state_before_last_batch, self._prefetch_rng_file(output_dir))
+        if recorder is not None and recorder.state_before_last_batch is not None:  # added to transformers' file
+            states = self._load_rng_file(self._rng_file(output_dir))
+            states[BEFORE_PREFETCH] = recorder.state_before_last_batch
+            torch.save(states, self._rng_file(output_dir))
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         checkpoint, recorder = self._resume_checkpoint, self._recording_collator
@@ -129,17 +133,11 @@ class ResumableTrainerMixin:
             # The first batch of a resumed training, and transformers has not restored the random state before
             # it: a resume mid-epoch (transformers restores it after this batch was fetched: see _load_rng_state).
             self._resume_checkpoint = None
-            states = [self._load_rng_file(self._prefetch_rng_file(checkpoint)),
-                      self._load_rng_file(self._checkpoint_rng_file(checkpoint))]
-            if None not in states:
-                recorder.states_to_set = states
+            states = self._load_rng_file(self._rng_file(checkpoint)) or {}
+            if BEFORE_PREFETCH in states:
+                recorder.states_to_set = [states.pop(BEFORE_PREFETCH), states]
                 self._rng_restored_from = checkpoint
         return super().get_batch_samples(epoch_iterator, num_batches, device)
-
-    def _checkpoint_rng_file(self, checkpoint):
-        """The random states transformers saved with the checkpoint (after its last step)."""
-        name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
-        return os.path.join(checkpoint, name)
 
     @staticmethod
     def _load_rng_file(path):
@@ -150,7 +148,7 @@ class ResumableTrainerMixin:
 
     def _load_rng_state(self, checkpoint):
         self._resume_checkpoint = None  # restored before the first batch (a resume at an epoch's start)
-        restored_from, self._rng_restored_from = getattr(self, "_rng_restored_from", None), None
+        restored_from, self._rng_restored_from = self._rng_restored_from, None
         recorder = self._recording_collator
         if recorder is None or checkpoint is None or restored_from != checkpoint or recorder.states_to_set:
             if recorder is not None:
