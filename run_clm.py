@@ -43,6 +43,7 @@ from script_utils import (
     evaluate_and_save,
     parse_args,
     prepare_output_dir,
+    release_output_dir,
     save_model_card,
     setup_logging,
     start_cpu_process_group,
@@ -284,7 +285,7 @@ def main(argv=None):
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
     setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
 
     # Pre-flight checks (checks_lm.py, checks.py): arguments, model, adapter sources and data, each failing with one
     # line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
@@ -326,6 +327,7 @@ def main(argv=None):
         evaluate_and_save(trainer, data_args.max_eval_samples, n_eval_blocks, more_metrics=perplexity_metric)
 
     save_model_card(trainer, model_args, data_args, "text-generation")
+    release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
     return trainer
 
 

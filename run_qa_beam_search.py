@@ -59,6 +59,7 @@ from script_utils import (
     load_config_and_tokenizer,
     parse_args,
     prepare_output_dir,
+    release_output_dir,
     require_fast_tokenizer,
     save_model_card,
     setup_logging,
@@ -424,7 +425,7 @@ def main(argv=None):
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
     log_level = setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
 
     # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
     # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
@@ -460,6 +461,7 @@ def main(argv=None):
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"), before_predict)
     wait_for_prediction_files()
     save_model_card(trainer, model_args, data_args, "question-answering")
+    release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
 
 
 if __name__ == "__main__":

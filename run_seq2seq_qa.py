@@ -45,6 +45,7 @@ from script_utils import (
     load_config_and_tokenizer,
     parse_args,
     prepare_output_dir,
+    release_output_dir,
     require_fast_tokenizer,
     save_model_card,
     setup_logging,
@@ -476,7 +477,7 @@ def main(argv=None):
     generate = resolve_generation(training_args, argv)
     setup_logging(training_args, logger)
     log_generation_mode(generate, training_args)
-    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
 
     # Pre-flight checks (checks_seq2seq.py, checks.py): arguments, model, adapter sources and data, each failing with
     # one line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
@@ -515,6 +516,7 @@ def main(argv=None):
     wait_for_prediction_files()
     if training_args.push_to_hub:
         save_model_card(trainer, model_args, data_args, "question-answering")
+    release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
 
 
 if __name__ == "__main__":
