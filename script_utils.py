@@ -181,10 +181,11 @@ def detect_last_checkpoint(training_args, adapter_args=None) -> Optional[str]:
             raise UsageError(
                 f"--resume_from_checkpoint {resume} is not a folder. Pass a checkpoint-N folder written by an earlier "
                 "run (or leave the flag out: training resumes from the last checkpoint of --output_dir by itself).")
-        problem = checkpoint_problem(resume) or adapter_mismatch(resume, adapter_args)
+        problem = checkpoint_problem(resume)
         if problem is None and not CHECKPOINT_NAME.match(os.path.basename(os.path.normpath(resume))):
             problem = ("it is not a complete checkpoint (a checkpoint-N folder written during training holds the "
                        "optimizer, scheduler and random states a resume needs)")
+        problem = problem or adapter_mismatch(resume, adapter_args)
         if problem is not None:
             raise UsageError(f"--resume_from_checkpoint {resume} cannot be resumed from: {problem}.")
     output_dir = training_args.output_dir
