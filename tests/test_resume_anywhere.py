@@ -322,13 +322,13 @@ def test_two_process_run_preempted_then_killed_resumes_identical_and_a_rerun_onl
         return torchrun("run_qa.py") + [
             "--model_name_or_path", tiny_model("bert"), "--train_file", data["train"], "--validation_file",
             data["dev"], "--do_train", "--do_eval", "--max_seq_length", "64", "--doc_stride", "16", "--max_steps",
-            "24", "--save_steps", "8", "--logging_steps", "1", "--per_device_train_batch_size", "4",
+            "12", "--save_steps", "4", "--logging_steps", "1", "--per_device_train_batch_size", "4",
             "--learning_rate", "1e-2", "--train_adapter", "--adapter_config", "seq_bn", "--output_dir", out, *QUIET]
 
     reference, stopped = tmp_path / "reference", tmp_path / "stopped"
     run_ok(command(reference), repo_root)
 
-    status, output = start_and(command(stopped), repo_root, lambda text: text.count("'loss'") >= 6,
+    status, output = start_and(command(stopped), repo_root, lambda text: text.count("'loss'") >= 3,
                                lambda process: process.send_signal(signal.SIGTERM))
     assert status == 1, output[-3000:]  # torchrun's own status after a signal; each process exits 143
     stops = [line.split(" at step ")[1].split(":")[0] for line in output.splitlines()
@@ -337,24 +337,24 @@ def test_two_process_run_preempted_then_killed_resumes_identical_and_a_rerun_onl
     checkpoints = sorted(n for n in os.listdir(stopped) if n.startswith("checkpoint-"))
     assert f"checkpoint-{stops[0]}" in checkpoints
     assert all(checkpoint_problem(str(stopped / name)) is None for name in checkpoints)
-    assert "Traceback" not in output.split("torch.distributed.elastic")[0]
+    assert 'run_qa.py", line' not in output  # no process's traceback (torchrun prints its own: SignalException)
 
-    def checkpoint_16_written(text):
-        return os.path.isfile(stopped / "checkpoint-16" / "trainer_state.json")
+    def checkpoint_8_written(text):
+        return os.path.isfile(stopped / "checkpoint-8" / "trainer_state.json")
 
-    status, output = start_and(command(stopped), repo_root, checkpoint_16_written, sigkill_everything)
+    status, output = start_and(command(stopped), repo_root, checkpoint_8_written, sigkill_everything)
     assert status == -signal.SIGKILL, output[-3000:]
     assert "resuming training at" in output or "Continuing training from checkpoint" in output
 
     run_ok(command(stopped), repo_root)  # the same command again
     assert (stopped / "eval_predictions.json").read_bytes() == (reference / "eval_predictions.json").read_bytes()
     assert quality(stopped) == quality(reference)
-    assert losses(stopped) == losses(reference) and len(losses(reference)) == 24
+    assert losses(stopped) == losses(reference) and len(losses(reference)) == 12
 
     train_results = (stopped / "train_results.json").read_bytes()
     output = run_ok(command(stopped), repo_root)  # a finished job, run again
-    assert "Training already finished at step 24" in output
-    assert not os.path.exists(stopped / "checkpoint-25")
+    assert "Training already finished at step 12" in output
+    assert not os.path.exists(stopped / "checkpoint-13")
     assert (stopped / "train_results.json").read_bytes() == train_results
     assert quality(stopped) == quality(reference)
 
