@@ -32,7 +32,7 @@ from transformers.data.data_collator import pad_without_fast_tokenizer_warning
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from adapter_setup import adapter_name, setup_adapters
+from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
 from script_utils import (
     UsageError,
     capped_length,
@@ -111,6 +111,12 @@ class ModelArguments:
     )
     low_cpu_mem_usage: bool = field(default=False, metadata={"help": (
         "Passed to from_pretrained; transformers 4.57 ignores it (loading is always memory-lean).")})
+
+    merge_adapter_on_save: bool = field(default=False, metadata={"help": (
+        "With --train_adapter and an adapter that merges into the weights (lora, ia3, vera, dora, dvora): also save "
+        "OUTPUT_DIR/merged/, the model with the adapter merged in, which plain transformers loads "
+        "(AutoModelForMaskedLM.from_pretrained, no adapters library). With --do_train, or --load_adapter in an "
+        "evaluation-only run. Other adapters are refused before training.")})
 
     def __post_init__(self):
         if self.config_overrides is not None and (self.config_name is not None or self.model_name_or_path is not None):
@@ -428,6 +434,7 @@ def main(argv=None):
     )
     setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    check_merge_flag(model_args, training_args, adapter_args, AutoModelForMaskedLM)  # --merge_adapter_on_save
 
     # Pre-flight checks (checks_lm.py, checks.py): arguments, model, adapter sources and data, each failing with one
     # line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
@@ -466,6 +473,7 @@ def main(argv=None):
     if training_args.do_eval:
         evaluate_and_save(trainer, data_args.max_eval_samples, n_eval_examples, more_metrics=perplexity_metric)
 
+    save_merged_model(trainer, model_args, AutoModelForMaskedLM)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     save_model_card(trainer, model_args, data_args, "fill-mask")
     return trainer
 

@@ -40,7 +40,7 @@ from transformers import (
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from adapter_setup import adapter_name, setup_adapters
+from adapter_setup import adapter_name, check_merge_flag, setup_adapters
 from beam_search_head import BeamSearchQuestionAnsweringModel
 from prediction_files import wait_for_prediction_files
 from qa_data import (
@@ -101,6 +101,9 @@ class ModelArguments:
         "The token to use as HTTP bearer authorization for remote files (replaces use_auth_token).")})
     trust_remote_code: bool = field(default=False, metadata={"help": (
         "Allow custom models defined on the Hub in their own modeling files. Off unless asked.")})
+    merge_adapter_on_save: bool = field(default=False, metadata={"help": (
+        "Not available in this script (refused): its beam-search head does not load through "
+        "AutoModelForQuestionAnswering. run_qa.py, run_seq2seq_qa.py, run_mlm.py and run_clm.py have it.")})
 
 
 @dataclass
@@ -425,6 +428,7 @@ def main(argv=None):
     )
     log_level = setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    check_merge_flag(model_args, training_args, adapter_args, None)  # --merge_adapter_on_save
 
     # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
     # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.

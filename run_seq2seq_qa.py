@@ -34,7 +34,7 @@ from transformers import (
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from adapter_setup import adapter_name, setup_adapters
+from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
 from prediction_files import wait_for_prediction_files, write_prediction_files
 from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
 from script_utils import (
@@ -84,6 +84,11 @@ class ModelArguments:
         "The token to use as HTTP bearer authorization for remote files.")})
     trust_remote_code: bool = field(default=False, metadata={"help": (
         "Allow custom models defined on the Hub in their own modeling files. Off unless asked.")})
+    merge_adapter_on_save: bool = field(default=False, metadata={"help": (
+        "With --train_adapter and an adapter that merges into the weights (lora, ia3, vera, dora, dvora): also save "
+        "OUTPUT_DIR/merged/, the model with the adapter merged in, which plain transformers loads "
+        "(AutoModelForSeq2SeqLM.from_pretrained, no adapters library). With --do_train, or --load_adapter in an "
+        "evaluation-only run. Other adapters are refused before training.")})
 
 
 @dataclass
@@ -477,6 +482,7 @@ def main(argv=None):
     setup_logging(training_args, logger)
     log_generation_mode(generate, training_args)
     last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    check_merge_flag(model_args, training_args, adapter_args, AutoModelForSeq2SeqLM)  # --merge_adapter_on_save
 
     # Pre-flight checks (checks_seq2seq.py, checks.py): arguments, model, adapter sources and data, each failing with
     # one line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
@@ -513,6 +519,7 @@ def main(argv=None):
     # Train / evaluate / predict
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
     wait_for_prediction_files()
+    save_merged_model(trainer, model_args, AutoModelForSeq2SeqLM)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     if training_args.push_to_hub:
         save_model_card(trainer, model_args, data_args, "question-answering")
 

@@ -22,12 +22,13 @@ REGEN = os.environ.get("PIN_REGEN") == "1"
 SCRIPTS = ("run_qa", "run_qa_beam_search", "run_seq2seq_qa", "run_mlm", "run_clm")
 # Flags added after the pins were taken, per script (each documented in the README or docs/).
 ADDED_FLAGS = {
-    "run_qa": {"--id_column", "--question_column", "--context_column", "--answer_column", "--tune_null_threshold"},
+    "run_qa": {"--id_column", "--question_column", "--context_column", "--answer_column", "--tune_null_threshold",
+               "--merge_adapter_on_save"},
     "run_qa_beam_search": {"--id_column", "--question_column", "--context_column", "--answer_column",
-                           "--tune_null_threshold"},
-    "run_seq2seq_qa": {"--id_column"},
-    "run_mlm": set(),
-    "run_clm": set(),
+                           "--tune_null_threshold", "--merge_adapter_on_save"},
+    "run_seq2seq_qa": {"--id_column", "--merge_adapter_on_save"},
+    "run_mlm": {"--merge_adapter_on_save"},
+    "run_clm": {"--merge_adapter_on_save"},
 }
 TIMING = ("runtime", "per_second")
 
