@@ -300,8 +300,9 @@ def _earlier_run(folder):
                          ids=[f"{case[0]}: {case[1]}" for case in LIBRARY_CASES])
 def test_library_error_is_one_line_before_training(script, case_id, extra, keywords, with_checks, env, tmp_path,
                                                    monkeypatch):
-    """With the pre-flight checks, or without them (a copy that deleted the lines marked "# checks.py": the script's own adapter
-    set-up and data preparation report the same mistakes), before training and before the output folder changes."""
+    """With the pre-flight checks, or without them (a copy that deleted the lines marked "# checks.py": the script's own
+    adapter set-up and data preparation report the same mistakes), before training and before the output folder
+    changes."""
     import importlib
 
     import transformers
