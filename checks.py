@@ -5,8 +5,9 @@ They read nothing themselves: main() calls them on what it has loaded, each call
 `# checks.py` at the end of its line. A copy of a script that does not want them deletes those lines and this file
 (with checks_lm.py / checks_seq2seq.py), and runs as before on valid input. The sections below follow main():
 1. the command line, right after parse_args;
-2. the data, right after it loads (QA examples: columns, ids, answers read through the script's answer_spans);
-3. the model config and tokenizer, right after they load (model type, adapter fit, lengths, windows).
+2. the model config and tokenizer, right after they load (model type, adapter fit, lengths against positions);
+3. the data, right after it loads (QA examples: columns, ids, answers read through the script's answer_spans, and the
+   windows every question leaves for its context).
 A new check goes into the section whose inputs it needs. None uses a random number generator.
 """
 import importlib
@@ -140,133 +141,7 @@ def check_qa_arguments(model_args, data_args, training_args, adapter_args):
     check_data_arguments(data_args)
 
 
-# 2. The data (right after it loads) -----------------------------------------------------------------------------------
-
-
-def check_best_model_metric(training_args, valid_metrics, reason: str = ""):
-    """--load_best_model_at_end with a metric the script does not report (the QA scripts report no eval_loss, the
-    default) would fail with a KeyError at the first evaluation, after training (upstream only warned)."""
-    if not training_args.load_best_model_at_end:
-        return
-    metric = training_args.metric_for_best_model
-    name = metric[len("eval_"):] if metric and metric.startswith("eval_") else metric
-    if name not in valid_metrics:
-        raise UsageError(f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports"
-                         f"{' ' + reason if reason else ''}: {', '.join(valid_metrics)} (got {metric!r}).")
-
-
-def check_tune_null_threshold(data_args, training_args, version_2_with_negative: bool):
-    """--tune_null_threshold takes the best threshold of --do_eval's SQuAD v2.0 metric and predicts with it: it needs
-    v2.0 mode, both stages, and evaluation data other than the data it predicts (never tune on the data scored)."""
-    if not getattr(data_args, "tune_null_threshold", False):
-        return
-    if not version_2_with_negative:
-        raise UsageError("--tune_null_threshold tunes the \"no answer\" threshold of SQuAD v2.0: add "
-                         "--version_2_with_negative (or drop --tune_null_threshold).")
-    if not (training_args.do_eval and training_args.do_predict):
-        raise UsageError("--tune_null_threshold finds the threshold with --do_eval and predicts with it in "
-                         "--do_predict: pass both (or drop --tune_null_threshold and read eval_best_f1_thresh).")
-    files = [data_args.validation_file, data_args.test_file]
-    if all(path and os.path.exists(path) for path in files) and os.path.samefile(*files):
-        raise UsageError(f"--tune_null_threshold would tune on the data it predicts: --validation_file and "
-                         f"--test_file are the same file ({files[1]}). Evaluate on held-out data other than "
-                         "--test_file.")
-
-
-def _feature_kind(feature) -> str:
-    """A column's type for messages: its dtype, "struct" for a dict of fields, else the feature's class name."""
-    if getattr(feature, "dtype", None) is not None:
-        return feature.dtype
-    return "struct" if isinstance(feature, dict) else type(feature).__name__
-
-
-def _read_answers(answers, i: int, source: str, answer_column: str, answer_spans):
-    """(texts, starts) of record i through the script's answer_spans(), checked: lists of texts and of integer
-    offsets, one offset per text."""
-    try:
-        texts, starts = answer_spans(answers)
-    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as err:
-        raise UsageError(
-            f"{source}: record {i}: the answers column '{answer_column}' holds {str(answers)[:80]!r}, which "
-            f"answer_spans() in the script cannot read ({type(err).__name__}: {err}). Write answers in the SQuAD "
-            'layout, e.g. "answers": {"text": ["Paris"], "answer_start": [17]} (empty lists for an unanswerable '
-            "question), or adapt answer_spans() to your layout."
-        ) from err
-    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
-        raise UsageError(f'{source}: record {i}: answers "text" must be a list of texts (e.g. ["Paris"]), found '
-                         f"{str(texts)[:60]!r}.")
-    if not isinstance(starts, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in starts):
-        raise UsageError(f'{source}: record {i}: answers "answer_start" must be a list of integer character offsets '
-                         f"(e.g. [17]), found {str(starts)[:60]!r}.")
-    if len(texts) != len(starts):
-        raise UsageError(f"{source}: record {i} has {len(texts)} answer texts but {len(starts)} answer_start "
-                         "values; give one start (a character offset in the context) per answer text.")
-    return texts, starts
-
-
-def check_qa_examples(examples, source: str, columns, stage: str, answer_spans):
-    """The raw QA examples of one split (already cut to --max_*_samples): the columns the stage needs hold text in
-    every record (question and context; a unique id for evaluation and prediction, which are matched to questions by
-    id; answers for training), and every answer reads through the script's answer_spans(). Evaluation answers not at
-    their answer_start are only reported (evaluation compares texts; the script's repair step realigns training
-    answers). Unanswerable questions need no check: they switch SQuAD v2.0 mode on (qa_data.py)."""
-    if len(examples) == 0:
-        raise UsageError(f"{source} has no examples. Check the file (or --max_{stage}_samples).")
-    found = examples.column_names
-    found_text = ", ".join(f"{name} ({_feature_kind(examples.features[name])})" for name in found)
-    needed = [("question", columns.question), ("context", columns.context)]
-    if stage != "train":
-        needed.append(("id", columns.id))
-    for role, column in needed:
-        if column not in found or getattr(examples.features[column], "dtype", None) not in ("string", "large_string"):
-            raise UsageError(f"{source}: the {role} column '{column}' is missing or not text. Found columns: "
-                             f"{found_text}. Name the column with --{role}_column, or rename it in the data.")
-    for role, column in needed:
-        values = read_column(examples, column)
-        if None in values:
-            raise UsageError(f"{source}: record {values.index(None)} has no {role} (column '{column}' is empty there).")
-    if stage != "train":
-        seen = set()
-        for i, example_id in enumerate(read_column(examples, columns.id)):
-            if example_id in seen:
-                raise UsageError(f"{source}: id {example_id!r} appears more than once (again at record {i}). "
-                                 "Predictions are stored per id, so every question needs its own id.")
-            seen.add(example_id)
-    elif columns.answer not in found:
-        raise UsageError(
-            f"{source} has no '{columns.answer}' answers column (found: {found_text}); training needs answers "
-            '(by default {"text": ["..."], "answer_start": [character offset in the context]}; name the column with '
-            "--answer_column)."
-        )
-    if columns.answer not in found:  # evaluation and prediction data may come without answers
-        return
-    contexts = read_column(examples, columns.context)
-    mismatched = []
-    for i, (answers, context) in enumerate(zip(read_column(examples, columns.answer), contexts)):
-        texts, starts = _read_answers(answers, i, source, columns.answer, answer_spans)
-        mismatched += [i for text, start in zip(texts, starts)
-                       if start < 0 or context[start: start + len(text)] != text]
-    if mismatched and stage != "train":
-        logger.warning(
-            f"{source}: {len(mismatched)} answer(s) are not found at their answer_start in the context (first: record "
-            f"{mismatched[0]}). Evaluation compares answer texts only, so they are kept as they are."
-        )
-
-
-def check_qa_data(examples: dict, columns, data_args, training_args, answer_spans, other_metrics=(), squad=True):
-    """The QA scripts, on {stage: examples} as load_qa_examples returned them (cut to --max_*_samples, SQuAD v2.0 mode
-    switched on by unanswerable questions): every stage's examples, and the flags that depend on the mode: the metric
-    of --load_best_model_at_end (other_metrics, and the SQuAD metrics where `squad`) and --tune_null_threshold."""
-    version_2 = data_args.version_2_with_negative
-    reason = "(SQuAD v2.0 metrics: --version_2_with_negative, or data with unanswerable questions)" if version_2 else ""
-    squad_metrics = (SQUAD_V2_METRICS if version_2 else SQUAD_V1_METRICS) if squad else ()
-    check_best_model_metric(training_args, tuple(other_metrics) + squad_metrics, reason)
-    check_tune_null_threshold(data_args, training_args, version_2)
-    for stage, dataset in examples.items():
-        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, answer_spans)
-
-
-# 3. The model config and tokenizer (right after they load) ------------------------------------------------------------
+# 2. The model config and tokenizer (right after they load) ------------------------------------------------------------
 
 
 def check_adapter_fit(adapter_args, config):
@@ -393,6 +268,149 @@ def check_fits_positions(length: int, config, flag: str, source: str = ""):
                          "less, or use a config with more positions.")
 
 
+def check_qa_model(config, adapter_args, max_seq_length: int):
+    """run_qa.py: a model type with a QA head that adapters supports, the adapter's fit, the position table."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES as QA_HEADS
+
+    check_model_type(config, config.name_or_path, QA_HEADS, "question-answering",
+                     hint="(run_qa_beam_search.py fine-tunes XLNet and XLM without adapters.)")
+    check_adapter_fit(adapter_args, config)
+    check_fits_positions(max_seq_length, config, "--max_seq_length")
+
+
+def check_beam_search_model(config, adapter_args, max_seq_length: int):
+    """run_qa_beam_search.py: XLNet/XLM in full or another encoder with an adapter, its fit, the position table."""
+    check_beam_search_model_type(config, adapter_args)
+    check_adapter_fit(adapter_args, config)
+    check_fits_positions(max_seq_length, config, "--max_seq_length")
+
+
+# 3. The data (right after it loads) -----------------------------------------------------------------------------------
+
+
+def check_best_model_metric(training_args, valid_metrics, reason: str = ""):
+    """--load_best_model_at_end with a metric the script does not report (the QA scripts report no eval_loss, the
+    default) would fail with a KeyError at the first evaluation, after training (upstream only warned)."""
+    if not training_args.load_best_model_at_end:
+        return
+    metric = training_args.metric_for_best_model
+    name = metric[len("eval_"):] if metric and metric.startswith("eval_") else metric
+    if name not in valid_metrics:
+        raise UsageError(f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports"
+                         f"{' ' + reason if reason else ''}: {', '.join(valid_metrics)} (got {metric!r}).")
+
+
+def check_tune_null_threshold(data_args, training_args, version_2_with_negative: bool):
+    """--tune_null_threshold takes the best threshold of --do_eval's SQuAD v2.0 metric and predicts with it: it needs
+    v2.0 mode, both stages, and evaluation data other than the data it predicts (never tune on the data scored)."""
+    if not getattr(data_args, "tune_null_threshold", False):
+        return
+    if not version_2_with_negative:
+        raise UsageError("--tune_null_threshold tunes the \"no answer\" threshold of SQuAD v2.0: add "
+                         "--version_2_with_negative (or drop --tune_null_threshold).")
+    if not (training_args.do_eval and training_args.do_predict):
+        raise UsageError("--tune_null_threshold finds the threshold with --do_eval and predicts with it in "
+                         "--do_predict: pass both (or drop --tune_null_threshold and read eval_best_f1_thresh).")
+    files = [data_args.validation_file, data_args.test_file]
+    if all(path and os.path.exists(path) for path in files) and os.path.samefile(*files):
+        raise UsageError(f"--tune_null_threshold would tune on the data it predicts: --validation_file and "
+                         f"--test_file are the same file ({files[1]}). Evaluate on held-out data other than "
+                         "--test_file.")
+
+
+def _feature_kind(feature) -> str:
+    """A column's type for messages: its dtype, "struct" for a dict of fields, else the feature's class name."""
+    if getattr(feature, "dtype", None) is not None:
+        return feature.dtype
+    return "struct" if isinstance(feature, dict) else type(feature).__name__
+
+
+def _read_answers(answers, i: int, source: str, answer_column: str, answer_spans):
+    """(texts, starts) of record i through the script's answer_spans(), checked: lists of texts and of integer
+    offsets, one offset per text."""
+    try:
+        texts, starts = answer_spans(answers)
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as err:
+        raise UsageError(
+            f"{source}: record {i}: the answers column '{answer_column}' holds {str(answers)[:80]!r}, which "
+            f"answer_spans() in the script cannot read ({type(err).__name__}: {err}). Write answers in the SQuAD "
+            'layout, e.g. "answers": {"text": ["Paris"], "answer_start": [17]} (empty lists for an unanswerable '
+            "question), or adapt answer_spans() to your layout."
+        ) from err
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise UsageError(f'{source}: record {i}: answers "text" must be a list of texts (e.g. ["Paris"]), found '
+                         f"{str(texts)[:60]!r}.")
+    if not isinstance(starts, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in starts):
+        raise UsageError(f'{source}: record {i}: answers "answer_start" must be a list of integer character offsets '
+                         f"(e.g. [17]), found {str(starts)[:60]!r}.")
+    if len(texts) != len(starts):
+        raise UsageError(f"{source}: record {i} has {len(texts)} answer texts but {len(starts)} answer_start "
+                         "values; give one start (a character offset in the context) per answer text.")
+    return texts, starts
+
+
+def check_qa_examples(examples, source: str, columns, stage: str, answer_spans):
+    """The raw QA examples of one split (already cut to --max_*_samples): the columns the stage needs hold text in
+    every record (question and context; a unique id for evaluation and prediction, which are matched to questions by
+    id; answers for training), and every answer reads through the script's answer_spans(). Evaluation answers not at
+    their answer_start are only reported (evaluation compares texts; the script's repair step realigns training
+    answers). Unanswerable questions need no check: they switch SQuAD v2.0 mode on (qa_data.py)."""
+    if len(examples) == 0:
+        raise UsageError(f"{source} has no examples. Check the file (or --max_{stage}_samples).")
+    found = examples.column_names
+    found_text = ", ".join(f"{name} ({_feature_kind(examples.features[name])})" for name in found)
+    needed = [("question", columns.question), ("context", columns.context)]
+    if stage != "train":
+        needed.append(("id", columns.id))
+    for role, column in needed:
+        if column not in found or getattr(examples.features[column], "dtype", None) not in ("string", "large_string"):
+            raise UsageError(f"{source}: the {role} column '{column}' is missing or not text. Found columns: "
+                             f"{found_text}. Name the column with --{role}_column, or rename it in the data.")
+    for role, column in needed:
+        values = read_column(examples, column)
+        if None in values:
+            raise UsageError(f"{source}: record {values.index(None)} has no {role} (column '{column}' is empty there).")
+    if stage != "train":
+        seen = set()
+        for i, example_id in enumerate(read_column(examples, columns.id)):
+            if example_id in seen:
+                raise UsageError(f"{source}: id {example_id!r} appears more than once (again at record {i}). "
+                                 "Predictions are stored per id, so every question needs its own id.")
+            seen.add(example_id)
+    elif columns.answer not in found:
+        raise UsageError(
+            f"{source} has no '{columns.answer}' answers column (found: {found_text}); training needs answers "
+            '(by default {"text": ["..."], "answer_start": [character offset in the context]}; name the column with '
+            "--answer_column)."
+        )
+    if columns.answer not in found:  # evaluation and prediction data may come without answers
+        return
+    contexts = read_column(examples, columns.context)
+    mismatched = []
+    for i, (answers, context) in enumerate(zip(read_column(examples, columns.answer), contexts)):
+        texts, starts = _read_answers(answers, i, source, columns.answer, answer_spans)
+        mismatched += [i for text, start in zip(texts, starts)
+                       if start < 0 or context[start: start + len(text)] != text]
+    if mismatched and stage != "train":
+        logger.warning(
+            f"{source}: {len(mismatched)} answer(s) are not found at their answer_start in the context (first: record "
+            f"{mismatched[0]}). Evaluation compares answer texts only, so they are kept as they are."
+        )
+
+
+def check_qa_data(examples: dict, columns, data_args, training_args, answer_spans, other_metrics=(), squad=True):
+    """The QA scripts, on {stage: examples} as load_qa_examples returned them (cut to --max_*_samples, SQuAD v2.0 mode
+    switched on by unanswerable questions): every stage's examples, and the flags that depend on the mode: the metric
+    of --load_best_model_at_end (other_metrics, and the SQuAD metrics where `squad`) and --tune_null_threshold."""
+    version_2 = data_args.version_2_with_negative
+    reason = "(SQuAD v2.0 metrics: --version_2_with_negative, or data with unanswerable questions)" if version_2 else ""
+    squad_metrics = (SQUAD_V2_METRICS if version_2 else SQUAD_V1_METRICS) if squad else ()
+    check_best_model_metric(training_args, tuple(other_metrics) + squad_metrics, reason)
+    check_tune_null_threshold(data_args, training_args, version_2)
+    for stage, dataset in examples.items():
+        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, answer_spans)
+
+
 def _check_windows(examples, source: str, tokenizer, columns, max_seq_length: int, doc_stride: int):
     """Every question must leave room in a window for more than doc_stride context tokens, or the fast tokenizer
     stops the preprocessing with a Rust panic ("`stride` must be strictly less than `max_len`"). Besides the rule of
@@ -423,23 +441,6 @@ def _check_windows(examples, source: str, tokenizer, columns, max_seq_length: in
             f"--doc_stride {doc_stride}. Use a larger --max_seq_length, a --doc_stride below {max(room, 0)} or "
             "a shorter question."
         )
-
-
-def check_qa_model(config, adapter_args, max_seq_length: int):
-    """run_qa.py: a model type with a QA head that adapters supports, the adapter's fit, the position table."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES as QA_HEADS
-
-    check_model_type(config, config.name_or_path, QA_HEADS, "question-answering",
-                     hint="(run_qa_beam_search.py fine-tunes XLNet and XLM without adapters.)")
-    check_adapter_fit(adapter_args, config)
-    check_fits_positions(max_seq_length, config, "--max_seq_length")
-
-
-def check_beam_search_model(config, adapter_args, max_seq_length: int):
-    """run_qa_beam_search.py: XLNet/XLM in full or another encoder with an adapter, its fit, the position table."""
-    check_beam_search_model_type(config, adapter_args)
-    check_adapter_fit(adapter_args, config)
-    check_fits_positions(max_seq_length, config, "--max_seq_length")
 
 
 def check_windows_fit(examples: dict, columns, tokenizer, max_seq_length: int, data_args):

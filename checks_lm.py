@@ -42,7 +42,36 @@ def check_lm_streaming(data_args, training_args):
         )
 
 
-# 2. The data (right after it loads) -----------------------------------------------------------------------------------
+# 2. The model config and tokenizer (right after they load) ------------------------------------------------------------
+
+
+def check_mlm_model(config, model_args, data_args, adapter_args, max_seq_length: int):
+    """run_mlm.py: a model type with a masked-LM head that adapters supports; max_seq_length_for()'s length."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    _check_lm_model(config, model_args, adapter_args, MODEL_FOR_MASKED_LM_MAPPING_NAMES, "masked language-modelling",
+                    max_seq_length, "--max_seq_length", data_args.max_seq_length)
+
+
+def check_clm_model(config, model_args, data_args, adapter_args, block_size: int):
+    """run_clm.py: a model type with a causal-LM head that adapters supports; block_size_for()'s length."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    _check_lm_model(config, model_args, adapter_args, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal language-modelling",
+                    block_size, "--block_size", data_args.block_size)
+
+
+def _check_lm_model(config, model_args, adapter_args, head_names: dict, task: str, length: int, flag: str, given):
+    """The model type (pretrained or --model_type, after --config_overrides), the adapter's fit, and the script's
+    sequence length (`given` on the command line, or None for the default) against the position table."""
+    name = model_args.model_name_or_path or model_args.config_name or f"--model_type {config.model_type}"
+    check_model_type(config, name, head_names, task)
+    check_adapter_fit(adapter_args, config)
+    default = " (the default, from the tokenizer's model_max_length)"
+    check_fits_positions(length, config, flag, "" if given is not None else default)
+
+
+# 3. The data (right after it loads) -----------------------------------------------------------------------------------
 
 
 def check_lm_data(raw_datasets, carved, data_args, training_args):
@@ -86,32 +115,3 @@ def has_non_blank_line(dataset) -> bool:
         if any(isinstance(line, str) and line.strip() for line in batch[column]):
             return True
     return False
-
-
-# 3. The model config and tokenizer (right after they load) ------------------------------------------------------------
-
-
-def check_mlm_model(config, model_args, data_args, adapter_args, max_seq_length: int):
-    """run_mlm.py: a model type with a masked-LM head that adapters supports; max_seq_length_for()'s length."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    _check_lm_model(config, model_args, adapter_args, MODEL_FOR_MASKED_LM_MAPPING_NAMES, "masked language-modelling",
-                    max_seq_length, "--max_seq_length", data_args.max_seq_length)
-
-
-def check_clm_model(config, model_args, data_args, adapter_args, block_size: int):
-    """run_clm.py: a model type with a causal-LM head that adapters supports; block_size_for()'s length."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    _check_lm_model(config, model_args, adapter_args, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal language-modelling",
-                    block_size, "--block_size", data_args.block_size)
-
-
-def _check_lm_model(config, model_args, adapter_args, head_names: dict, task: str, length: int, flag: str, given):
-    """The model type (pretrained or --model_type, after --config_overrides), the adapter's fit, and the script's
-    sequence length (`given` on the command line, or None for the default) against the position table."""
-    name = model_args.model_name_or_path or model_args.config_name or f"--model_type {config.model_type}"
-    check_model_type(config, name, head_names, task)
-    check_adapter_fit(adapter_args, config)
-    default = " (the default, from the tokenizer's model_max_length)"
-    check_fits_positions(length, config, flag, "" if given is not None else default)

@@ -290,14 +290,16 @@ def main(argv=None):
 
     set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
 
+    # Config and tokenizer (the model's weights load once every check has passed)
+    config, tokenizer = load_config_and_tokenizer(model_args)
+    block_size = block_size_for(data_args, tokenizer, config)
+    checks_lm.check_clm_model(config, model_args, data_args, adapter_args, block_size)  # checks.py
+
     # Data
     raw_datasets, carved = load_lm_raw_datasets(
         data_args, model_args, text_builder_kwargs={"keep_linebreaks": data_args.keep_linebreaks}
     )
     checks_lm.check_lm_data(raw_datasets, carved, data_args, training_args)  # checks.py
-    config, tokenizer = load_config_and_tokenizer(model_args)
-    block_size = block_size_for(data_args, tokenizer, config)
-    checks_lm.check_clm_model(config, model_args, data_args, adapter_args, block_size)  # checks.py
 
     # Model
     model = load_model(model_args, config, tokenizer)

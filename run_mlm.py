@@ -433,12 +433,14 @@ def main(argv=None):
 
     set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
 
-    # Data
-    raw_datasets, carved = load_lm_raw_datasets(data_args, model_args)
-    checks_lm.check_lm_data(raw_datasets, carved, data_args, training_args)  # checks.py
+    # Config and tokenizer (the model's weights load once every check has passed)
     config, tokenizer = load_config_and_tokenizer(model_args, data_args)
     max_seq_length = max_seq_length_for(data_args, tokenizer)
     checks_lm.check_mlm_model(config, model_args, data_args, adapter_args, max_seq_length)  # checks.py
+
+    # Data
+    raw_datasets, carved = load_lm_raw_datasets(data_args, model_args)
+    checks_lm.check_lm_data(raw_datasets, carved, data_args, training_args)  # checks.py
 
     # Model
     model = load_model(model_args, config, tokenizer)

@@ -301,13 +301,15 @@ def main(argv=None):
 
     set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
 
-    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
-    checks.check_qa_data(examples, columns, data_args, training_args, answer_spans)  # checks.py
+    # Config and tokenizer (the model's weights load once every check has passed)
     config, tokenizer = load_config_and_tokenizer(model_args)
     require_fast_tokenizer(tokenizer)  # offsets map tokens back to text, and long contexts overflow into windows
     max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
     checks.check_qa_model(config, adapter_args, max_seq_length)  # checks.py
+
+    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    checks.check_qa_data(examples, columns, data_args, training_args, answer_spans)  # checks.py
     checks.check_windows_fit(examples, columns, tokenizer, max_seq_length, data_args)  # checks.py
 
     # Repair: answers into the SQuAD layout; training answers not where answer_start says realigned, or dropped

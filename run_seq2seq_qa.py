@@ -483,12 +483,14 @@ def main(argv=None):
 
     set_seed(training_args.seed)  # before the model is created, so the adapter weights are reproducible
 
-    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
-    checks.check_qa_data(examples, columns, data_args, training_args, answer_spans, ["loss"], generate)  # checks.py
+    # Config and tokenizer (the model's weights load once every check has passed)
     config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
     max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
     checks_seq2seq.check_seq2seq_model(config, data_args, training_args, adapter_args, max_seq_length)  # checks.py
+
+    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    checks.check_qa_data(examples, columns, data_args, training_args, answer_spans, ["loss"], generate)  # checks.py
 
     # Repair: answers into the SQuAD layout; training answers not where answer_start says realigned, or dropped
     examples = repair_qa_examples(examples, data_args, columns, answer_spans, training_args)
