@@ -128,11 +128,16 @@ def adapter_folder_problem(folder: str, flag: str, model_config, model_class: Op
             "pytorch_model_head.bin.")
 
 
+def check_adapter_mode(adapter_args):
+    """Adapters load in adapter mode only: without --train_adapter, --load_adapter would be ignored."""
+    if not adapter_args.train_adapter and (adapter_args.load_adapter or adapter_args.load_lang_adapter):
+        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+
+
 def setup_adapters(model, adapter_args, name: str):
     """adapters' setup_adapter_training, any problem one UsageError line; returns (`name`, language adapter or None)."""
+    check_adapter_mode(adapter_args)  # checks.py runs it before the model loads; here for a copy without checks.py
     if not adapter_args.train_adapter:
-        if adapter_args.load_adapter or adapter_args.load_lang_adapter:
-            raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
         return None, None
     adapter_config = load_adapter_config(adapter_args.adapter_config, "--adapter_config")
     if adapter_args.load_adapter:

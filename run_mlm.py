@@ -32,6 +32,7 @@ from transformers.data.data_collator import pad_without_fast_tokenizer_warning
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
+import checks_lm  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the files
 from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
 from script_utils import (
     UsageError,
@@ -435,23 +436,18 @@ def main(argv=None):
     setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
     check_merge_flag(model_args, training_args, adapter_args, AutoModelForMaskedLM)  # --merge_adapter_on_save
-
-    # Pre-flight checks (checks_lm.py, checks.py): arguments, model, adapter sources and data, each failing with one
-    # line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
-    # and those two files.
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as MLM_HEADS
-
-    import checks_lm
-
-    checks_lm.check_lm_run(model_args, data_args, training_args, adapter_args, MLM_HEADS, "masked language-modelling",
-                           max_seq_length_for)
+    checks_lm.check_lm_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
     set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
 
-    # Data
-    raw_datasets, carved = load_lm_raw_datasets(data_args, model_args)
+    # Config and tokenizer (the model's weights load once every check has passed)
     config, tokenizer = load_config_and_tokenizer(model_args, data_args)
     max_seq_length = max_seq_length_for(data_args, tokenizer)
+    checks_lm.check_mlm_model(config, model_args, data_args, adapter_args, max_seq_length)  # checks.py
+
+    # Data
+    raw_datasets, carved = load_lm_raw_datasets(data_args, model_args)
+    checks_lm.check_lm_data(raw_datasets, carved, data_args, training_args)  # checks.py
 
     # Model
     model = load_model(model_args, config, tokenizer)

@@ -22,6 +22,7 @@ from transformers import AutoModelForQuestionAnswering, EvalPrediction, Training
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
+import checks  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the file
 from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
 from prediction_files import wait_for_prediction_files
 from qa_data import (build_stage_features, check_qa_data_files, load_qa_examples, padding_collator,
@@ -302,20 +303,20 @@ def main(argv=None):
     log_level = setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
     check_merge_flag(model_args, training_args, adapter_args, AutoModelForQuestionAnswering)  # --merge_adapter_on_save
-
-    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
-    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
-    import checks
-
-    checks.check_run_qa(model_args, data_args, training_args, adapter_args, answer_spans)
+    checks.check_qa_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
     set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
 
-    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    # Config and tokenizer (the model's weights load once every check has passed)
     config, tokenizer = load_config_and_tokenizer(model_args)
     require_fast_tokenizer(tokenizer)  # offsets map tokens back to text, and long contexts overflow into windows
     max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
+    checks.check_qa_model(config, adapter_args, max_seq_length)  # checks.py
+
+    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    checks.check_qa_data(examples, columns, data_args, training_args, answer_spans)  # checks.py
+    checks.check_windows_fit(examples, columns, tokenizer, max_seq_length, data_args)  # checks.py
 
     # Repair: answers into the SQuAD layout; training answers not where answer_start says realigned, or dropped
     examples = repair_qa_examples(examples, data_args, columns, answer_spans, training_args)

@@ -144,6 +144,28 @@ def innermost_error(err: Exception) -> str:
     return " ".join(str(err).split())[:300] or type(err).__name__
 
 
+def data_file_problem(path: str) -> Optional[str]:
+    """For a data file its loader failed on: not UTF-8, or the first line of a JSON Lines file that is not JSON (the
+    loaders' own errors name neither). None when it is neither, or not a local file."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError as err:
+        return f"Data file {path} is not UTF-8 text (byte offset {err.start}); save it as UTF-8."
+    first = lines[0].strip() if lines else ""
+    if not (path.lower().endswith((".json", ".jsonl")) and first.startswith("{") and first.endswith("}")):
+        return None  # not JSON Lines (a JSON document over several lines, a CSV or text file)
+    for number, line in enumerate(lines, start=1):
+        try:
+            if line.strip():
+                json.loads(line)
+        except json.JSONDecodeError as err:
+            return f"Data file {path}: line {number} is not valid JSON ({err.msg})."
+    return None
+
+
 def one_line(err: BaseException, limit: int = 300) -> str:
     """An exception's message on one line (runs of whitespace collapsed), cut to `limit` characters; else its type."""
     text = " ".join(str(err).split())
