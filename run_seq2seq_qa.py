@@ -35,7 +35,7 @@ from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
 from adapter_setup import adapter_name, setup_adapters
-from prediction_files import wait_for_prediction_files, write_prediction_files
+from prediction_files import write_prediction_files
 from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
 from script_utils import (
     UsageError,
@@ -387,7 +387,7 @@ def post_processing_function(examples, features, answers, stage="eval", *, versi
             "(--max_eval_samples/--max_predict_samples cap features, and long contexts make several per question): "
             "they are left out of the predictions and the score."
         )
-    write_prediction_files(output_dir, stage, predictions, windows, background=True)  # main() waits at the end
+    write_prediction_files(output_dir, stage, {"predictions": predictions, "nbest_predictions": windows})
 
     if version_2_with_negative:
         formatted_predictions = [
@@ -509,7 +509,6 @@ def main(argv=None):
 
     # Train / evaluate / predict
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
-    wait_for_prediction_files()
     if training_args.push_to_hub:
         trainer.push_to_hub(**model_card_kwargs(model_args, data_args, "question-answering"))
 
