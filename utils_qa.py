@@ -176,6 +176,7 @@ def token_offsets(features, tokens, which):
     Python list of every offset of SQuAD's features would take longer than all the rest."""
     column = features.with_format("arrow")["offset_mapping"] if hasattr(features, "with_format") else pa.array(
         [feature["offset_mapping"] for feature in features])
+    column = column.cast(pa.list_(pa.list_(pa.int64())))  # also when no offset is given at all (a list of nulls)
     n_tokens = pc.list_value_length(column).fill_null(0).to_numpy()
     inside = tokens < n_tokens[:, None]
     picked = pc.list_flatten(column).take(np.where(inside, np.cumsum(n_tokens)[:, None] - n_tokens[:, None] + tokens, 0)
