@@ -12,11 +12,13 @@ logger = logging.getLogger(__name__)
 def write_prediction_files(output_dir, prefix, files: dict):
     """Write each {name: content} of `files` to output_dir/{prefix}_{name}.json ({name}.json without a prefix), as
     `json.dumps(content, indent=4)`; the n-best lists, the large file, on one line (indent=4 would take longer than
-    the post-processing itself at SQuAD scale). Each file is replaced atomically: never a half-written one."""
+    the post-processing itself at SQuAD scale). A None content is not written (the null odds of SQuAD v1.1). Each
+    file is replaced atomically: never a half-written one."""
     if output_dir is None:
         return
     if not os.path.isdir(output_dir):
         raise EnvironmentError(f"{output_dir} is not a directory.")
+    files = {name: content for name, content in files.items() if content is not None}
     undeclared = sorted(set(files) - set(PREDICTION_FILE_NAMES))
     if undeclared:
         raise ValueError(f"Add {undeclared} to script_utils.PREDICTION_FILE_NAMES (--overwrite_output_dir removes them).")

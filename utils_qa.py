@@ -133,12 +133,10 @@ def postprocess_qa_predictions(
     if missing:
         logger.warning(f"{missing} of {len(example_ids)} examples have no feature (--max_eval_samples and "
                        "--max_predict_samples cap features): they get no prediction and are left out of the metric.")
-    files = {"predictions": answers, "nbest_predictions": all_nbest}
-    if version_2_with_negative:
-        files["null_odds"] = null_odds
-    write_prediction_files(output_dir, prefix, files)
     if not version_2_with_negative:
-        return QAPredictions(answers, all_nbest)
+        null_odds = best_non_null = None
+    write_prediction_files(output_dir, prefix, {"predictions": answers, "nbest_predictions": all_nbest,
+                                                "null_odds": null_odds})
     return QAPredictions(answers, all_nbest, null_odds, best_non_null)
 
 

@@ -110,10 +110,8 @@ def postprocess_qa_predictions_with_beam_search(
     if missing:
         logger.warning(f"{missing} of {len(example_ids)} examples have no feature (--max_eval_samples and "
                        "--max_predict_samples cap features): they get no prediction and are left out of the metric.")
-    files = {"predictions": all_predictions, "nbest_predictions": all_nbest_json}
-    if version_2_with_negative:
-        files["null_odds"] = scores_diff_json
-    write_prediction_files(output_dir, prefix, files)
+    write_prediction_files(output_dir, prefix, {"predictions": all_predictions, "nbest_predictions": all_nbest_json,
+                                                "null_odds": scores_diff_json})
     return all_predictions, scores_diff_json
 
 

@@ -91,6 +91,8 @@ def test_only_declared_names_and_an_existing_folder(tmp_path):
     with pytest.raises(EnvironmentError, match="is not a directory"):
         write_prediction_files(str(tmp_path / "missing"), "eval", FILES)
     write_prediction_files(None, "eval", FILES)  # no output folder: nothing written
+    write_prediction_files(str(tmp_path), "eval", {"predictions": PREDICTIONS, "null_odds": None})  # v1: no null odds
+    assert os.listdir(tmp_path) == ["eval_predictions.json"]
 
 
 def test_overwrite_output_dir_removes_every_declared_prediction_file():
