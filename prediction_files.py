@@ -21,7 +21,8 @@ def write_prediction_files(output_dir, prefix, files: dict):
     files = {name: content for name, content in files.items() if content is not None}
     undeclared = sorted(set(files) - set(PREDICTION_FILE_NAMES))
     if undeclared:
-        raise ValueError(f"Add {undeclared} to script_utils.PREDICTION_FILE_NAMES (--overwrite_output_dir removes them).")
+        raise ValueError(f"Add {undeclared} to script_utils.PREDICTION_FILE_NAMES (--overwrite_output_dir removes "
+                         "those files).")
     # Every text is made before any file is touched: content json cannot encode changes nothing on disk.
     texts = {name: json.dumps(content, indent=None if name == "nbest_predictions" else 4) + "\n"
              for name, content in files.items()}

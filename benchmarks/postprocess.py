@@ -95,7 +95,9 @@ def same_files(upstream: Path, ours: Path) -> bool:
     if any((upstream / n).read_bytes() != (ours / n).read_bytes() for n in names[1:]):
         return False
     theirs, mine = (json.loads((folder / names[0]).read_text()) for folder in (upstream, ours))
-    if list(theirs) != list(mine) or any([e["text"] for e in theirs[k]] != [e["text"] for e in mine[k]] for k in theirs):
+    if list(theirs) != list(mine):
+        return False
+    if any([e["text"] for e in theirs[k]] != [e["text"] for e in mine[k]] for k in theirs):
         return False
     numbers = [[e[key] for k in nbest for e in nbest[k] for key in ("start_logit", "end_logit", "probability")]
                for nbest in (theirs, mine)]

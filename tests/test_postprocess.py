@@ -153,7 +153,8 @@ def test_a_top_3_answers_file_from_the_nbest_lists(tmp_path, monkeypatch):
     """docs/customising.md: an extra file, {stage}_top3_answers.json, with each question's three best answers. The
     lines below are the ones the doc shows in run_qa.py's post_processing_function (its name added to
     script_utils.PREDICTION_FILE_NAMES, here by monkeypatch)."""
-    monkeypatch.setattr(prediction_files, "PREDICTION_FILE_NAMES", script_utils.PREDICTION_FILE_NAMES + ("top3_answers",))
+    declared = script_utils.PREDICTION_FILE_NAMES + ("top3_answers",)
+    monkeypatch.setattr(prediction_files, "PREDICTION_FILE_NAMES", declared)
     examples, features = synthetic_features(30, seed=3)
     output_dir, stage = str(tmp_path), "eval"
     result = postprocess_qa_predictions(examples, features, random_logits(features), version_2_with_negative=True,
