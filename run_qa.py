@@ -24,7 +24,6 @@ from transformers.utils.versions import require_version
 
 import checks  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the file
 from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
-from prediction_files import wait_for_prediction_files
 from qa_data import (build_stage_features, check_qa_data_files, load_qa_examples, padding_collator,
                      repair_qa_examples, squad_references)
 from script_utils import (UsageError, capped_length, detect_last_checkpoint, end_process_group, hub_kwargs,
@@ -253,18 +252,20 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
                              log_level):
     """Answers as text for the metric (and the {stage}_predictions.json files); references when answers exist. In v2
     each answer also carries its best non-null answer and null odds, for the metric's best-threshold sweep."""
-    predictions, best_non_null, null_odds = postprocess_qa_predictions(
+    predictions, _, null_odds, best_non_null = postprocess_qa_predictions(
         examples=examples, features=features, predictions=predictions,
         version_2_with_negative=data_args.version_2_with_negative, n_best_size=data_args.n_best_size,
         max_answer_length=data_args.max_answer_length, null_score_diff_threshold=data_args.null_score_diff_threshold,
         output_dir=output_dir, log_level=log_level, prefix=stage, id_column=columns.id, context_column=columns.context,
-        with_null_odds=True, background_files=True,  # written while the run goes on; main() waits for them at the end
     )
     formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     if data_args.version_2_with_negative:
         for prediction, k in zip(formatted_predictions, predictions):
             prediction.update(no_answer_probability=0.0, best_non_null_text=best_non_null[k], null_odds=null_odds[k])
-    references = squad_references(examples, columns) if columns.answer in examples.column_names else None
+    references = None
+    if columns.answer in examples.column_names:  # of the answered questions: one without features has no answer
+        answered = {prediction["id"] for prediction in formatted_predictions}
+        references = [r for r in squad_references(examples, columns) if r["id"] in answered]
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
@@ -336,7 +337,6 @@ def main(argv=None):
     # Train / evaluate / predict (--tune_null_threshold: predict with the null threshold that evaluation found best)
     before_predict = partial(tuned_null_threshold, data_args) if data_args.tune_null_threshold else None
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"), before_predict)
-    wait_for_prediction_files()
     save_merged_model(trainer, model_args, AutoModelForQuestionAnswering)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     save_model_card(trainer, model_args, data_args, "question-answering")
 

@@ -43,7 +43,6 @@ from transformers.utils.versions import require_version
 import checks  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the file
 from adapter_setup import adapter_name, check_merge_flag, setup_adapters
 from beam_search_head import BeamSearchQuestionAnsweringModel
-from prediction_files import wait_for_prediction_files
 from qa_data import (
     build_stage_features,
     check_qa_data_files,
@@ -358,7 +357,6 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         prefix=stage,
         id_column=columns.id,
         context_column=columns.context,
-        background_files=True,  # written while the run goes on; main() waits for them at the end
     )
     if data_args.version_2_with_negative:
         tuned = stage == "predict" and data_args.tune_null_threshold  # threshold set by tuned_null_threshold()
@@ -374,8 +372,9 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
     else:
         formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     references = None
-    if columns.answer in examples.column_names:
-        references = squad_references(examples, columns)
+    if columns.answer in examples.column_names:  # of the answered questions: one without features has no answer
+        answered = {prediction["id"] for prediction in formatted_predictions}
+        references = [r for r in squad_references(examples, columns) if r["id"] in answered]
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
@@ -463,7 +462,6 @@ def main(argv=None):
     # Train / evaluate / predict (--tune_null_threshold: predict with the null threshold that evaluation found best)
     before_predict = partial(tuned_null_threshold, data_args) if data_args.tune_null_threshold else None
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"), before_predict)
-    wait_for_prediction_files()
     save_model_card(trainer, model_args, data_args, "question-answering")
 
 

@@ -37,7 +37,7 @@ from transformers.utils.versions import require_version
 import checks  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the files
 import checks_seq2seq  # checks.py
 from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
-from prediction_files import wait_for_prediction_files, write_prediction_files
+from prediction_files import write_prediction_files
 from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
 from script_utils import (
     UsageError,
@@ -396,7 +396,7 @@ def post_processing_function(examples, features, answers, stage="eval", *, versi
             "(--max_eval_samples/--max_predict_samples cap features, and long contexts make several per question): "
             "they are left out of the predictions and the score."
         )
-    write_prediction_files(output_dir, stage, predictions, windows, background=True)  # main() waits at the end
+    write_prediction_files(output_dir, stage, {"predictions": predictions, "nbest_predictions": windows})
 
     if version_2_with_negative:
         formatted_predictions = [
@@ -518,7 +518,6 @@ def main(argv=None):
 
     # Train / evaluate / predict
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
-    wait_for_prediction_files()
     save_merged_model(trainer, model_args, AutoModelForSeq2SeqLM)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     if training_args.push_to_hub:
         save_model_card(trainer, model_args, data_args, "question-answering")

@@ -173,8 +173,10 @@ def one_line(err: BaseException, limit: int = 300) -> str:
 
 
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "predict_results.json")
-PREDICTION_FILES = tuple(f"{stage}_{name}.json" for stage in ("eval", "predict")
-                         for name in ("predictions", "nbest_predictions", "null_odds", "generations"))
+# The prediction files of the QA scripts, {stage}_{name}.json (prediction_files.write_prediction_files writes only these
+# names): a file added here is also removed by --overwrite_output_dir.
+PREDICTION_FILE_NAMES = ("predictions", "nbest_predictions", "null_odds")
+PREDICTION_FILES = tuple(f"{stage}_{name}.json" for stage in ("eval", "predict") for name in PREDICTION_FILE_NAMES)
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
