@@ -139,6 +139,7 @@ def setup_adapters(model, adapter_args, name: str):
     check_adapter_mode(adapter_args)  # checks.py runs it before the model loads; here for a copy without checks.py
     if not adapter_args.train_adapter:
         return None, None
+    base_dtype, base_tensors = model.dtype, {id(t) for t in (*model.parameters(), *model.buffers())}
     adapter_config = load_adapter_config(adapter_args.adapter_config, "--adapter_config")
     if adapter_args.load_adapter:
         _load_adapter_or_fail(model, adapter_args.load_adapter, "--load_adapter", name, adapter_config)
@@ -168,7 +169,26 @@ def setup_adapters(model, adapter_args, name: str):
     finally:
         adapters_logger.removeFilter(not_that_warning)
     model.set_active_adapters(Stack(lang_name, name) if lang_name else name)
+    in_the_models_dtype(model, base_dtype, base_tensors)
     return name, lang_name
+
+
+def in_the_models_dtype(model, dtype, base_tensors: set):
+    """adapters creates (and loads) adapter weights in float32 whatever the model's dtype, so a model loaded with
+    --torch_dtype bfloat16/float16 failed at its first forward pass ("mat1 and mat2 must have the same dtype"). Our
+    choice: the adapter's weights, and so its computation, in the model's dtype (the optimizer updates them in it too;
+    for float32 adapter weights, load the model in float32 and train with --bf16/--fp16). Only tensors added since
+    base_tensors (ids) are cast: modules a model keeps in float32 on purpose (T5's `wo`) stay as they are."""
+    def added(tensor):
+        return (tensor is not None and id(tensor) not in base_tensors and tensor.is_floating_point()
+                and tensor.dtype != dtype)
+
+    for module in model.modules():
+        for param in filter(added, module._parameters.values()):
+            param.data = param.data.to(dtype)  # in place: a weight shared between layers stays shared
+        for key, buffer in list(module._buffers.items()):
+            if added(buffer):
+                module._buffers[key] = buffer.to(dtype)
 
 
 def _load_adapter_or_fail(model, source: str, flag: str, name: str, config, language: bool = False) -> str:

@@ -60,9 +60,35 @@ def check_arguments(model_args, training_args, adapter_args, actions=("train", "
     check_numeric_args(positive=[(f"--{name}", getattr(training_args, name)) for name in counts],
                        non_negative=[("--num_train_epochs", training_args.num_train_epochs)])
     check_adapter_sources(adapter_args)
+    check_reporting(training_args)
     if not any(getattr(training_args, f"do_{action}") for action in actions):
         flags = [f"--do_{action}" for action in actions]
         raise UsageError(f"Nothing to do: pass {', '.join(flags[:-1])} and/or {flags[-1]}.")
+
+
+def check_reporting(training_args):
+    """--report_to integrations that are not installed and --push_to_hub without the Hub: the Trainer raised on them
+    when it was created, after the model had loaded (TrainingArguments has turned "all"/"none" into a list)."""
+    from huggingface_hub import constants, get_token
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    installed = get_available_reporting_integrations()
+    for name in training_args.report_to or []:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise UsageError(f"--report_to {name} is not an integration transformers knows: use one of "
+                             f"{', '.join(INTEGRATION_TO_CALLBACK)}, or none.")
+        if name not in installed:
+            others = f" (installed: {', '.join(installed)})" if installed else ""
+            raise UsageError(f"--report_to {name}: {name} is not installed. Install its package, or pass "
+                             f"--report_to none or another integration{others}.")
+    if not training_args.push_to_hub:
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise UsageError("--push_to_hub needs the Hugging Face Hub, and offline mode is on (HF_HUB_OFFLINE): drop "
+                         "--push_to_hub (the model is saved in --output_dir) or run online.")
+    if training_args.hub_token is None and get_token() is None:
+        raise UsageError("--push_to_hub needs a Hugging Face token: log in with `hf auth login`, pass --hub_token, or "
+                         "drop --push_to_hub (the model is saved in --output_dir).")
 
 
 def check_data_arguments(data_args):
@@ -404,7 +430,8 @@ def check_qa_data(examples: dict, columns, data_args, training_args, answer_span
     of --load_best_model_at_end (other_metrics, and the SQuAD metrics where `squad`) and --tune_null_threshold."""
     version_2 = data_args.version_2_with_negative
     reason = "(SQuAD v2.0 metrics: --version_2_with_negative, or data with unanswerable questions)" if version_2 else ""
-    squad_metrics = (SQUAD_V2_METRICS if version_2 else SQUAD_V1_METRICS) if squad else ()
+    # v2.0 also reports best_exact/best_f1 (the scores at the best "no answer" threshold), which may be chosen too.
+    squad_metrics = (SQUAD_V2_METRICS + ("best_exact", "best_f1") if version_2 else SQUAD_V1_METRICS) if squad else ()
     check_best_model_metric(training_args, tuple(other_metrics) + squad_metrics, reason)
     check_tune_null_threshold(data_args, training_args, version_2)
     for stage, dataset in examples.items():

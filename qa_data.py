@@ -327,9 +327,9 @@ def _realign_answer(context: str, text: str, start: int, window: int = 100):
 # The steps the scripts call ------------------------------------------------------------------------------------------
 def load_qa_examples(data_args, model_args, training_args, answer_spans):
     """({stage: raw examples} for the stages this run does ("train", "eval", "predict"), each cut to its --max_*_samples
-    (the first ones, as upstream); the column names of the --*_column flags). Unanswerable questions in the training or
-    validation data switch SQuAD v2.0 mode on, with a warning: v1.1 scoring cannot score an empty gold answer (upstream
-    crashed there, after training). Test data usually has no answers: not looked at."""
+    (the first questions, as upstream); the column names of the --*_column flags). Unanswerable questions in any
+    stage's data switch SQuAD v2.0 mode on, with a warning: v1.1 scoring cannot score an empty gold answer (upstream
+    crashed there, after training or prediction). Test data without answers has none to count."""
     columns = QAColumns(data_args.id_column, data_args.question_column, data_args.context_column,
                         data_args.answer_column)
     raw_datasets, examples = load_qa_raw_datasets(data_args, model_args), {}
@@ -339,7 +339,7 @@ def load_qa_examples(data_args, model_args, training_args, answer_spans):
                 raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that "
                                  "has it).")
             examples[stage] = raw_datasets[split]
-    for stage in () if data_args.version_2_with_negative else ("train", "eval"):
+    for stage in () if data_args.version_2_with_negative else ("train", "eval", "predict"):
         if unanswerable := count_unanswerable(examples.get(stage), columns, answer_spans):
             logger.warning(
                 f"{stage_source(data_args, stage)}: {unanswerable} of {len(examples[stage])} questions have no answer, "
@@ -367,11 +367,15 @@ def squad_references(examples, columns) -> list:
 
 def build_stage_features(examples: dict, prepare_train, prepare_eval, train_kwargs, eval_kwargs, data_args,
                          training_args) -> dict:
-    """{stage: features}: prepare_train(batch, **train_kwargs) for training, prepare_eval(batch, **eval_kwargs) else."""
+    """{stage: features}: prepare_train(batch, **train_kwargs) for training, prepare_eval(batch, **eval_kwargs) else.
+    The examples are cut to --max_*_samples already (load_qa_examples); training features are cut to
+    --max_train_samples again, as upstream. Evaluation and prediction keep every window of the questions kept: upstream
+    cut those windows too, so the questions left without one got an empty answer and were scored all the same."""
     names = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
     return {stage: build_features(stage_examples, prepare_train if stage == "train" else prepare_eval,
                                   train_kwargs if stage == "train" else eval_kwargs, data_args, training_args,
-                                  max_samples=getattr(data_args, f"max_{stage}_samples"), desc=names[stage])
+                                  max_samples=data_args.max_train_samples if stage == "train" else None,
+                                  desc=names[stage])
             for stage, stage_examples in examples.items()}
 
 

@@ -316,10 +316,11 @@ def main(argv=None):
     train_dataset, eval_dataset, n_eval_blocks = prepare_splits(raw_datasets, tokenizer, block_size, data_args,
                                                                 training_args)
 
-    # Trainer
+    # Trainer (created first: where it fails, e.g. on a --report_to integration that is not installed, the output
+    # folder is as it was), then the first write
+    trainer = make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args)
     prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
     save_scratch_base_model(model, base_weights, model_args, training_args, adapter_args)
-    trainer = make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args)
 
     # Train / evaluate
     if training_args.do_train:

@@ -454,10 +454,11 @@ def main(argv=None):
     # Preprocessing
     features = build_all_features(examples, tokenizer, columns, max_seq_length, config, data_args, training_args)
 
-    # Trainer
-    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
+    # Trainer (created first: where it fails, e.g. on a --report_to integration that is not installed, the output
+    # folder is as it was), then the first write
     trainer = make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args,
                            log_level)
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
 
     # Train / evaluate / predict (--tune_null_threshold: predict with the null threshold that evaluation found best)
     before_predict = partial(tuned_null_threshold, data_args) if data_args.tune_null_threshold else None

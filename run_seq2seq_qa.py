@@ -361,8 +361,9 @@ def select_window_answers(example_ids, feature_example_ids, texts, scores):
     """One answer per example from the answers generated for its windows (features).
 
     Rule: the window whose answer has the highest score (mean log-probability per generated token, or the beam
-    score) wins; on a tie the earlier window. With one window per example this is simply its answer. Examples with
-    no feature at all (cut off by --max_eval_samples/--max_predict_samples, which cap features) get no answer.
+    score) wins; on a tie the earlier window. With one window per example this is simply its answer. An example
+    without a feature (none, as the scripts build features: --max_eval_samples/--max_predict_samples cut questions and
+    keep all their windows) gets no answer.
     Returns ({id: answer}, {id: [{"window", "text", "score"}, ...] best first}).
     """
     candidates = {}
@@ -392,9 +393,9 @@ def post_processing_function(examples, features, answers, stage="eval", *, versi
     )
     if len(predictions) < len(example_ids):
         logger.warning(
-            f"{len(example_ids) - len(predictions)} of {len(example_ids)} {stage} questions have no feature left "
-            "(--max_eval_samples/--max_predict_samples cap features, and long contexts make several per question): "
-            "they are left out of the predictions and the score."
+            f"{len(example_ids) - len(predictions)} of {len(example_ids)} {stage} questions have no feature "
+            "(an edited prepare_validation_features made none for them): they are left out of the predictions and "
+            "the score."
         )
     write_prediction_files(output_dir, stage, {"predictions": predictions, "nbest_predictions": windows})
 
@@ -511,10 +512,11 @@ def main(argv=None):
     # Preprocessing
     features = build_all_features(examples, tokenizer, columns, max_seq_length, data_args, training_args)
 
-    # Trainer
-    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
+    # Trainer (created first: where it fails, e.g. on a --report_to integration that is not installed, the output
+    # folder is as it was), then the first write
     trainer = make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args,
                            generate)
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
 
     # Train / evaluate / predict
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))

@@ -54,6 +54,9 @@ def parse_args(dataclass_types, argv=None):
     """argv (or one `.json` arguments file) parsed into the dataclasses; parser errors become one-line UsageErrors."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = transformers.HfArgumentParser(dataclass_types)
+    if len(argv) > 1 and argv[0].endswith(".json") and not argv[0].startswith("-"):  # the parser would say a flag the file sets is missing
+        raise UsageError(f"An arguments file ({argv[0]}) must be the only argument: put {argv[1]} and the other flags "
+                         "in the file, or pass every flag on the command line.")
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
             if not os.path.isfile(argv[0]):
@@ -67,7 +70,11 @@ def parse_args(dataclass_types, argv=None):
     except UsageError:
         raise
     except ValueError as err:
-        raise UsageError(" ".join(str(err).split())) from err
+        message = " ".join(str(err).split())
+        if "doesn't support bf16/gpu" in message:  # TrainingArguments' check, which knows only GPUs unless --use_cpu
+            message = ("--bf16 needs a GPU with bfloat16 support (Ampere or newer), and this machine has none. On a "
+                       "CPU, add --use_cpu to train in bfloat16 there; or drop --bf16.")
+        raise UsageError(message) from err
 
 
 def setup_logging(training_args, script_logger):
@@ -145,8 +152,9 @@ def innermost_error(err: Exception) -> str:
 
 
 def data_file_problem(path: str) -> Optional[str]:
-    """For a data file its loader failed on: not UTF-8, or the first line of a JSON Lines file that is not JSON (the
-    loaders' own errors name neither). None when it is neither, or not a local file."""
+    """For a data file its loader failed on: not UTF-8, a CSV file with a header but no rows, or the first line of a
+    JSON Lines file that is not JSON (the loaders' own errors name none of them). None when it is none of them, or not
+    a local file."""
     if not os.path.isfile(path):
         return None
     try:
@@ -154,6 +162,8 @@ def data_file_problem(path: str) -> Optional[str]:
             lines = f.readlines()
     except UnicodeDecodeError as err:
         return f"Data file {path} is not UTF-8 text (byte offset {err.start}); save it as UTF-8."
+    if path.lower().endswith(".csv") and sum(bool(line.strip()) for line in lines) == 1:
+        return f"Data file {path} has a header line but no data rows: add one row per example below the header."
     first = lines[0].strip() if lines else ""
     if not (path.lower().endswith((".json", ".jsonl")) and first.startswith("{") and first.endswith("}")):
         return None  # not JSON Lines (a JSON document over several lines, a CSV or text file)
@@ -431,13 +441,14 @@ def train_evaluate_predict(trainer, last_checkpoint, data_args, features: dict, 
     """The stages asked for, each saving its results; before_predict(eval metrics or None) returns more predict keys."""
     if trainer.args.do_train:
         train_and_save(trainer, last_checkpoint, data_args.max_train_samples, features["train"])
-    eval_metrics = (evaluate_and_save(trainer, data_args.max_eval_samples, len(features["eval"]))
-                    if trainer.args.do_eval else None)
+    # --max_eval_samples/--max_predict_samples cut the questions (qa_data.load_qa_examples), every window kept: the
+    # *_samples keys count the windows (features) run through the model, as upstream's did.
+    eval_metrics = (evaluate_and_save(trainer, None, len(features["eval"])) if trainer.args.do_eval else None)
     if trainer.args.do_predict:
         more_metrics = before_predict(eval_metrics) if before_predict is not None else None
         logger.info("*** Predict ***")
         metrics = trainer.predict(features["predict"], predict_examples).metrics  # QA trainers write the predictions
-        metrics["predict_samples"] = samples_used(data_args.max_predict_samples, features["predict"])
+        metrics["predict_samples"] = len(features["predict"])
         metrics.update(more_metrics or {})
         trainer.log_metrics("predict", metrics)
         save_metrics(trainer, "predict", metrics)
