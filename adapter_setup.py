@@ -1,5 +1,7 @@
-"""Adapter set-up for the five scripts: the adapter's name, and adding or loading adapters with any problem as one
-line before training (checks.py runs the same inspections of configs and adapter folders before the model loads)."""
+"""Adapter set-up for the five scripts: the adapter's name, adding or loading adapters with any problem as one line
+before training (checks.py runs the same inspections of configs and adapter folders before the model loads), and
+--merge_adapter_on_save's merged model."""
+import copy
 import inspect
 import json
 import logging
@@ -9,10 +11,13 @@ from collections.abc import Mapping
 from typing import Optional
 
 import torch
-from adapters import ADAPTER_CONFIG_MAP, AdapterConfig, BnConfig, LoRAConfig, Stack
+from adapters import ADAPTER_CONFIG_MAP, AdapterConfig, BnConfig, LoRAConfig, MultiTaskConfig, Stack
 from safetensors.torch import load_file
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from script_utils import CHECKPOINT_NAME, UsageError, one_line
+
+logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG_ERRORS = (ValueError, TypeError, SyntaxError, KeyError, AttributeError)  # what AdapterConfig.load raises
 
@@ -123,12 +128,18 @@ def adapter_folder_problem(folder: str, flag: str, model_config, model_class: Op
             "pytorch_model_head.bin.")
 
 
+def check_adapter_mode(adapter_args):
+    """Adapters load in adapter mode only: without --train_adapter, --load_adapter would be ignored."""
+    if not adapter_args.train_adapter and (adapter_args.load_adapter or adapter_args.load_lang_adapter):
+        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
+
+
 def setup_adapters(model, adapter_args, name: str):
     """adapters' setup_adapter_training, any problem one UsageError line; returns (`name`, language adapter or None)."""
+    check_adapter_mode(adapter_args)  # checks.py runs it before the model loads; here for a copy without checks.py
     if not adapter_args.train_adapter:
-        if adapter_args.load_adapter or adapter_args.load_lang_adapter:
-            raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
         return None, None
+    base_dtype, base_tensors = model.dtype, {id(t) for t in (*model.parameters(), *model.buffers())}
     adapter_config = load_adapter_config(adapter_args.adapter_config, "--adapter_config")
     if adapter_args.load_adapter:
         _load_adapter_or_fail(model, adapter_args.load_adapter, "--load_adapter", name, adapter_config)
@@ -158,7 +169,26 @@ def setup_adapters(model, adapter_args, name: str):
     finally:
         adapters_logger.removeFilter(not_that_warning)
     model.set_active_adapters(Stack(lang_name, name) if lang_name else name)
+    in_the_models_dtype(model, base_dtype, base_tensors)
     return name, lang_name
+
+
+def in_the_models_dtype(model, dtype, base_tensors: set):
+    """adapters creates (and loads) adapter weights in float32 whatever the model's dtype, so a model loaded with
+    --torch_dtype bfloat16/float16 failed at its first forward pass ("mat1 and mat2 must have the same dtype"). Our
+    choice: the adapter's weights, and so its computation, in the model's dtype (the optimizer updates them in it too;
+    for float32 adapter weights, load the model in float32 and train with --bf16/--fp16). Only tensors added since
+    base_tensors (ids) are cast: modules a model keeps in float32 on purpose (T5's `wo`) stay as they are."""
+    def added(tensor):
+        return (tensor is not None and id(tensor) not in base_tensors and tensor.is_floating_point()
+                and tensor.dtype != dtype)
+
+    for module in model.modules():
+        for param in filter(added, module._parameters.values()):
+            param.data = param.data.to(dtype)  # in place: a weight shared between layers stays shared
+        for key, buffer in list(module._buffers.items()):
+            if added(buffer):
+                module._buffers[key] = buffer.to(dtype)
 
 
 def _load_adapter_or_fail(model, source: str, flag: str, name: str, config, language: bool = False) -> str:
@@ -216,3 +246,87 @@ def _copy_renamed_weights(model, folder: str, saved_name: str, load_as: str, une
                     own[key].copy_(weights[saved_key])
                     copied[key] = saved_key
     return [key for key in unexpected if key not in copied.values()], [key for key in missing if key not in copied]
+
+
+# --merge_adapter_on_save: the trained adapter merged into the weights, saved as a plain transformers model ----------
+
+# The configurations adapters 1.3 can merge: the LoRA family, whose LoRALayer.merge_adapter folds the adapter into the
+# weight it adapts ((IA)^3 scales it). Bottleneck adapters, prefix/prompt tuning and ReFT add layers or inputs of
+# their own; a gated LoRA (use_gating) or a multi-task LoRA (mtl_lora) cannot be folded either.
+MERGEABLE_CONFIGS = ("lora", "ia3", "vera", "dora", "dvora")
+
+
+def check_merge_flag(model_args, training_args, adapter_args, script_auto_class):
+    """--merge_adapter_on_save's problems as one UsageError line, before the model loads (the adapter's config read
+    from --adapter_config, or from the --load_adapter folder). script_auto_class: the Auto class a plain transformers
+    user would load the merged model with, None where there is none (run_qa_beam_search.py)."""
+    if not model_args.merge_adapter_on_save:
+        return
+    flag = "--merge_adapter_on_save"
+    if script_auto_class is None:
+        raise UsageError(f"{flag} is not available in this script: its beam-search head (XLNet/XLM) does not load "
+                         "through AutoModelForQuestionAnswering, so a merged model could not be served by plain "
+                         "transformers. Leave the flag out (or train with run_qa.py).")
+    if not adapter_args.train_adapter:
+        raise UsageError(f"{flag} merges a trained adapter into the model: it needs --train_adapter (without it the "
+                         "whole model is trained and saved in --output_dir as a plain transformers model already).")
+    if not (training_args.do_train or adapter_args.load_adapter):
+        raise UsageError(f"{flag} needs an adapter to merge: add --do_train, or --load_adapter with an adapter "
+                         "folder written by --train_adapter.")
+    if adapter_args.load_lang_adapter:
+        raise UsageError(f"{flag} merges one adapter: leave out --load_lang_adapter (a stack of two is not merged).")
+    if training_args.fsdp or is_deepspeed_zero3_enabled():
+        raise UsageError(f"{flag} cannot merge weights sharded over processes (--fsdp, DeepSpeed ZeRO-3): train "
+                         "without it, then merge in an evaluation-only run: --train_adapter --load_adapter "
+                         f"OUTPUT_DIR/<adapter> --do_eval {flag}.")
+    source, value = "--adapter_config", adapter_args.adapter_config
+    saved_file = os.path.join(adapter_args.load_adapter or "", "adapter_config.json")
+    if adapter_args.load_adapter and os.path.isfile(saved_file):
+        saved = _read_json_file(adapter_args.load_adapter, "adapter_config.json", "--load_adapter")[0]
+        if not isinstance(saved, dict) or "config" not in saved:
+            return  # checks.py and setup_adapters say what is wrong with the folder
+        source, value = f"--load_adapter {adapter_args.load_adapter}", saved["config"]
+    try:
+        config = AdapterConfig.load(value)
+    except ADAPTER_CONFIG_ERRORS:
+        return  # checks.py and setup_adapters say what is wrong with it
+    if not is_mergeable(config):
+        kind = value if isinstance(value, str) else type(config).__name__
+        raise UsageError(f"{flag}: the adapter of {source} ({kind}) cannot be merged into the model's weights; the "
+                         f"adapters that can: {', '.join(MERGEABLE_CONFIGS)} (without use_gating). Leave the flag "
+                         "out, or train one of those (e.g. --adapter_config lora).")
+
+
+def is_mergeable(adapter_config) -> bool:
+    """Whether model.merge_adapter folds an adapter of this config into the weights entirely (see MERGEABLE_CONFIGS)."""
+    return (isinstance(adapter_config, LoRAConfig) and not isinstance(adapter_config, MultiTaskConfig)
+            and not adapter_config["use_gating"])
+
+
+def save_merged_model(trainer, model_args, auto_class):
+    """With --merge_adapter_on_save: the active adapter merged into the weights of trainer.model, saved with the
+    tokenizer in OUTPUT_DIR/merged/ as a plain `auto_class` model (from_pretrained loads it without the adapters
+    library). Call it last: the adapter stays merged in trainer.model (which gives the same outputs). Main process."""
+    if not (model_args.merge_adapter_on_save and trainer.args.should_save):
+        return
+    model = trainer.model
+    model.merge_adapter(model.active_adapters.last())
+    merged_weights = model.state_dict()
+    # The plain model's skeleton on the meta device, given the merged tensors themselves (assign=True): the weights
+    # are not copied. Keys of the adapter layers have no place in it and are left out.
+    config = copy.deepcopy(model.config)
+    with torch.device("meta"):
+        plain = auto_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
+    plain_keys = list(plain.state_dict())
+    missing = [key for key in plain_keys if key not in merged_weights]
+    if missing:
+        raise RuntimeError(f"--merge_adapter_on_save: {len(missing)} weights of a plain {type(plain).__name__} are "
+                           f"not in the merged model (e.g. {missing[0]}); the adapter folder in --output_dir is saved.")
+    plain.load_state_dict({key: merged_weights[key] for key in plain_keys}, assign=True)
+    if plain.can_generate():
+        plain.generation_config = model.generation_config
+    output_dir = os.path.join(trainer.args.output_dir, "merged")
+    plain.save_pretrained(output_dir)
+    trainer.processing_class.save_pretrained(output_dir)
+    logger.info(f"Saved the model with its adapter merged to {output_dir}: it loads with "
+                f"{auto_class.__name__}.from_pretrained({output_dir!r}), without the adapters library.")

@@ -1,20 +1,23 @@
 """Pre-flight checks: each raises a UsageError that says what is wrong and how to fix it, before the model is loaded
 (so a mistake costs seconds, not a training run) and before anything is written to the output folder.
 
-The scripts call them from one marked block near the top of main(); a copy of a script that does not want them can
-delete that block and this file. They read the data once and use no random number generator, so a run on valid input
-is unchanged by them.
+They read nothing themselves: main() calls them on what it has loaded, each call where its inputs exist and marked
+`# checks.py` at the end of its line. A copy of a script that does not want them deletes those lines and this file
+(with checks_lm.py / checks_seq2seq.py), and runs as before on valid input. The sections below follow main():
+1. the command line, right after parse_args;
+2. the model config and tokenizer, right after they load (model type, adapter fit, lengths against positions);
+3. the data, right after it loads (QA examples: columns, ids, answers read through the script's answer_spans, and the
+   windows every question leaves for its context).
+A new check goes into the section whose inputs it needs. None uses a random number generator.
 """
-import csv
 import importlib
-import json
 import logging
 import os
 import pkgutil
 from typing import Optional
 
-from adapter_setup import adapter_config_problem, adapter_folder_problem, load_adapter_config
-from script_utils import UsageError, load_config_and_tokenizer
+from adapter_setup import adapter_config_problem, adapter_folder_problem, check_adapter_mode, load_adapter_config
+from script_utils import UsageError
 
 try:  # the QA helpers, which a copy of run_mlm.py or run_clm.py does without
     from qa_data import read_column, stage_source
@@ -25,7 +28,7 @@ except ImportError:
 logger = logging.getLogger(__name__)
 
 
-# Command-line arguments -----------------------------------------------------------------------------------------------
+# 1. The command line (right after parse_args) -------------------------------------------------------------------------
 
 
 def check_numeric_args(positive=(), non_negative=()):
@@ -41,12 +44,11 @@ def check_numeric_args(positive=(), non_negative=()):
 def check_arguments(model_args, training_args, adapter_args, actions=("train", "eval", "predict")):
     """The command line every script shares: the adapter configuration, the model/config/tokenizer folders, the
     output folder, batch sizes, --load_adapter sources, and that there is something to do (one of --do_{actions})."""
-    if adapter_args.train_adapter:  # the configurations must parse; adapters load only in adapter mode
+    check_adapter_mode(adapter_args)  # adapter_setup's rule, here before the model loads
+    if adapter_args.train_adapter:  # the configurations must parse
         load_adapter_config(adapter_args.adapter_config, "--adapter_config")
         if adapter_args.load_lang_adapter:
             load_adapter_config(adapter_args.lang_adapter_config, "--lang_adapter_config")
-    elif adapter_args.load_adapter or adapter_args.load_lang_adapter:
-        raise UsageError("--load_adapter/--load_lang_adapter need --train_adapter (adapters load in adapter mode).")
     check_model_source(getattr(model_args, "model_name_or_path", None), "--model_name_or_path")
     check_model_source(getattr(model_args, "config_name", None), "--config_name")
     check_model_source(getattr(model_args, "tokenizer_name", None), "--tokenizer_name",
@@ -58,9 +60,35 @@ def check_arguments(model_args, training_args, adapter_args, actions=("train", "
     check_numeric_args(positive=[(f"--{name}", getattr(training_args, name)) for name in counts],
                        non_negative=[("--num_train_epochs", training_args.num_train_epochs)])
     check_adapter_sources(adapter_args)
+    check_reporting(training_args)
     if not any(getattr(training_args, f"do_{action}") for action in actions):
         flags = [f"--do_{action}" for action in actions]
         raise UsageError(f"Nothing to do: pass {', '.join(flags[:-1])} and/or {flags[-1]}.")
+
+
+def check_reporting(training_args):
+    """--report_to integrations that are not installed and --push_to_hub without the Hub: the Trainer raised on them
+    when it was created, after the model had loaded (TrainingArguments has turned "all"/"none" into a list)."""
+    from huggingface_hub import constants, get_token
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    installed = get_available_reporting_integrations()
+    for name in training_args.report_to or []:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise UsageError(f"--report_to {name} is not an integration transformers knows: use one of "
+                             f"{', '.join(INTEGRATION_TO_CALLBACK)}, or none.")
+        if name not in installed:
+            others = f" (installed: {', '.join(installed)})" if installed else ""
+            raise UsageError(f"--report_to {name}: {name} is not installed. Install its package, or pass "
+                             f"--report_to none or another integration{others}.")
+    if not training_args.push_to_hub:
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise UsageError("--push_to_hub needs the Hugging Face Hub, and offline mode is on (HF_HUB_OFFLINE): drop "
+                         "--push_to_hub (the model is saved in --output_dir) or run online.")
+    if training_args.hub_token is None and get_token() is None:
+        raise UsageError("--push_to_hub needs a Hugging Face token: log in with `hf auth login`, pass --hub_token, or "
+                         "drop --push_to_hub (the model is saved in --output_dir).")
 
 
 def check_data_arguments(data_args):
@@ -71,57 +99,6 @@ def check_data_arguments(data_args):
     )
     check_numeric_args(positive=[(f"--{name}", getattr(data_args, name, None)) for name in positive],
                        non_negative=[("--doc_stride", getattr(data_args, "doc_stride", None))])
-
-
-def check_best_model_metric(training_args, valid_metrics, reason: str = ""):
-    """--load_best_model_at_end with a metric the script does not report (the QA scripts report no eval_loss, the
-    default) would fail with a KeyError at the first evaluation, after training (upstream only warned)."""
-    if not training_args.load_best_model_at_end:
-        return
-    metric = training_args.metric_for_best_model
-    name = metric[len("eval_"):] if metric and metric.startswith("eval_") else metric
-    if name not in valid_metrics:
-        raise UsageError(f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports"
-                         f"{' ' + reason if reason else ''}: {', '.join(valid_metrics)} (got {metric!r}).")
-
-
-def check_tune_null_threshold(data_args, training_args, version_2_with_negative: bool):
-    """--tune_null_threshold takes the best threshold of --do_eval's SQuAD v2.0 metric and predicts with it: it needs
-    v2.0 mode, both stages, and evaluation data other than the data it predicts (never tune on the data scored)."""
-    if not getattr(data_args, "tune_null_threshold", False):
-        return
-    if not version_2_with_negative:
-        raise UsageError("--tune_null_threshold tunes the \"no answer\" threshold of SQuAD v2.0: add "
-                         "--version_2_with_negative (or drop --tune_null_threshold).")
-    if not (training_args.do_eval and training_args.do_predict):
-        raise UsageError("--tune_null_threshold finds the threshold with --do_eval and predicts with it in "
-                         "--do_predict: pass both (or drop --tune_null_threshold and read eval_best_f1_thresh).")
-    files = [data_args.validation_file, data_args.test_file]
-    if all(path and os.path.exists(path) for path in files) and os.path.samefile(*files):
-        raise UsageError(f"--tune_null_threshold would tune on the data it predicts: --validation_file and "
-                         f"--test_file are the same file ({files[1]}). Evaluate on held-out data other than "
-                         "--test_file.")
-
-
-def check_adapter_fit(adapter_args, config):
-    """With the model's config: a new adapter's configuration fits the model (e.g. compacter's phm_dim divides the
-    hidden size), and local --load_adapter/--load_lang_adapter folders are readable and of this hidden size
-    (adapter_setup.setup_adapters checks them again, with the model)."""
-    if not adapter_args.train_adapter:
-        return
-    if not adapter_args.load_adapter:
-        adapter_config = load_adapter_config(adapter_args.adapter_config, "--adapter_config")
-        problem = adapter_config_problem(adapter_config, config, "--adapter_config", adapter_args.adapter_config)
-        if problem is not None:
-            raise UsageError(problem)
-    for flag, source in (("--load_adapter", adapter_args.load_adapter),
-                         ("--load_lang_adapter", adapter_args.load_lang_adapter)):
-        problem = adapter_folder_problem(source, flag, config) if source and os.path.isdir(source) else None
-        if problem is not None:
-            raise UsageError(problem)
-
-
-# Model, tokenizer and adapter sources ---------------------------------------------------------------------------------
 
 
 def _looks_like_local_path(name: str) -> bool:
@@ -182,6 +159,33 @@ def check_adapter_sources(adapter_args):
                 "Pass a folder written by --train_adapter (it holds adapter_config.json), or an AdapterHub / "
                 "Hugging Face Hub adapter id."
             )
+
+
+def check_qa_arguments(model_args, data_args, training_args, adapter_args):
+    """run_qa.py and run_qa_beam_search.py: the flags every script shares and the data flags' lengths and counts."""
+    check_arguments(model_args, training_args, adapter_args)
+    check_data_arguments(data_args)
+
+
+# 2. The model config and tokenizer (right after they load) ------------------------------------------------------------
+
+
+def check_adapter_fit(adapter_args, config):
+    """With the model's config: a new adapter's configuration fits the model (e.g. compacter's phm_dim divides the
+    hidden size), and local --load_adapter/--load_lang_adapter folders are readable and of this hidden size
+    (adapter_setup.setup_adapters checks them again, with the model)."""
+    if not adapter_args.train_adapter:
+        return
+    if not adapter_args.load_adapter:
+        adapter_config = load_adapter_config(adapter_args.adapter_config, "--adapter_config")
+        problem = adapter_config_problem(adapter_config, config, "--adapter_config", adapter_args.adapter_config)
+        if problem is not None:
+            raise UsageError(problem)
+    for flag, source in (("--load_adapter", adapter_args.load_adapter),
+                         ("--load_lang_adapter", adapter_args.load_lang_adapter)):
+        problem = adapter_folder_problem(source, flag, config) if source and os.path.isdir(source) else None
+        if problem is not None:
+            raise UsageError(problem)
 
 
 def adapters_supported_model_types() -> list:
@@ -290,104 +294,54 @@ def check_fits_positions(length: int, config, flag: str, source: str = ""):
                          "less, or use a config with more positions.")
 
 
-# Data: files the loaders cannot read, QA examples and windows ---------------------------------------------------------
+def check_qa_model(config, adapter_args, max_seq_length: int):
+    """run_qa.py: a model type with a QA head that adapters supports, the adapter's fit, the position table."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES as QA_HEADS
+
+    check_model_type(config, config.name_or_path, QA_HEADS, "question-answering",
+                     hint="(run_qa_beam_search.py fine-tunes XLNet and XLM without adapters.)")
+    check_adapter_fit(adapter_args, config)
+    check_fits_positions(max_seq_length, config, "--max_seq_length")
 
 
-def load_or_describe(load, paths):
-    """load(); when it fails, the problem found by reading the files themselves (the line or record at fault) is
-    reported instead of the loader's error, where one is found."""
-    try:
-        return load()
-    except UsageError as err:
-        for path in paths:
-            problem = data_file_problem(path) if path and os.path.isfile(path) else None
-            if problem is not None:
-                raise UsageError(problem) from err
-        raise
+def check_beam_search_model(config, adapter_args, max_seq_length: int):
+    """run_qa_beam_search.py: XLNet/XLM in full or another encoder with an adapter, its fit, the position table."""
+    check_beam_search_model_type(config, adapter_args)
+    check_adapter_fit(adapter_args, config)
+    check_fits_positions(max_seq_length, config, "--max_seq_length")
 
 
-def data_file_problem(path: str) -> Optional[str]:
-    """file_problem, and for an original-layout SQuAD file where it departs from data[].paragraphs[].qas[]."""
-    problem = file_problem(path)
-    if problem is not None or not path.lower().endswith(".json"):
-        return problem
-    try:
-        with open(path, encoding="utf-8") as f:
-            squad = json.load(f)
-    except ValueError:
-        return None
-    articles = squad.get("data") if isinstance(squad, dict) else None
-    if isinstance(articles, list) and articles and isinstance(articles[0], dict) and "paragraphs" in articles[0]:
-        problem = _nested_squad_problem(squad)
-        return None if problem is None else f"Data file {path} is not in the SQuAD layout: {problem}."
-    return None
+# 3. The data (right after it loads) -----------------------------------------------------------------------------------
 
 
-def file_problem(path: str) -> Optional[str]:
-    """What makes a data file unreadable, found by reading it: not UTF-8, a JSON Lines line that is not JSON, a CSV row
-    whose answers are not JSON. None when nothing is found."""
-    extension = path.lower().rsplit(".", 1)[-1]
-    try:
-        if extension == "csv":
-            with open(path, encoding="utf-8", newline="") as f:
-                try:
-                    for row_number, row in enumerate(csv.DictReader(f), start=1):
-                        answers = row.get("answers")
-                        if isinstance(answers, str) and answers.strip():
-                            try:
-                                json.loads(answers)
-                            except json.JSONDecodeError:
-                                return (f"Data file {path}: the answers of data row {row_number} are not JSON "
-                                        f'({answers[:60]!r}); write them as {{"text": [...], "answer_start": [...]}}.')
-                except csv.Error:
-                    return None
-        elif extension in ("json", "jsonl"):
-            with open(path, encoding="utf-8") as f:
-                if f.read(4096).lstrip().startswith("["):
-                    return None
-                f.seek(0)
-                for line_number, line in enumerate(f, start=1):
-                    if line.strip():
-                        try:
-                            json.loads(line)
-                        except json.JSONDecodeError as line_err:
-                            if line_number == 1 and line.lstrip().startswith("{") and not line.rstrip().endswith("}"):
-                                return None  # a JSON document over several lines, not JSON Lines
-                            return f"Data file {path}: line {line_number} is not valid JSON ({line_err.msg})."
-        else:
-            with open(path, encoding="utf-8") as f:
-                while f.read(1 << 20):
-                    pass
-    except UnicodeDecodeError as decode_err:
-        return f"Data file {path} is not UTF-8 text (byte offset {decode_err.start}); save it as UTF-8."
-    return None
+def check_best_model_metric(training_args, valid_metrics, reason: str = ""):
+    """--load_best_model_at_end with a metric the script does not report (the QA scripts report no eval_loss, the
+    default) would fail with a KeyError at the first evaluation, after training (upstream only warned)."""
+    if not training_args.load_best_model_at_end:
+        return
+    metric = training_args.metric_for_best_model
+    name = metric[len("eval_"):] if metric and metric.startswith("eval_") else metric
+    if name not in valid_metrics:
+        raise UsageError(f"--load_best_model_at_end needs --metric_for_best_model set to a metric this script reports"
+                         f"{' ' + reason if reason else ''}: {', '.join(valid_metrics)} (got {metric!r}).")
 
 
-def _nested_squad_problem(squad) -> Optional[str]:
-    """Where an original-layout SQuAD file departs from data[].paragraphs[].qas[] (for the error message)."""
-    for a, article in enumerate(squad["data"]):
-        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
-            return f'data[{a}] has no "paragraphs" list'
-        for p, paragraph in enumerate(article["paragraphs"]):
-            where = f"data[{a}].paragraphs[{p}]"
-            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
-                return f'{where} has no "context" text'
-            if not isinstance(paragraph.get("qas"), list):
-                return f'{where} has no "qas" list'
-            for q, qa in enumerate(paragraph["qas"]):
-                if not isinstance(qa, dict) or "id" not in qa or not isinstance(qa.get("question"), str):
-                    return f'{where}.qas[{q}] needs an "id" and a "question"'
-                answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
-                if not isinstance(answers, list) or not all(
-                    isinstance(x, dict) and isinstance(x.get("text"), str) and "answer_start" in x for x in answers
-                ):
-                    return f'{where}.qas[{q}] (id {qa["id"]!r}): answers must be a list of {{"text", "answer_start"}}'
-                for x in answers:
-                    try:
-                        int(x["answer_start"])
-                    except (TypeError, ValueError):
-                        return f'{where}.qas[{q}] (id {qa["id"]!r}): answer_start {x["answer_start"]!r} is not a number'
-    return None
+def check_tune_null_threshold(data_args, training_args, version_2_with_negative: bool):
+    """--tune_null_threshold takes the best threshold of --do_eval's SQuAD v2.0 metric and predicts with it: it needs
+    v2.0 mode, both stages, and evaluation data other than the data it predicts (never tune on the data scored)."""
+    if not getattr(data_args, "tune_null_threshold", False):
+        return
+    if not version_2_with_negative:
+        raise UsageError("--tune_null_threshold tunes the \"no answer\" threshold of SQuAD v2.0: add "
+                         "--version_2_with_negative (or drop --tune_null_threshold).")
+    if not (training_args.do_eval and training_args.do_predict):
+        raise UsageError("--tune_null_threshold finds the threshold with --do_eval and predicts with it in "
+                         "--do_predict: pass both (or drop --tune_null_threshold and read eval_best_f1_thresh).")
+    files = [data_args.validation_file, data_args.test_file]
+    if all(path and os.path.exists(path) for path in files) and os.path.samefile(*files):
+        raise UsageError(f"--tune_null_threshold would tune on the data it predicts: --validation_file and "
+                         f"--test_file are the same file ({files[1]}). Evaluate on held-out data other than "
+                         "--test_file.")
 
 
 def _feature_kind(feature) -> str:
@@ -470,18 +424,27 @@ def check_qa_examples(examples, source: str, columns, stage: str, answer_spans):
         )
 
 
-def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length: int, doc_stride: int):
+def check_qa_data(examples: dict, columns, data_args, training_args, answer_spans, other_metrics=(), squad=True):
+    """The QA scripts, on {stage: examples} as load_qa_examples returned them (cut to --max_*_samples, SQuAD v2.0 mode
+    switched on by unanswerable questions): every stage's examples, and the flags that depend on the mode: the metric
+    of --load_best_model_at_end (other_metrics, and the SQuAD metrics where `squad`) and --tune_null_threshold."""
+    version_2 = data_args.version_2_with_negative
+    reason = "(SQuAD v2.0 metrics: --version_2_with_negative, or data with unanswerable questions)" if version_2 else ""
+    # v2.0 also reports best_exact/best_f1 (the scores at the best "no answer" threshold), which may be chosen too.
+    squad_metrics = (SQUAD_V2_METRICS + ("best_exact", "best_f1") if version_2 else SQUAD_V1_METRICS) if squad else ()
+    check_best_model_metric(training_args, tuple(other_metrics) + squad_metrics, reason)
+    check_tune_null_threshold(data_args, training_args, version_2)
+    for stage, dataset in examples.items():
+        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, answer_spans)
+
+
+def _check_windows(examples, source: str, tokenizer, columns, max_seq_length: int, doc_stride: int):
     """Every question must leave room in a window for more than doc_stride context tokens, or the fast tokenizer
-    stops the preprocessing with a Rust panic ("`stride` must be strictly less than `max_len`"). It fails exactly
-    when doc_stride > max_seq_length - the special tokens of one sequence, or when a pair that does not fit in one
-    window leaves the context max_seq_length - question - special tokens of a pair <= doc_stride tokens. Questions are
-    bounded by their UTF-8 size first (a token is at least one byte, plus at most one word-start marker per byte), so
-    only the few long questions are tokenized."""
-    single = tokenizer.num_special_tokens_to_add(pair=False)
+    stops the preprocessing with a Rust panic ("`stride` must be strictly less than `max_len`"). Besides the rule of
+    check_windows_fit, it fails exactly when a pair that does not fit in one window leaves the context max_seq_length -
+    question - special tokens of a pair <= doc_stride tokens. Questions are bounded by their UTF-8 size first (a token
+    is at least one byte, plus at most one word-start marker per byte), so only the few long questions are tokenized."""
     pair = tokenizer.num_special_tokens_to_add(pair=True)
-    if doc_stride > max_seq_length - single:
-        raise UsageError(f"--doc_stride ({doc_stride}) must be smaller than --max_seq_length ({max_seq_length}) "
-                         f"minus the {single} special tokens the tokenizer adds.")
     # The room for context is max_seq_length - pair - question tokens; trouble needs question tokens >= threshold.
     threshold = max_seq_length - pair - doc_stride
     questions = read_column(examples, columns.question)
@@ -507,63 +470,14 @@ def check_windows_fit(examples, source: str, tokenizer, columns, max_seq_length:
         )
 
 
-# One entry point per script: everything checked before the script loads anything itself -------------------------------
-# Each reads the config, the tokenizer and the raw data on its own (the datasets cache makes the script's own reading
-# of them afterwards cheap), so that a script that drops its call to these functions loses nothing but the checks.
-
-
-def examples_to_check(model_args, data_args, training_args, columns, answer_spans):
-    """({stage: examples cut to --max_*_samples}, whether the run is in SQuAD v2.0 mode), as the script sees them."""
-    from qa_data import count_unanswerable, load_qa_raw_datasets, qa_examples, select_qa_samples
-
-    raw_datasets = load_or_describe(lambda: load_qa_raw_datasets(data_args, model_args),
-                                    [data_args.train_file, data_args.validation_file, data_args.test_file])
-    examples = qa_examples(raw_datasets, training_args)
-    version_2 = data_args.version_2_with_negative or any(
-        count_unanswerable(examples.get(stage), columns, answer_spans) for stage in ("train", "eval"))
-    return select_qa_samples(examples, data_args), version_2
-
-
-def check_extractive_qa_run(model_args, data_args, training_args, adapter_args, answer_spans, check_model):
-    """run_qa.py and run_qa_beam_search.py: arguments, model and adapter sources, every stage's data, the model
-    (check_model(config)), lengths, and the windows every question leaves for its context."""
-    from qa_data import qa_columns
-
-    check_arguments(model_args, training_args, adapter_args)
-    check_data_arguments(data_args)
-    columns = qa_columns(data_args)
-    examples, version_2 = examples_to_check(model_args, data_args, training_args, columns, answer_spans)
-    reason = "(SQuAD v2.0 metrics: --version_2_with_negative, or data with unanswerable questions)" if version_2 else ""
-    check_best_model_metric(training_args, SQUAD_V2_METRICS if version_2 else SQUAD_V1_METRICS, reason)
-    check_tune_null_threshold(data_args, training_args, version_2)
+def check_windows_fit(examples: dict, columns, tokenizer, max_seq_length: int, data_args):
+    """run_qa.py and run_qa_beam_search.py, with the tokenizer: --doc_stride leaves room in a window (the one rule
+    for it) and every question of every stage leaves more than --doc_stride tokens of context (_check_windows)."""
+    single = tokenizer.num_special_tokens_to_add(pair=False)
+    if data_args.doc_stride > max_seq_length - single:
+        raise UsageError(f"--doc_stride ({data_args.doc_stride}) must be at most --max_seq_length ({max_seq_length}) "
+                         f"minus the {single} special tokens the tokenizer adds, i.e. {max_seq_length - single}: the "
+                         "stride is the overlap between consecutive windows of a long context.")
     for stage, dataset in examples.items():
-        check_qa_examples(dataset, stage_source(data_args, stage), columns, stage, answer_spans)
-    config, tokenizer = load_config_and_tokenizer(model_args)
-    max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
-    if data_args.doc_stride >= max_seq_length:
-        raise UsageError(f"--doc_stride ({data_args.doc_stride}) must be smaller than --max_seq_length "
-                         f"({max_seq_length}): the stride is the overlap between consecutive windows of a long "
-                         "context.")
-    check_model(config)
-    check_adapter_fit(adapter_args, config)
-    check_fits_positions(max_seq_length, config, "--max_seq_length")
-    for stage, dataset in examples.items():
-        check_windows_fit(dataset, stage_source(data_args, stage), tokenizer, columns, max_seq_length,
-                          data_args.doc_stride)
-
-
-def check_run_qa(model_args, data_args, training_args, adapter_args, answer_spans):
-    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES as QA_HEADS
-
-    def check_model(config):
-        check_model_type(config, model_args.model_name_or_path, QA_HEADS, "question-answering",
-                         hint="(run_qa_beam_search.py fine-tunes XLNet and XLM without adapters.)")
-
-    check_extractive_qa_run(model_args, data_args, training_args, adapter_args, answer_spans, check_model)
-
-
-def check_run_qa_beam_search(model_args, data_args, training_args, adapter_args, answer_spans):
-    check_extractive_qa_run(model_args, data_args, training_args, adapter_args, answer_spans,
-                            lambda config: check_beam_search_model_type(config, adapter_args))
-
-
+        _check_windows(dataset, stage_source(data_args, stage), tokenizer, columns, max_seq_length,
+                       data_args.doc_stride)

@@ -1,59 +1,24 @@
-"""Pre-flight checks of run_mlm.py and run_clm.py, on top of checks.py's: their own flags, the model type (pretrained
-or --model_type), the sequence length against the position table, and the raw data splits. Each raises a UsageError
-that says what is wrong and how to fix it, before the model is loaded. A copy of a script that does not want them can
-delete the marked block in its main() and this file (with checks.py).
+"""Pre-flight checks of run_mlm.py and run_clm.py, on top of checks.py's: their own flags, the raw data splits, the
+model type (pretrained or --model_type), the sequence length against the position table. Each raises a UsageError that
+says what is wrong and how to fix it, before the model is loaded; each runs on what main() loaded. A copy of a script
+that does not want them deletes the lines marked `# checks.py` in its main() and this file (with checks.py).
 """
 import logging
 
-from checks import (
-    check_adapter_fit,
-    check_arguments,
-    check_data_arguments,
-    check_fits_positions,
-    check_model_type,
-    load_or_describe,
-)
-from script_utils import UsageError, load_config_and_tokenizer
+from checks import check_adapter_fit, check_arguments, check_data_arguments, check_fits_positions, check_model_type
+from script_utils import UsageError
 
 logger = logging.getLogger(__name__)
 
 
-def check_lm_run(model_args, data_args, training_args, adapter_args, head_names: dict, task: str, length_for):
-    """run_mlm.py and run_clm.py: arguments, model and adapter sources, the model type (pretrained or --model_type),
-    the script's sequence length (length_for(data_args, tokenizer, config)) against the position table, and the raw
-    data splits."""
-    from transformers import CONFIG_MAPPING, AutoTokenizer
+# 1. The command line (right after parse_args) -------------------------------------------------------------------------
 
-    from script_utils import from_pretrained_or_fail
-    from utils_lm import apply_config_overrides, load_lm_raw_datasets
 
+def check_lm_arguments(model_args, data_args, training_args, adapter_args):
+    """The flags every script shares, the data flags, and the language-modelling scripts' own: --mlm_probability
+    (run_mlm.py) and --streaming."""
     check_arguments(model_args, training_args, adapter_args, actions=("train", "eval"))
     check_data_arguments(data_args)
-    check_lm_arguments(data_args, training_args)
-    name = model_args.model_name_or_path or model_args.config_name
-    if name:
-        config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
-    elif model_args.model_type in CONFIG_MAPPING and model_args.tokenizer_name:
-        name = f"--model_type {model_args.model_type}"
-        config = CONFIG_MAPPING[model_args.model_type]()
-        tokenizer = from_pretrained_or_fail(AutoTokenizer.from_pretrained, model_args.tokenizer_name, "tokenizer")
-    else:
-        return  # the script itself says what --model_type / --tokenizer_name it needs
-    if model_args.config_overrides is not None:
-        apply_config_overrides(config, model_args.config_overrides)
-    check_model_type(config, name, head_names, task)
-    check_adapter_fit(adapter_args, config)
-    length_flag = "--max_seq_length" if hasattr(data_args, "max_seq_length") else "--block_size"
-    given = getattr(data_args, length_flag[2:])
-    check_fits_positions(length_for(data_args, tokenizer, config), config, length_flag, default_length_note(given))
-    builder_kwargs = {"keep_linebreaks": data_args.keep_linebreaks} if hasattr(data_args, "keep_linebreaks") else None
-    raw_datasets, carved = load_or_describe(lambda: load_lm_raw_datasets(data_args, model_args, builder_kwargs),
-                                            [data_args.train_file, data_args.validation_file])
-    check_raw_lm_splits(raw_datasets, carved, data_args, training_args)
-
-
-def check_lm_arguments(data_args, training_args):
-    """The language-modelling scripts' own flags: --mlm_probability (run_mlm.py) and --streaming."""
     probability = getattr(data_args, "mlm_probability", None)
     if probability is not None and not 0.0 < probability <= 1.0:
         raise UsageError(f"--mlm_probability {probability} must be in (0, 1].")
@@ -77,13 +42,41 @@ def check_lm_streaming(data_args, training_args):
         )
 
 
-def default_length_note(given) -> str:
-    """For check_fits_positions' message: where a length came from when the flag was not given."""
-    return "" if given is not None else " (the default, from the tokenizer's model_max_length)"
+# 2. The model config and tokenizer (right after they load) ------------------------------------------------------------
 
 
-def check_raw_lm_splits(raw_datasets, carved, data_args, training_args):
-    """Fail before the model is loaded when a split that is needed is missing or has no rows."""
+def check_mlm_model(config, model_args, data_args, adapter_args, max_seq_length: int):
+    """run_mlm.py: a model type with a masked-LM head that adapters supports; max_seq_length_for()'s length."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    _check_lm_model(config, model_args, adapter_args, MODEL_FOR_MASKED_LM_MAPPING_NAMES, "masked language-modelling",
+                    max_seq_length, "--max_seq_length", data_args.max_seq_length)
+
+
+def check_clm_model(config, model_args, data_args, adapter_args, block_size: int):
+    """run_clm.py: a model type with a causal-LM head that adapters supports; block_size_for()'s length."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    _check_lm_model(config, model_args, adapter_args, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal language-modelling",
+                    block_size, "--block_size", data_args.block_size)
+
+
+def _check_lm_model(config, model_args, adapter_args, head_names: dict, task: str, length: int, flag: str, given):
+    """The model type (pretrained or --model_type, after --config_overrides), the adapter's fit, and the script's
+    sequence length (`given` on the command line, or None for the default) against the position table."""
+    name = model_args.model_name_or_path or model_args.config_name or f"--model_type {config.model_type}"
+    check_model_type(config, name, head_names, task)
+    check_adapter_fit(adapter_args, config)
+    default = " (the default, from the tokenizer's model_max_length)"
+    check_fits_positions(length, config, flag, "" if given is not None else default)
+
+
+# 3. The data (right after it loads) -----------------------------------------------------------------------------------
+
+
+def check_lm_data(raw_datasets, carved, data_args, training_args):
+    """The raw splits load_lm_raw_datasets returned (carved: the validation split was cut from train): each one that
+    is needed exists and has rows (with --line_by_line, a line that is not blank)."""
     if training_args.do_train and "train" not in raw_datasets:
         raise UsageError(
             "--do_train requires a train dataset: pass --train_file (or a --dataset_name with a train split)."

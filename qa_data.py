@@ -9,7 +9,7 @@ import os
 import re
 from typing import Optional
 
-from script_utils import UsageError, innermost_error, select_samples
+from script_utils import UsageError, data_file_problem, innermost_error, select_samples
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +87,11 @@ def load_qa_split_files(split_files: dict, cache_dir: Optional[str]):
                 parts.append(load_qa_file(path, cache_dir))
             except UsageError:
                 raise
-            except Exception as err:  # DatasetGenerationError, ArrowInvalid, ParserError, JSONDecodeError, a .map ...
-                # The innermost error names the CSV line or JSON position; checks.py looks into the file for more.
+            except Exception as err:  # DatasetGenerationError, ArrowInvalid, ParserError, UnicodeDecodeError ...
+                # The file itself names the line at fault where the loader's innermost error (a CSV line) does not.
                 how = "read as CSV" if path.lower().endswith(".csv") else "loaded"
-                raise UsageError(f"Data file {path} could not be {how}: {innermost_error(err)}") from err
+                raise UsageError(data_file_problem(path) or f"Data file {path} could not be {how}: "
+                                 f"{innermost_error(err)}") from err
         raw_datasets[split] = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     return raw_datasets
 
@@ -101,11 +102,8 @@ def detect_qa_file_format(path: str) -> str:
         raise UsageError(f"Data file {path} {'is a folder, not a file' if os.path.isdir(path) else 'does not exist'}.")
     if path.lower().endswith(".csv"):
         return "csv"
-    try:
-        with open(path, encoding="utf-8") as f:
-            head = f.read(4096).lstrip()
-    except UnicodeDecodeError as err:
-        raise UsageError(f"Data file {path} is not UTF-8 text (byte offset {err.start}); save it as UTF-8.") from err
+    with open(path, encoding="utf-8") as f:  # not UTF-8: load_qa_raw_datasets says so (data_file_problem)
+        head = f.read(4096).lstrip()
     if not head:
         raise UsageError(f"Data file {path} is empty.")
     if head.startswith("\ufeff"):
@@ -159,17 +157,29 @@ def _answer_list_as_lists(answers: list) -> dict:
     return {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]}
 
 
-def flatten_nested_squad(squad: dict) -> list:
-    """The original SQuAD layout (data[].paragraphs[].qas[]) as flat records, in file order. Unanswerable v2 questions
-    (is_impossible) get empty answers, as in the hub's squad_v2: plausible_answers are not answers."""
-    records = []
-    for article in squad["data"]:
-        title = article.get("title", "")
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                answers = [] if qa.get("is_impossible", False) else qa.get("answers", [])
-                records.append({"id": str(qa["id"]), "title": title, "context": paragraph["context"],
-                                "question": qa["question"], "answers": _answer_list_as_lists(answers)})
+def flatten_nested_squad(squad: dict, path: str = "") -> list:
+    """The original SQuAD layout (data[].paragraphs[].qas[]) as flat records, in file order; where the file departs
+    from it, a UsageError names the place. Unanswerable v2 questions (is_impossible) get empty answers, as in the hub's
+    squad_v2: plausible_answers are not answers. (That contexts and questions are text is checked after loading.)"""
+    records, where = [], "data"
+    try:
+        for a, article in enumerate(squad["data"]):
+            where = f"data[{a}]"
+            for p, paragraph in enumerate(article["paragraphs"]):
+                where = f"data[{a}].paragraphs[{p}]"
+                context = paragraph["context"]
+                for q, qa in enumerate(paragraph["qas"]):
+                    where = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                    question, example_id = qa["question"], str(qa["id"])
+                    where += f" (id {example_id!r}) answers"
+                    answers = _answer_list_as_lists([] if qa.get("is_impossible", False) else qa.get("answers", []))
+                    records.append({"id": example_id, "title": article.get("title", ""), "context": context,
+                                    "question": question, "answers": answers})
+    except KeyError as err:
+        raise UsageError(f'Data file {path} is not in the SQuAD layout: {where} has no "{err.args[0]}".') from err
+    except (TypeError, ValueError, AttributeError) as err:  # a list where an object belongs, a start that is no number
+        raise UsageError(f"Data file {path} is not in the SQuAD layout at {where}: {type(err).__name__}: "
+                         f"{err}.") from err
     return records
 
 
@@ -182,11 +192,7 @@ def _flattened_copy(path: str, cache_dir: Optional[str]) -> str:
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, f"{digest}.jsonl")
     if not os.path.isfile(target):
-        try:
-            records = flatten_nested_squad(_read_json(path))
-        except (KeyError, TypeError, AttributeError, ValueError) as err:
-            raise UsageError(f"Data file {path} is not in the SQuAD layout (data[].paragraphs[] with a context and "
-                             f"qas[] with an id, a question and answers): {type(err).__name__} {err}.") from err
+        records = flatten_nested_squad(_read_json(path), path)
         if not records:
             raise UsageError(f"Data file {path} has no questions (no qas in any paragraph).")
         tmp = f"{target}.{os.getpid()}.tmp"
@@ -204,12 +210,16 @@ def _answers_as_lists(example):
     return {"answers": _answer_list_as_lists(example["answers"] or [])}
 
 
-def _parse_csv_answers(example):
+def _parse_csv_answers(example, index, path):
     answers = example["answers"]
     if answers is None or (isinstance(answers, str) and not answers.strip()):  # an empty cell: no answer
         answers = {"text": [], "answer_start": []}
     elif isinstance(answers, str):
-        answers = json.loads(answers)
+        try:
+            answers = json.loads(answers)
+        except json.JSONDecodeError:
+            raise UsageError(f"Data file {path}: the answers of data row {index + 1} are not JSON ({answers[:60]!r}); "
+                             'write them as {"text": [...], "answer_start": [...]}.') from None
     return {"answers": {"text": list(answers["text"]), "answer_start": [int(s) for s in answers["answer_start"]]}}
 
 
@@ -220,7 +230,8 @@ def load_qa_file(path: str, cache_dir: Optional[str] = None):
     if fmt == "csv":
         dataset = datasets.load_dataset("csv", data_files={"data": path}, cache_dir=cache_dir)["data"]
         if "answers" in dataset.column_names:
-            dataset = dataset.map(_parse_csv_answers, desc=f"Parsing CSV answers of {os.path.basename(path)}")
+            dataset = dataset.map(_parse_csv_answers, with_indices=True, fn_kwargs={"path": path},
+                                  desc=f"Parsing CSV answers of {os.path.basename(path)}")
     else:  # the flattened layout's records are its "data" field; a nested SQuAD file is read from a flattened copy
         options = {"field": "data"} if fmt == "flat" else {}
         data_file = _flattened_copy(path, cache_dir) if fmt == "nested" else path
@@ -230,9 +241,6 @@ def load_qa_file(path: str, cache_dir: Optional[str] = None):
             dataset = dataset.cast_column("id", datasets.Value("string"))
         else:  # numbers and strings mixed (datasets' Json feature)
             dataset = dataset.map(_id_as_text, desc=f"Reading ids of {os.path.basename(path)}")
-    if len(dataset.column_names) < 2:
-        raise UsageError(f"Data file {path} has no QA records: found the columns {dataset.column_names}; expected "
-                         '"id", "question", "context" and "answers".')
     answers_feature = dataset.features.get("answers")
     if isinstance(answers_feature, datasets.List) and isinstance(answers_feature.feature, dict):
         dataset = dataset.map(_answers_as_lists, desc=f"Reading answers of {os.path.basename(path)}")
@@ -252,23 +260,6 @@ QAColumns = collections.namedtuple("QAColumns", "id question context answer")
 QA_STAGES = {"train": ("train", "--do_train"), "eval": ("validation", "--do_eval"), "predict": ("test", "--do_predict")}
 
 
-def qa_columns(data_args) -> QAColumns:
-    """The column names given by the script's --id_column/--question_column/--context_column/--answer_column."""
-    return QAColumns(data_args.id_column, data_args.question_column, data_args.context_column, data_args.answer_column)
-
-
-def qa_examples(raw_datasets, training_args) -> dict:
-    """{stage: raw examples} for the stages this run does ("train", "eval", "predict"), each split required."""
-    examples = {}
-    for stage, (split, flag) in QA_STAGES.items():
-        if getattr(training_args, f"do_{stage}"):
-            if split not in raw_datasets:
-                raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that "
-                                 "has it).")
-            examples[stage] = raw_datasets[split]
-    return examples
-
-
 def stage_source(data_args, stage: str) -> str:
     """How to name a stage's data in a message: the flag and file it came from, or the split of the hub dataset."""
     split = QA_STAGES[stage][0]
@@ -276,13 +267,8 @@ def stage_source(data_args, stage: str) -> str:
     return f"the {split} split of {data_args.dataset_name}" if path is None else f"--{split}_file {path}"
 
 
-def select_qa_samples(examples: dict, data_args) -> dict:
-    """Each stage's examples cut to its --max_{train,eval,predict}_samples (the first ones, as the upstream scripts)."""
-    return {stage: select_samples(examples[stage], getattr(data_args, f"max_{stage}_samples")) for stage in examples}
-
-
 def count_unanswerable(examples, columns, answer_spans) -> int:
-    """Questions without an answer; 0 when answer_spans() cannot read some record's answers (the checks report it)."""
+    """Questions without an answer; 0 when answer_spans() cannot read some record's answers (checks.py says which)."""
     if examples is None or columns.answer not in examples.column_names:
         return 0
     answers = read_column(examples, columns.answer)
@@ -376,12 +362,20 @@ def _realign_answer(context: str, text: str, start: int, window: int = 100):
 
 # The steps the scripts call ------------------------------------------------------------------------------------------
 def load_qa_examples(data_args, model_args, training_args, answer_spans):
-    """({stage: raw examples} for the stages this run does, cut to --max_*_samples; the column names). Unanswerable
-    questions in the training or validation data switch SQuAD v2.0 mode on, with a warning: v1.1 scoring cannot score
-    an empty gold answer (upstream crashed there, after training). Test data usually has no answers: not looked at."""
-    columns = qa_columns(data_args)
-    examples = qa_examples(load_qa_raw_datasets(data_args, model_args), training_args)
-    for stage in () if data_args.version_2_with_negative else ("train", "eval"):
+    """({stage: raw examples} for the stages this run does ("train", "eval", "predict"), each cut to its --max_*_samples
+    (the first questions, as upstream); the column names of the --*_column flags). Unanswerable questions in any
+    stage's data switch SQuAD v2.0 mode on, with a warning: v1.1 scoring cannot score an empty gold answer (upstream
+    crashed there, after training or prediction). Test data without answers has none to count."""
+    columns = QAColumns(data_args.id_column, data_args.question_column, data_args.context_column,
+                        data_args.answer_column)
+    raw_datasets, examples = load_qa_raw_datasets(data_args, model_args), {}
+    for stage, (split, flag) in QA_STAGES.items():
+        if getattr(training_args, f"do_{stage}"):
+            if split not in raw_datasets:
+                raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that "
+                                 "has it).")
+            examples[stage] = raw_datasets[split]
+    for stage in () if data_args.version_2_with_negative else ("train", "eval", "predict"):
         if unanswerable := count_unanswerable(examples.get(stage), columns, answer_spans):
             logger.warning(
                 f"{stage_source(data_args, stage)}: {unanswerable} of {len(examples[stage])} questions have no answer, "
@@ -389,7 +383,8 @@ def load_qa_examples(data_args, model_args, training_args, answer_spans):
                 "metrics eval_exact/eval_f1/eval_HasAns_*). Pass the flag to say so explicitly.")
             data_args.version_2_with_negative = True
             break
-    return select_qa_samples(examples, data_args), columns
+    return {stage: select_samples(data, getattr(data_args, f"max_{stage}_samples"))
+            for stage, data in examples.items()}, columns
 
 
 def repair_qa_examples(examples: dict, data_args, columns, answer_spans, training_args) -> dict:
@@ -408,11 +403,15 @@ def squad_references(examples, columns) -> list:
 
 def build_stage_features(examples: dict, prepare_train, prepare_eval, train_kwargs, eval_kwargs, data_args,
                          training_args) -> dict:
-    """{stage: features}: prepare_train(batch, **train_kwargs) for training, prepare_eval(batch, **eval_kwargs) else."""
+    """{stage: features}: prepare_train(batch, **train_kwargs) for training, prepare_eval(batch, **eval_kwargs) else.
+    The examples are cut to --max_*_samples already (load_qa_examples); training features are cut to
+    --max_train_samples again, as upstream. Evaluation and prediction keep every window of the questions kept: upstream
+    cut those windows too, so the questions left without one got an empty answer and were scored all the same."""
     names = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
     return {stage: build_features(stage_examples, prepare_train if stage == "train" else prepare_eval,
                                   train_kwargs if stage == "train" else eval_kwargs, data_args, training_args,
-                                  max_samples=getattr(data_args, f"max_{stage}_samples"), desc=names[stage])
+                                  max_samples=data_args.max_train_samples if stage == "train" else None,
+                                  desc=names[stage])
             for stage, stage_examples in examples.items()}
 
 

@@ -34,7 +34,8 @@ from transformers.testing_utils import CaptureLogger
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from adapter_setup import adapter_name, setup_adapters
+import checks_lm  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the files
+from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
 from script_utils import (
     UsageError,
     capped_length,
@@ -114,6 +115,11 @@ class ModelArguments:
     )
     low_cpu_mem_usage: bool = field(default=False, metadata={"help": (
         "Passed to from_pretrained; transformers 4.57 ignores it (loading is always memory-lean).")})
+    merge_adapter_on_save: bool = field(default=False, metadata={"help": (
+        "With --train_adapter and an adapter that merges into the weights (lora, ia3, vera, dora, dvora): also save "
+        "OUTPUT_DIR/merged/, the model with the adapter merged in, which plain transformers loads "
+        "(AutoModelForCausalLM.from_pretrained, no adapters library). With --do_train, or --load_adapter in an "
+        "evaluation-only run. Other adapters are refused before training.")})
 
 
 @dataclass
@@ -286,25 +292,21 @@ def main(argv=None):
     )
     setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
-
-    # Pre-flight checks (checks_lm.py, checks.py): arguments, model, adapter sources and data, each failing with one
-    # line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
-    # and those two files.
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CLM_HEADS
-
-    import checks_lm
-
-    checks_lm.check_lm_run(model_args, data_args, training_args, adapter_args, CLM_HEADS, "causal language-modelling",
-                           block_size_for)
+    check_merge_flag(model_args, training_args, adapter_args, AutoModelForCausalLM)  # --merge_adapter_on_save
+    checks_lm.check_lm_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
     set_seed(training_args.seed)  # before the model is created, so new weights are reproducible
+
+    # Config and tokenizer (the model's weights load once every check has passed)
+    config, tokenizer = load_config_and_tokenizer(model_args)
+    block_size = block_size_for(data_args, tokenizer, config)
+    checks_lm.check_clm_model(config, model_args, data_args, adapter_args, block_size)  # checks.py
 
     # Data
     raw_datasets, carved = load_lm_raw_datasets(
         data_args, model_args, text_builder_kwargs={"keep_linebreaks": data_args.keep_linebreaks}
     )
-    config, tokenizer = load_config_and_tokenizer(model_args)
-    block_size = block_size_for(data_args, tokenizer, config)
+    checks_lm.check_lm_data(raw_datasets, carved, data_args, training_args)  # checks.py
 
     # Model
     model = load_model(model_args, config, tokenizer)
@@ -315,10 +317,11 @@ def main(argv=None):
     train_dataset, eval_dataset, n_eval_blocks = prepare_splits(raw_datasets, tokenizer, block_size, data_args,
                                                                 training_args)
 
-    # Trainer
+    # Trainer (created first: where it fails, e.g. on a --report_to integration that is not installed, the output
+    # folder is as it was), then the first write
+    trainer = make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args)
     prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
     save_scratch_base_model(model, base_weights, model_args, training_args, adapter_args)
-    trainer = make_trainer(model, tokenizer, train_dataset, eval_dataset, data_args, training_args, adapter_args)
 
     # Train / evaluate
     if training_args.do_train:
@@ -326,6 +329,7 @@ def main(argv=None):
     if training_args.do_eval:
         evaluate_and_save(trainer, data_args.max_eval_samples, n_eval_blocks, more_metrics=perplexity_metric)
 
+    save_merged_model(trainer, model_args, AutoModelForCausalLM)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     save_model_card(trainer, model_args, data_args, "text-generation")
     release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
     return trainer

@@ -22,8 +22,8 @@ from transformers import AutoModelForQuestionAnswering, EvalPrediction, Training
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from adapter_setup import adapter_name, setup_adapters
-from prediction_files import wait_for_prediction_files
+import checks  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the file
+from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
 from qa_data import (build_stage_features, check_qa_data_files, load_qa_examples, padding_collator,
                      repair_qa_examples, squad_references)
 from script_utils import (UsageError, capped_length, detect_last_checkpoint, end_process_group, hub_kwargs,
@@ -61,6 +61,11 @@ class ModelArguments:
         "The token to use as HTTP bearer authorization for remote files.")})
     trust_remote_code: bool = field(default=False, metadata={"help": (
         "Allow custom models defined on the Hub in their own modeling files. Off unless asked.")})
+    merge_adapter_on_save: bool = field(default=False, metadata={"help": (
+        "With --train_adapter and an adapter that merges into the weights (lora, ia3, vera, dora, dvora): also save "
+        "OUTPUT_DIR/merged/, the model with the adapter merged in, which plain transformers loads "
+        "(AutoModelForQuestionAnswering.from_pretrained, no adapters library). With --do_train, or --load_adapter in "
+        "an evaluation-only run. Other adapters are refused before training.")})
 
 
 @dataclass
@@ -248,18 +253,20 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
                              log_level):
     """Answers as text for the metric (and the {stage}_predictions.json files); references when answers exist. In v2
     each answer also carries its best non-null answer and null odds, for the metric's best-threshold sweep."""
-    predictions, best_non_null, null_odds = postprocess_qa_predictions(
+    predictions, _, null_odds, best_non_null = postprocess_qa_predictions(
         examples=examples, features=features, predictions=predictions,
         version_2_with_negative=data_args.version_2_with_negative, n_best_size=data_args.n_best_size,
         max_answer_length=data_args.max_answer_length, null_score_diff_threshold=data_args.null_score_diff_threshold,
         output_dir=output_dir, log_level=log_level, prefix=stage, id_column=columns.id, context_column=columns.context,
-        with_null_odds=True, background_files=True,  # written while the run goes on; main() waits for them at the end
     )
     formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     if data_args.version_2_with_negative:
         for prediction, k in zip(formatted_predictions, predictions):
             prediction.update(no_answer_probability=0.0, best_non_null_text=best_non_null[k], null_odds=null_odds[k])
-    references = squad_references(examples, columns) if columns.answer in examples.column_names else None
+    references = None
+    if columns.answer in examples.column_names:  # of the answered questions: one without features has no answer
+        answered = {prediction["id"] for prediction in formatted_predictions}
+        references = [r for r in squad_references(examples, columns) if r["id"] in answered]
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
@@ -297,20 +304,21 @@ def main(argv=None):
     )
     log_level = setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
-
-    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
-    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
-    import checks
-
-    checks.check_run_qa(model_args, data_args, training_args, adapter_args, answer_spans)
+    check_merge_flag(model_args, training_args, adapter_args, AutoModelForQuestionAnswering)  # --merge_adapter_on_save
+    checks.check_qa_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
     set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
 
-    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    # Config and tokenizer (the model's weights load once every check has passed)
     config, tokenizer = load_config_and_tokenizer(model_args)
     require_fast_tokenizer(tokenizer)  # offsets map tokens back to text, and long contexts overflow into windows
     max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
+    checks.check_qa_model(config, adapter_args, max_seq_length)  # checks.py
+
+    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    checks.check_qa_data(examples, columns, data_args, training_args, answer_spans)  # checks.py
+    checks.check_windows_fit(examples, columns, tokenizer, max_seq_length, data_args)  # checks.py
 
     # Repair: answers into the SQuAD layout; training answers not where answer_start says realigned, or dropped
     examples = repair_qa_examples(examples, data_args, columns, answer_spans, training_args)
@@ -322,15 +330,16 @@ def main(argv=None):
     # Preprocessing
     features = build_all_features(examples, tokenizer, columns, max_seq_length, data_args, training_args)
 
-    # Trainer
-    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
+    # Trainer (created first: where it fails, e.g. on a --report_to integration that is not installed, the output
+    # folder is as it was), then the first write
     trainer = make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args,
                            log_level)
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
 
     # Train / evaluate / predict (--tune_null_threshold: predict with the null threshold that evaluation found best)
     before_predict = partial(tuned_null_threshold, data_args) if data_args.tune_null_threshold else None
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"), before_predict)
-    wait_for_prediction_files()
+    save_merged_model(trainer, model_args, AutoModelForQuestionAnswering)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     save_model_card(trainer, model_args, data_args, "question-answering")
     release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
 

@@ -40,9 +40,9 @@ from transformers import (
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from adapter_setup import adapter_name, setup_adapters
+import checks  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the file
+from adapter_setup import adapter_name, check_merge_flag, setup_adapters
 from beam_search_head import BeamSearchQuestionAnsweringModel
-from prediction_files import wait_for_prediction_files
 from qa_data import (
     build_stage_features,
     check_qa_data_files,
@@ -102,6 +102,9 @@ class ModelArguments:
         "The token to use as HTTP bearer authorization for remote files (replaces use_auth_token).")})
     trust_remote_code: bool = field(default=False, metadata={"help": (
         "Allow custom models defined on the Hub in their own modeling files. Off unless asked.")})
+    merge_adapter_on_save: bool = field(default=False, metadata={"help": (
+        "Not available in this script (refused): its beam-search head does not load through "
+        "AutoModelForQuestionAnswering. run_qa.py, run_seq2seq_qa.py, run_mlm.py and run_clm.py have it.")})
 
 
 @dataclass
@@ -355,7 +358,6 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
         prefix=stage,
         id_column=columns.id,
         context_column=columns.context,
-        background_files=True,  # written while the run goes on; main() waits for them at the end
     )
     if data_args.version_2_with_negative:
         tuned = stage == "predict" and data_args.tune_null_threshold  # threshold set by tuned_null_threshold()
@@ -371,8 +373,9 @@ def post_processing_function(examples, features, predictions, stage="eval", *, d
     else:
         formatted_predictions = [{"id": str(k), "prediction_text": v} for k, v in predictions.items()]
     references = None
-    if columns.answer in examples.column_names:
-        references = squad_references(examples, columns)
+    if columns.answer in examples.column_names:  # of the answered questions: one without features has no answer
+        answered = {prediction["id"] for prediction in formatted_predictions}
+        references = [r for r in squad_references(examples, columns) if r["id"] in answered]
     return EvalPrediction(predictions=formatted_predictions, label_ids=references)
 
 
@@ -426,20 +429,21 @@ def main(argv=None):
     )
     log_level = setup_logging(training_args, logger)
     last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
-
-    # Pre-flight checks (checks.py): arguments, model, adapter sources and data, each failing with one line that says
-    # what to fix, before anything is loaded or written. A copy of this script may delete this block and checks.py.
-    import checks
-
-    checks.check_run_qa_beam_search(model_args, data_args, training_args, adapter_args, answer_spans)
+    check_merge_flag(model_args, training_args, adapter_args, None)  # --merge_adapter_on_save
+    checks.check_qa_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
     set_seed(training_args.seed)  # before the model is created, so the head and adapter weights are reproducible
 
-    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    # Config and tokenizer (the model's weights load once every check has passed)
     config, tokenizer = load_config_and_tokenizer(model_args)
     require_fast_tokenizer(tokenizer)  # offsets map tokens back to text, and long contexts overflow into windows
     max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
+    checks.check_beam_search_model(config, adapter_args, max_seq_length)  # checks.py
+
+    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    checks.check_qa_data(examples, columns, data_args, training_args, answer_spans)  # checks.py
+    checks.check_windows_fit(examples, columns, tokenizer, max_seq_length, data_args)  # checks.py
 
     # Repair: answers into the SQuAD layout; training answers not where answer_start says realigned, or dropped
     examples = repair_qa_examples(examples, data_args, columns, answer_spans, training_args)
@@ -451,15 +455,15 @@ def main(argv=None):
     # Preprocessing
     features = build_all_features(examples, tokenizer, columns, max_seq_length, config, data_args, training_args)
 
-    # Trainer
-    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
+    # Trainer (created first: where it fails, e.g. on a --report_to integration that is not installed, the output
+    # folder is as it was), then the first write
     trainer = make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args,
                            log_level)
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
 
     # Train / evaluate / predict (--tune_null_threshold: predict with the null threshold that evaluation found best)
     before_predict = partial(tuned_null_threshold, data_args) if data_args.tune_null_threshold else None
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"), before_predict)
-    wait_for_prediction_files()
     save_model_card(trainer, model_args, data_args, "question-answering")
     release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
 

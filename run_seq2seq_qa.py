@@ -34,8 +34,10 @@ from transformers import (
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from adapter_setup import adapter_name, setup_adapters
-from prediction_files import wait_for_prediction_files, write_prediction_files
+import checks  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the files
+import checks_seq2seq  # checks.py
+from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
+from prediction_files import write_prediction_files
 from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
 from script_utils import (
     UsageError,
@@ -85,6 +87,11 @@ class ModelArguments:
         "The token to use as HTTP bearer authorization for remote files.")})
     trust_remote_code: bool = field(default=False, metadata={"help": (
         "Allow custom models defined on the Hub in their own modeling files. Off unless asked.")})
+    merge_adapter_on_save: bool = field(default=False, metadata={"help": (
+        "With --train_adapter and an adapter that merges into the weights (lora, ia3, vera, dora, dvora): also save "
+        "OUTPUT_DIR/merged/, the model with the adapter merged in, which plain transformers loads "
+        "(AutoModelForSeq2SeqLM.from_pretrained, no adapters library). With --do_train, or --load_adapter in an "
+        "evaluation-only run. Other adapters are refused before training.")})
 
 
 @dataclass
@@ -355,8 +362,9 @@ def select_window_answers(example_ids, feature_example_ids, texts, scores):
     """One answer per example from the answers generated for its windows (features).
 
     Rule: the window whose answer has the highest score (mean log-probability per generated token, or the beam
-    score) wins; on a tie the earlier window. With one window per example this is simply its answer. Examples with
-    no feature at all (cut off by --max_eval_samples/--max_predict_samples, which cap features) get no answer.
+    score) wins; on a tie the earlier window. With one window per example this is simply its answer. An example
+    without a feature (none, as the scripts build features: --max_eval_samples/--max_predict_samples cut questions and
+    keep all their windows) gets no answer.
     Returns ({id: answer}, {id: [{"window", "text", "score"}, ...] best first}).
     """
     candidates = {}
@@ -386,11 +394,11 @@ def post_processing_function(examples, features, answers, stage="eval", *, versi
     )
     if len(predictions) < len(example_ids):
         logger.warning(
-            f"{len(example_ids) - len(predictions)} of {len(example_ids)} {stage} questions have no feature left "
-            "(--max_eval_samples/--max_predict_samples cap features, and long contexts make several per question): "
-            "they are left out of the predictions and the score."
+            f"{len(example_ids) - len(predictions)} of {len(example_ids)} {stage} questions have no feature "
+            "(an edited prepare_validation_features made none for them): they are left out of the predictions and "
+            "the score."
         )
-    write_prediction_files(output_dir, stage, predictions, windows, background=True)  # main() waits at the end
+    write_prediction_files(output_dir, stage, {"predictions": predictions, "nbest_predictions": windows})
 
     if version_2_with_negative:
         formatted_predictions = [
@@ -478,20 +486,19 @@ def main(argv=None):
     setup_logging(training_args, logger)
     log_generation_mode(generate, training_args)
     last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
-
-    # Pre-flight checks (checks_seq2seq.py, checks.py): arguments, model, adapter sources and data, each failing with
-    # one line that says what to fix, before anything is loaded or written. A copy of this script may delete this block
-    # and those two files.
-    import checks_seq2seq
-
-    checks_seq2seq.check_run_seq2seq_qa(model_args, data_args, training_args, adapter_args, answer_spans, generate)
+    check_merge_flag(model_args, training_args, adapter_args, AutoModelForSeq2SeqLM)  # --merge_adapter_on_save
+    checks_seq2seq.check_seq2seq_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
     set_seed(training_args.seed)  # before the model is created, so the adapter weights are reproducible
 
-    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    # Config and tokenizer (the model's weights load once every check has passed)
     config, tokenizer = load_config_and_tokenizer(model_args, use_fast=model_args.use_fast_tokenizer)
     max_seq_length = capped_length(data_args.max_seq_length, tokenizer, "max_seq_length")
+    checks_seq2seq.check_seq2seq_model(config, data_args, training_args, adapter_args, max_seq_length)  # checks.py
+
+    # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    checks.check_qa_data(examples, columns, data_args, training_args, answer_spans, ["loss"], generate)  # checks.py
 
     # Repair: answers into the SQuAD layout; training answers not where answer_start says realigned, or dropped
     examples = repair_qa_examples(examples, data_args, columns, answer_spans, training_args)
@@ -506,14 +513,15 @@ def main(argv=None):
     # Preprocessing
     features = build_all_features(examples, tokenizer, columns, max_seq_length, data_args, training_args)
 
-    # Trainer
-    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
+    # Trainer (created first: where it fails, e.g. on a --report_to integration that is not installed, the output
+    # folder is as it was), then the first write
     trainer = make_trainer(model, tokenizer, examples, features, columns, data_args, training_args, adapter_args,
                            generate)
+    prepare_output_dir(training_args, last_checkpoint)  # every check passed: clear what an earlier run left
 
     # Train / evaluate / predict
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"))
-    wait_for_prediction_files()
+    save_merged_model(trainer, model_args, AutoModelForSeq2SeqLM)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     if training_args.push_to_hub:
         save_model_card(trainer, model_args, data_args, "question-answering")
     release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)

@@ -64,6 +64,9 @@ def parse_args(dataclass_types, argv=None):
     """argv (or one `.json` arguments file) parsed into the dataclasses; parser errors become one-line UsageErrors."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = transformers.HfArgumentParser(dataclass_types)
+    if len(argv) > 1 and argv[0].endswith(".json") and not argv[0].startswith("-"):  # the parser would say a flag the file sets is missing
+        raise UsageError(f"An arguments file ({argv[0]}) must be the only argument: put {argv[1]} and the other flags "
+                         "in the file, or pass every flag on the command line.")
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
             if not os.path.isfile(argv[0]):
@@ -77,7 +80,11 @@ def parse_args(dataclass_types, argv=None):
     except UsageError:
         raise
     except ValueError as err:
-        raise UsageError(" ".join(str(err).split())) from err
+        message = " ".join(str(err).split())
+        if "doesn't support bf16/gpu" in message:  # TrainingArguments' check, which knows only GPUs unless --use_cpu
+            message = ("--bf16 needs a GPU with bfloat16 support (Ampere or newer), and this machine has none. On a "
+                       "CPU, add --use_cpu to train in bfloat16 there; or drop --bf16.")
+        raise UsageError(message) from err
 
 
 def setup_logging(training_args, script_logger):
@@ -154,6 +161,31 @@ def innermost_error(err: Exception) -> str:
     return " ".join(str(err).split())[:300] or type(err).__name__
 
 
+def data_file_problem(path: str) -> Optional[str]:
+    """For a data file its loader failed on: not UTF-8, a CSV file with a header but no rows, or the first line of a
+    JSON Lines file that is not JSON (the loaders' own errors name none of them). None when it is none of them, or not
+    a local file."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError as err:
+        return f"Data file {path} is not UTF-8 text (byte offset {err.start}); save it as UTF-8."
+    if path.lower().endswith(".csv") and sum(bool(line.strip()) for line in lines) == 1:
+        return f"Data file {path} has a header line but no data rows: add one row per example below the header."
+    first = lines[0].strip() if lines else ""
+    if not (path.lower().endswith((".json", ".jsonl")) and first.startswith("{") and first.endswith("}")):
+        return None  # not JSON Lines (a JSON document over several lines, a CSV or text file)
+    for number, line in enumerate(lines, start=1):
+        try:
+            if line.strip():
+                json.loads(line)
+        except json.JSONDecodeError as err:
+            return f"Data file {path}: line {number} is not valid JSON ({err.msg})."
+    return None
+
+
 def one_line(err: BaseException, limit: int = 300) -> str:
     """An exception's message on one line (runs of whitespace collapsed), cut to `limit` characters; else its type."""
     text = " ".join(str(err).split())
@@ -161,8 +193,10 @@ def one_line(err: BaseException, limit: int = 300) -> str:
 
 
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "predict_results.json")
-PREDICTION_FILES = tuple(f"{stage}_{name}.json" for stage in ("eval", "predict")
-                         for name in ("predictions", "nbest_predictions", "null_odds", "generations"))
+# The prediction files of the QA scripts, {stage}_{name}.json (prediction_files.write_prediction_files writes only these
+# names): a file added here is also removed by --overwrite_output_dir.
+PREDICTION_FILE_NAMES = ("predictions", "nbest_predictions", "null_odds")
+PREDICTION_FILES = tuple(f"{stage}_{name}.json" for stage in ("eval", "predict") for name in PREDICTION_FILE_NAMES)
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 LOCK_FILE = ".run.lock"  # in --output_dir: held by the run using it (see lock_output_dir)
 
@@ -240,46 +274,49 @@ def checkpoint_problem(path: str) -> Optional[str]:
     return None
 
 
+def _adapter_config_file(path: str) -> Optional[dict]:
+    """The "config" entry of an adapter_config.json (as save_adapter writes it), or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("config")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _saved_adapter_config(folder: str) -> Optional[dict]:
-    """The "config" entry of the adapter_config.json in a subfolder of `folder` (adapter checkpoints), or None."""
+    """The adapter configuration a checkpoint holds (in a subfolder named after the adapter), or None."""
     for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name, "adapter_config.json")
-        if os.path.isfile(path):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    return json.load(f).get("config")
-            except (ValueError, OSError, AttributeError):
-                return None
+        if os.path.isfile(os.path.join(folder, name, "adapter_config.json")):
+            return _adapter_config_file(os.path.join(folder, name, "adapter_config.json"))
     return None
 
 
 def adapter_mismatch(checkpoint: str, adapter_args) -> Optional[str]:
     """Why `checkpoint` holds another adapter configuration than this run trains (its optimizer state would not fit
-    the parameters: transformers fails deep inside), or None. adapter_args None: not checked."""
+    the parameters: transformers failed deep inside), or None. adapter_args None: not checked."""
     if adapter_args is None:
         return None
     from adapters import AdapterConfig
 
     saved = _saved_adapter_config(checkpoint)
     if not adapter_args.train_adapter:
-        return None if saved is None else "the checkpoint holds another adapter configuration (an adapter; this run " \
-                                          "trains the whole model, without --train_adapter)"
+        return None if saved is None else ("the checkpoint holds another adapter configuration (an adapter; this run "
+                                           "trains the whole model, without --train_adapter)")
     if saved is None:
         return ("the checkpoint holds another adapter configuration (none: the whole model was trained, without "
                 "--train_adapter)")
+    loaded = adapter_args.load_adapter  # --load_adapter FOLDER: its configuration is trained
+    wanted = _adapter_config_file(os.path.join(loaded, "adapter_config.json")) if loaded else None
     try:
-        wanted = (_saved_adapter_config(os.path.dirname(os.path.normpath(adapter_args.load_adapter)))
-                  if adapter_args.load_adapter and os.path.isdir(adapter_args.load_adapter) else None)
-        here = AdapterConfig.load(wanted or adapter_args.adapter_config)
-        there = AdapterConfig.load(saved)
+        here = AdapterConfig.load(wanted or adapter_args.adapter_config).to_dict()
+        there = AdapterConfig.load(saved).to_dict()
     except (ValueError, TypeError, KeyError, AttributeError, SyntaxError):
         return None  # the adapter checks of the run say what is wrong with it
-    if here.to_dict() == there.to_dict():
+    differ = sorted(key for key in set(here) | set(there) if here.get(key) != there.get(key))
+    if not differ:
         return None
-    differ = sorted(key for key in set(here.to_dict()) | set(there.to_dict())
-                    if here.to_dict().get(key) != there.to_dict().get(key))
-    return (f"the checkpoint holds another adapter configuration ({type(there).__name__} there, {type(here).__name__} "
-            f"here; {', '.join(f'{k}: {there.to_dict().get(k)!r} there, {here.to_dict().get(k)!r} here' for k in differ[:3])})")
+    shown = ", ".join(f"{key}: {there.get(key)!r} there, {here.get(key)!r} here" for key in differ[:3])
+    return f"the checkpoint holds another adapter configuration ({shown})"
 
 
 def _checkpoint_folders(output_dir: str) -> list:
@@ -569,13 +606,14 @@ def train_evaluate_predict(trainer, last_checkpoint, data_args, features: dict, 
     """The stages asked for, each saving its results; before_predict(eval metrics or None) returns more predict keys."""
     if trainer.args.do_train:
         train_and_save(trainer, last_checkpoint, data_args.max_train_samples, features["train"])
-    eval_metrics = (evaluate_and_save(trainer, data_args.max_eval_samples, len(features["eval"]))
-                    if trainer.args.do_eval else None)
+    # --max_eval_samples/--max_predict_samples cut the questions (qa_data.load_qa_examples), every window kept: the
+    # *_samples keys count the windows (features) run through the model, as upstream's did.
+    eval_metrics = (evaluate_and_save(trainer, None, len(features["eval"])) if trainer.args.do_eval else None)
     if trainer.args.do_predict:
         more_metrics = before_predict(eval_metrics) if before_predict is not None else None
         logger.info("*** Predict ***")
         metrics = trainer.predict(features["predict"], predict_examples).metrics  # QA trainers write the predictions
-        metrics["predict_samples"] = samples_used(data_args.max_predict_samples, features["predict"])
+        metrics["predict_samples"] = len(features["predict"])
         metrics.update(more_metrics or {})
         trainer.log_metrics("predict", metrics)
         save_metrics(trainer, "predict", metrics)

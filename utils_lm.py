@@ -14,7 +14,8 @@ from adapters import AdapterTrainer
 from transformers import Trainer
 
 from resumable_trainer import ResumableTrainerMixin
-from script_utils import UsageError, from_pretrained_or_fail, hub_kwargs, innermost_error, select_samples
+from script_utils import (UsageError, data_file_problem, from_pretrained_or_fail, hub_kwargs, innermost_error,
+                          select_samples)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def load_lm_raw_datasets(data_args, model_args, text_builder_kwargs=None):
     validation_split_percentage % of train becomes validation and the rest train (even without --do_eval).
 
     Returns (raw_datasets, carved) where carved says the validation split was cut from train. With --streaming the
-    data is streamed (local files too) and nothing is carved (check_lm_streaming has ruled out --do_eval then)."""
+    data is streamed (local files too) and nothing is carved (checks_lm.py refuses --do_eval then)."""
     common = {"cache_dir": model_args.cache_dir, "token": model_args.token}
     if data_args.streaming:
         common["streaming"] = True
@@ -100,8 +101,11 @@ def load_lm_raw_datasets(data_args, model_args, text_builder_kwargs=None):
     except Exception as err:  # parse errors arrive as DatasetGenerationError (pyarrow/pandas inside)
         if data_args.dataset_name is not None:
             raise UsageError(f"Could not load the language-modelling data ({type(err).__name__}: {err}).") from err
-        files = " and ".join(path for path in (data_args.train_file, data_args.validation_file) if path)
-        raise UsageError(f"Could not load {files}: {innermost_error(err)}") from err
+        files = [path for path in (data_args.train_file, data_args.validation_file) if path]
+        for path in files:  # the line at fault, found by reading the file, where there is one
+            if (problem := data_file_problem(path)) is not None:
+                raise UsageError(problem) from err
+        raise UsageError(f"Could not load {' and '.join(files)}: {innermost_error(err)}") from err
     return raw_datasets, carved
 
 

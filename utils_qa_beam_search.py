@@ -16,6 +16,12 @@ from qa_data import read_column
 logger = logging.getLogger(__name__)
 
 
+def keep_answer(text: str, context: str, start_char: int, end_char: int) -> bool:
+    """Whether a candidate answer may be used: `text` is context[start_char:end_char]. Edit this to reject answers
+    (return False); the next best candidate then takes the rejected one's place. Example: `return ". " not in text`."""
+    return True
+
+
 def postprocess_qa_predictions_with_beam_search(
     examples,
     features,
@@ -30,7 +36,6 @@ def postprocess_qa_predictions_with_beam_search(
     log_level: Optional[int] = logging.WARNING,
     id_column: str = "id",
     context_column: str = "context",
-    background_files: bool = False,
 ):
     """Post-processes the predictions of a question-answering model with beam search (XLNet, XLM, or an adapter model
     with the same head) into answers that are substrings of the original contexts.
@@ -55,13 +60,17 @@ def postprocess_qa_predictions_with_beam_search(
 
     Returns:
         ``(all_predictions, scores_diff_json)``: ``{id: answer text}`` (always the best candidate, which may be ""
-        only when there is none) and ``{id: min cls logit}`` for v2 (None for v1).
+        only when there is none) and ``{id: min cls logit}`` for v2 (None for v1). An example without any feature
+        (--max_eval_samples cuts features) gets no answer: it is left out of what is returned and written.
     """
     if len(predictions) != 5:
         raise ValueError("`predictions` should be a tuple with five elements.")
 
     if len(predictions[0]) != len(features):
         raise ValueError(f"Got {len(predictions[0])} predictions and {len(features)} features.")
+    if any(np.isnan(np.asarray(predictions[k], dtype=float)).any() for k in (0, 2, 4)):
+        raise ValueError("The start/end log-probabilities or cls logits contain NaN (a half-precision overflow?): no "
+                         "answer can be ranked.")
 
     # Build a map example to its corresponding features.
     example_ids, contexts = read_column(examples, id_column), read_column(examples, context_column)
@@ -81,10 +90,15 @@ def postprocess_qa_predictions_with_beam_search(
     all_nbest_json = collections.OrderedDict()
     scores_diff_json = collections.OrderedDict() if version_2_with_negative else None
     for example_index, (example_id, context) in enumerate(tqdm(zip(example_ids, contexts), total=len(examples))):
+        if not features_per_example[example_index]:
+            continue
         prelim_predictions, min_null_score = _beam_candidates(
             features_per_example[example_index], predictions, all_offset_mappings, all_token_is_max_context,
             start_n_top, end_n_top, max_answer_length,
         )
+        # keep_answer may reject a candidate by its text, before the n-best cut: the next best takes its place.
+        prelim_predictions = [p for p in prelim_predictions
+                              if keep_answer(context[slice(*p["offsets"])], context, *p["offsets"])]
         nbest, min_null_score = _nbest_with_probabilities(prelim_predictions, min_null_score, context, n_best_size)
         # Pick the best prediction and set the probability for the null answer.
         all_predictions[example_id] = nbest[0]["text"]
@@ -92,7 +106,12 @@ def postprocess_qa_predictions_with_beam_search(
             scores_diff_json[example_id] = float(min_null_score)
         all_nbest_json[example_id] = nbest
 
-    write_prediction_files(output_dir, prefix, all_predictions, all_nbest_json, scores_diff_json, background_files)
+    missing = sum(not features_per_example[example_index] for example_index in range(len(example_ids)))
+    if missing:
+        logger.warning(f"{missing} of {len(example_ids)} examples have no feature (--max_eval_samples and "
+                       "--max_predict_samples cap features): they get no prediction and are left out of the metric.")
+    write_prediction_files(output_dir, prefix, {"predictions": all_predictions, "nbest_predictions": all_nbest_json,
+                                                "null_odds": scores_diff_json})
     return all_predictions, scores_diff_json
 
 
@@ -156,7 +175,7 @@ def _beam_candidates(feature_indices, predictions, all_offset_mappings, all_toke
 
 def _nbest_with_probabilities(prelim_predictions, min_null_score, context, n_best_size):
     """The n_best_size best candidates with their text and softmax probability, as JSON-ready floats; a fake empty
-    answer when there is no candidate at all (and then a null score of -2e-6)."""
+    answer when there is no candidate (and then a null score of -2e-6, as upstream)."""
     # Only keep the best `n_best_size` predictions.
     predictions = sorted(prelim_predictions, key=lambda x: x["score"], reverse=True)[:n_best_size]
 

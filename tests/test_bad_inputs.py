@@ -131,7 +131,7 @@ def env(tmp_path_factory, tiny_model):
     (adapter_run / "tokenizer.json").write_text("{}")
     incomplete = models / "checkpoint-4"  # killed while saving: no trainer_state.json yet
     (incomplete / "squad").mkdir(parents=True)
-    return {"root": root, "data": data, "model": bert, "models": models}
+    return {"root": root, "data": data, "model": bert, "t5": tiny_model("t5"), "models": models}
 
 
 def _earlier_run(folder):
@@ -147,7 +147,7 @@ def _earlier_run(folder):
 
 # The table ------------------------------------------------------------------------------------------------------------
 
-# Placeholders: {data} data folder, {model} tiny bert, {models} other model folders, {out} output folder.
+# Placeholders: {data} data folder, {model} tiny bert, {t5} tiny t5, {models} other model folders, {out} output folder.
 DROP = object()  # as a value: leave the flag out
 COMMON = {"--output_dir": "{out}", "--overwrite_output_dir": None, "--report_to": "none", "--max_steps": "2"}
 QA_BASE = {
@@ -172,7 +172,7 @@ BASES = {
     "run_qa": QA_BASE,
     # Beam search fine-tunes XLNet/XLM in full; other encoders get an adapter and the beam-search head.
     "run_qa_beam_search": {**QA_BASE, "--train_adapter": None},
-    "run_seq2seq_qa": {**QA_BASE, "--doc_stride": DROP},
+    "run_seq2seq_qa": {**QA_BASE, "--model_name_or_path": "{t5}", "--doc_stride": DROP},  # an encoder-decoder
     "run_mlm": {**LM_BASE, "--max_seq_length": "32"},
     "run_clm": {**LM_BASE, "--block_size": "32"},  # bert has a causal-LM head (BertLMHeadModel)
 }
@@ -238,7 +238,7 @@ CASES = [
     ("run_seq2seq_qa", "context column missing", {"--context_column": "passage"}, ["passage", "context"]),
     ("run_seq2seq_qa", "duplicate ids", {"--validation_file": "{data}/duplicate_ids.json"}, ["more than once"]),
     ("run_seq2seq_qa", "load_adapter is a run folder", {"--train_adapter": None, "--load_adapter": "{models}/adapter_run"}, ["adapter_run/squad"]),
-    ("run_seq2seq_qa", "not an encoder-decoder", {}, ["bert", "encoder-decoder", "run_qa.py"]),
+    ("run_seq2seq_qa", "not an encoder-decoder", {"--model_name_or_path": "{model}"}, ["bert", "encoder-decoder", "run_qa.py"]),
     ("run_seq2seq_qa", "output folder not empty", {"--overwrite_output_dir": DROP}, ["already exists and is not empty"]),
     ("run_mlm", "architecture without masked-LM head", {"--model_name_or_path": "{models}/vit"}, ["vit", "masked language-modelling head", "bert"]),
     ("run_mlm", "load_adapter missing", {"--train_adapter": None, "--load_adapter": "{models}/nope"}, ["--load_adapter", "does not exist"]),
@@ -267,7 +267,7 @@ def _argv(script, changes, env, out):
         argv.append(flag)
         if value is not None:
             argv.append(value)
-    fill = {"data": env["data"], "model": env["model"], "models": env["models"], "out": out}
+    fill = {"data": env["data"], "model": env["model"], "t5": env["t5"], "models": env["models"], "out": out}
     return [a.format(**fill) for a in argv]
 
 

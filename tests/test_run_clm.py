@@ -201,8 +201,6 @@ def test_cli_reports_a_usage_error_in_one_line(repo_root, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="checks_lm.check_lm_run computes the block size (and warns) a second time: issue 20 item 3")
 def test_the_block_size_warning_is_printed_once(tiny_model, text, tmp_path):
     proc = run_script("run_clm.py", "--model_name_or_path", tiny_model("gpt2"), "--validation_file", text["validation"],
                       "--do_eval", "--block_size", "2048", "--output_dir", tmp_path, *COMMON, check=True)

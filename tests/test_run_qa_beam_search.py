@@ -64,6 +64,8 @@ def brute_force(examples, features, predictions, v2, n_best, max_len, start_n_to
     expected = {}
     for example in examples:
         candidates, null = [], None
+        if example["id"] not in features["example_id"]:
+            continue  # an example without features gets no answer
         for f, feature in enumerate(features):
             if feature["example_id"] != example["id"]:
                 continue
@@ -108,7 +110,7 @@ def test_postprocessing_matches_brute_force_on_random_top_k(tmp_path, v2, n_best
     expected = brute_force(examples, features, predictions, v2, n_best, max_len, start_n_top, end_n_top)
 
     assert answers == {qid: e["text"] for qid, e in expected.items()}
-    assert list(answers) == examples["id"]
+    assert list(answers) == [qid for qid in examples["id"] if qid != "q9"]  # q9 has no window: no answer
     if v2:
         assert null_odds == pytest.approx({qid: e["null"] for qid, e in expected.items()})
     else:
@@ -122,9 +124,9 @@ def test_postprocessing_matches_brute_force_on_random_top_k(tmp_path, v2, n_best
             (text, pytest.approx(prob, rel=1e-5)) for text, prob in e["nbest"]
         ]
         assert len(nbest[qid]) <= n_best
-    # The empty cases: an example whose windows have no valid span, and an example without any window.
+    # The empty case: an example whose windows have no valid span.
     empty_ids = [qid for qid, e in expected.items() if e["nbest"] == [("", 1.0)]]
-    assert {"q7", "q9"} <= set(empty_ids)
+    assert "q7" in empty_ids and "q9" not in nbest
     for qid in empty_ids:
         assert nbest[qid] == [{"text": "", "start_logit": -1e-6, "end_logit": -1e-6, "probability": 1.0}]
         if v2:
