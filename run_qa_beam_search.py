@@ -19,7 +19,7 @@ head is `beam_search_head.BeamSearchQuestionAnsweringModel` (transformers' XLM h
 adapter and `--load_adapter` restores both.
 
 Local files (--train_file/--validation_file/--test_file) may be the flattened Hugging Face JSON ({"data": [...]}),
-the original nested SQuAD v1.1/v2.0 JSON, JSON Lines or CSV; the format is detected from the content.
+the original nested SQuAD v1.1/v2.0 JSON, JSON Lines, CSV or TSV; the format is detected from the content.
 A single `.json` argument is read as a file of arguments.
 """
 import logging
@@ -117,7 +117,7 @@ class DataTrainingArguments:
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": (
         "The configuration name of the dataset to use (via the datasets library).")})
     train_file: Optional[str] = field(default=None, metadata={"help": (
-        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV).")})
+        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines, CSV or TSV).")})
     validation_file: Optional[str] = field(default=None, metadata={"help": (
         "An optional input evaluation data file (same formats as --train_file).")})
     test_file: Optional[str] = field(default=None, metadata={"help": (
@@ -159,7 +159,8 @@ class DataTrainingArguments:
     question_column: str = field(default="question", metadata={"help": "The column holding the questions."})
     context_column: str = field(default="context", metadata={"help": "The column holding the contexts."})
     answer_column: str = field(default="answers", metadata={"help": (
-        "The column holding the answers (read by answer_spans() in this script; not needed in a test file).")})
+        "The column holding the answers, read by answer_spans() in this script (where it reads several columns, the "
+        "first of them); the answers in the SQuAD layout go there for the run. Not needed in a test file.")})
 
     def __post_init__(self):
         check_qa_data_files(self)

@@ -10,7 +10,7 @@ training an adapter (`--train_adapter`) or the full model.
 The model reads "question: <question> context: <context>" and is trained to write the first gold answer ("" for an
 unanswerable question). Evaluation generates the answers and scores them with SQuAD exact match / F1; the answers go
 to eval_predictions.json / predict_predictions.json. Local files (--train_file/--validation_file/--test_file) may be
-the flattened Hugging Face JSON ({"data": [...]}), the original nested SQuAD v1.1/v2.0 JSON, JSON Lines or CSV.
+the flattened Hugging Face JSON ({"data": [...]}), the original nested SQuAD v1.1/v2.0 JSON, JSON Lines, CSV or TSV.
 A single `.json` argument is read as a file of arguments.
 
 main() reads as a table of contents: arguments, data, model, preprocessing, trainer, train/eval/predict.
@@ -110,7 +110,7 @@ class DataTrainingArguments:
         "The column holding the answers, read by answer_spans() in this script (where it reads several columns, the "
         "first of them); the answers in the SQuAD layout go there for the run. Not needed in a test file.")})
     train_file: Optional[str] = field(default=None, metadata={"help": (
-        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV).")})
+        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines, CSV or TSV).")})
     validation_file: Optional[str] = field(default=None, metadata={"help": (
         "An optional input evaluation data file (same formats as --train_file).")})
     test_file: Optional[str] = field(default=None, metadata={"help": (

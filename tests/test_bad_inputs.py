@@ -179,7 +179,8 @@ BASES = {
 
 # (script, id, changes to its base command (value DROP removes the flag), key words of the message)
 CASES = [
-    ("run_qa", "missing file", {"--train_file": "{data}/nope.json"}, ["nope.json", "does not exist"]),
+    ("run_qa", "missing file", {"--train_file": "{data}/nope.json"}, ["--train_file", "nope.json", "does not exist"]),
+    ("run_qa", "missing validation file", {"--validation_file": "{data}/nope.tsv"}, ["--validation_file", "nope.tsv", "does not exist"]),
     ("run_qa", "unsupported extension", {"--train_file": "{data}/train.txt"}, ["train.txt", "unsupported extension", ".jsonl"]),
     ("run_qa", "empty file", {"--train_file": "{data}/empty.json"}, ["empty.json", "is empty"]),
     ("run_qa", "broken JSON", {"--train_file": "{data}/broken.json"}, ["broken.json", "not valid JSON", "line 3"]),
@@ -206,7 +207,8 @@ CASES = [
     ("run_qa", "empty selection", {"--max_train_samples": "0"}, ["--max_train_samples", "positive"]),
     ("run_qa", "negative stride", {"--doc_stride": "-1"}, ["--doc_stride", "negative"]),
     ("run_qa", "stride not below length", {"--doc_stride": "64"}, ["--doc_stride", "--max_seq_length"]),
-    ("run_qa", "question too long for stride", {"--train_file": "{data}/long_question.json"}, ["tokens long", "--doc_stride", "--max_seq_length", "record 2"]),
+    ("run_qa", "question too long for stride", {"--train_file": "{data}/long_question.json"}, ["tokens long", "--doc_stride", "record 2", "keeps only 0 context tokens", "Use a larger --max_seq_length or a shorter question."]),
+    ("run_qa", "question and context swapped", {"--question_column": "context", "--context_column": "question"}, ["look swapped", "--question_column question --context_column context"]),
     ("run_qa", "zero batch size", {"--per_device_train_batch_size": "0"}, ["--per_device_train_batch_size", "positive"]),
     ("run_qa", "output folder is a file", {"--output_dir": "{data}/train.json"}, ["--output_dir", "is a file"]),
     ("run_qa", "tokenizer folder without tokenizer", {"--tokenizer_name": "{models}/adapter_run/squad"}, ["--tokenizer_name", "tokenizer.json"]),

@@ -116,7 +116,8 @@ def aliases_tsv(records, path):
     rows, accepted = [], {}
     for i, r in enumerate(records):
         texts = ["Atlantis" if i % 10 == 3 else r["answers"]["text"][0], alias(i)]
-        rows.append({"uid": r["id"], "document": r["context"], "question": r["question"], "answers": " || ".join(texts)})
+        rows.append({"uid": r["id"], "document": r["context"], "question": r["question"],
+                     "answers": " || ".join(texts)})
         accepted[r["id"]] = texts
     return write_rows(rows, path, "\t"), accepted
 
@@ -124,8 +125,9 @@ def aliases_tsv(records, path):
 def two_columns_csv(records, path):
     """(b) id / question / context / answer_text / answer_start: the answer and its start in two columns; ids that
     look like numbers ("007") stay text."""
-    rows = [{"id": f"{i:03d}", "question": r["question"], "context": r["context"], "answer_text": r["answers"]["text"][0],
-             "answer_start": r["answers"]["answer_start"][0]} for i, r in enumerate(records)]
+    rows = [{"id": f"{i:03d}", "question": r["question"], "context": r["context"],
+             "answer_text": r["answers"]["text"][0], "answer_start": r["answers"]["answer_start"][0]}
+            for i, r in enumerate(records)]
     return write_rows(rows, path, ","), {row["id"]: [row["answer_text"]] for row in rows}
 
 
