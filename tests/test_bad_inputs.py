@@ -355,6 +355,33 @@ def test_training_answers_are_realigned_or_skipped(tmp_path, caplog):
     assert "2 realigned" in caplog.text and "1 dropped" in caplog.text and "1 example(s) skipped" in caplog.text
 
 
+def test_answers_without_a_start_are_looked_up_and_a_wrong_start_is_a_hint(caplog):
+    """answer_spans() may return None for a start: the text's first occurrence in the context; a start given but wrong
+    takes the occurrence nearest to it, however far; a text not in the context is dropped, counted in one warning."""
+    import datasets
+    from transformers import TrainingArguments
+
+    from qa_data import QAColumns, realign_train_answers, with_squad_answers
+
+    context = "Paris is big. " + "Filler words here. " * 20 + "Paris again."
+    second = context.rindex("Paris")
+    records = [{"id": "none", "context": context, "aliases": "Paris", "start": ""},
+               {"id": "hint", "context": context, "aliases": "Paris", "start": str(second - 150)},
+               {"id": "absent", "context": context, "aliases": "Rome", "start": ""}]
+
+    def answer_spans(example, columns):
+        return [example["aliases"]], [int(example["start"]) if example["start"] else None]
+
+    columns = QAColumns("id", "question", "context", "answers")
+    examples = {"train": datasets.Dataset.from_list(records)}
+    examples = with_squad_answers(examples, columns, answer_spans, TrainingArguments("unused", report_to="none"))
+    with caplog.at_level("WARNING"):
+        fixed = realign_train_answers(examples["train"], "--train_file x.tsv", columns)
+    assert {r["id"]: r["answers"] for r in fixed} == {"none": {"text": ["Paris"], "answer_start": [0]},
+                                                       "hint": {"text": ["Paris"], "answer_start": [second]}}
+    assert "1 realigned" in caplog.text and "1 dropped" in caplog.text and "1 example(s) skipped" in caplog.text
+
+
 def test_arcd_mismatched_answers_are_realigned(shared_data, tmp_path, caplog):
     """The real ARCD files have 3 answers per file that differ from the context by a non-breaking or doubled space:
     all 3 are realigned, none skipped."""
