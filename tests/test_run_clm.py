@@ -89,6 +89,7 @@ def test_reference_flags_and_defaults(text):
         "max_train_samples": None, "max_eval_samples": None, "streaming": False, "block_size": None,
         "overwrite_cache": False, "validation_split_percentage": 5, "preprocessing_num_workers": None,
         "keep_linebreaks": False,
+        "text_column": None,  # ours (default: the reference's rule)
     }
     assert (adapter_args.train_adapter, adapter_args.adapter_config, adapter_args.load_adapter) == (False, "seq_bn", "")
 

@@ -108,6 +108,7 @@ def test_reference_flags_and_defaults(text):
         "preprocessing_num_workers": None, "mlm_probability": 0.15, "line_by_line": False,
         "pad_to_max_length": False, "max_train_samples": None, "max_eval_samples": None, "streaming": False,
         "whole_word_mask": False,  # ours (opt-in)
+        "text_column": None,  # ours (default: the reference's rule)
     }
     assert (adapter_args.train_adapter, adapter_args.adapter_config, adapter_args.load_adapter) == (False, "seq_bn", "")
 
