@@ -83,6 +83,7 @@ def test_reference_flags_and_defaults(text):
         "model_name_or_path": None, "model_type": None, "config_overrides": None, "config_name": None,
         "tokenizer_name": None, "cache_dir": None, "use_fast_tokenizer": True, "model_revision": "main",
         "token": None, "trust_remote_code": False, "torch_dtype": None, "low_cpu_mem_usage": False,
+        "merge_adapter_on_save": False,  # ours
     }
     assert vars(data) == {
         "dataset_name": None, "dataset_config_name": None, "train_file": text["train"], "validation_file": None,
