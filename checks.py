@@ -6,8 +6,8 @@ They read nothing themselves: main() calls them on what it has loaded, each call
 (with checks_lm.py / checks_seq2seq.py), and runs as before on valid input. The sections below follow main():
 1. the command line, right after parse_args;
 2. the model config and tokenizer, right after they load (model type, adapter fit, lengths against positions);
-3. the data, right after it loads (QA examples: columns, ids, answers read through the script's answer_spans, and the
-   windows every question leaves for its context).
+3. the data, right after it loads (QA examples: columns, ids, answers read through the script's answer_spans, question
+   and context columns that look swapped, and the windows every question leaves for its context).
 A new check goes into the section whose inputs it needs. None uses a random number generator.
 """
 import importlib
@@ -20,7 +20,7 @@ from adapter_setup import adapter_config_problem, adapter_folder_problem, check_
 from script_utils import UsageError
 
 try:  # the QA helpers, which a copy of run_mlm.py or run_clm.py does without
-    from qa_data import read_column, stage_source
+    from qa_data import missing_answer_column, read_column, read_records, stage_source
     from squad_metric import SQUAD_V1_METRICS, SQUAD_V2_METRICS
 except ImportError:
     pass
@@ -351,36 +351,58 @@ def _feature_kind(feature) -> str:
     return "struct" if isinstance(feature, dict) else type(feature).__name__
 
 
-def _read_answers(answers, i: int, source: str, answer_column: str, answer_spans):
-    """(texts, starts) of record i through the script's answer_spans(), checked: lists of texts and of integer
-    offsets, one offset per text."""
+ANSWER_SPANS_RETURN = ('it should return (texts, starts): the answer texts and their start character offsets in the '
+                       'context, each an int or None to look the text up, e.g. (["Paris", "the capital"], [17, None]), '
+                       "or ([], []) when the question has no answer")
+
+
+def _read_answers(record, i: int, source: str, columns, answer_spans):
+    """(texts, starts) of record i through the script's answer_spans(), checked: a list of texts and a list of starts
+    (an integer character offset, or None), one start per text."""
     try:
-        texts, starts = answer_spans(answers)
+        texts, starts = answer_spans(record, columns)
     except (KeyError, TypeError, IndexError, ValueError, AttributeError) as err:
+        answers = record.get(columns.answer, "(no such column)")
         raise UsageError(
-            f"{source}: record {i}: the answers column '{answer_column}' holds {str(answers)[:80]!r}, which "
-            f"answer_spans() in the script cannot read ({type(err).__name__}: {err}). Write answers in the SQuAD "
-            'layout, e.g. "answers": {"text": ["Paris"], "answer_start": [17]} (empty lists for an unanswerable '
-            "question), or adapt answer_spans() to your layout."
+            f"{source}: record {i}: answer_spans() in the script cannot read its answers ({type(err).__name__}: {err}; "
+            f"column '{columns.answer}' holds {str(answers)[:80]!r}). By default it reads the SQuAD layout, e.g. "
+            '"answers": {"text": ["Paris"], "answer_start": [17]} (empty lists for an unanswerable question); adapt '
+            "answer_spans() to your layout (docs/customising.md)."
         ) from err
     if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
-        raise UsageError(f'{source}: record {i}: answers "text" must be a list of texts (e.g. ["Paris"]), found '
-                         f"{str(texts)[:60]!r}.")
-    if not isinstance(starts, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in starts):
-        raise UsageError(f'{source}: record {i}: answers "answer_start" must be a list of integer character offsets '
-                         f"(e.g. [17]), found {str(starts)[:60]!r}.")
+        raise UsageError(f"{source}: record {i}: answer_spans() returned the texts {str(texts)[:60]!r}, which is not a "
+                         f"list of texts; {ANSWER_SPANS_RETURN}.")
+    if not isinstance(starts, (list, tuple)) or not all(
+            s is None or (isinstance(s, int) and not isinstance(s, bool)) for s in starts):
+        raise UsageError(f"{source}: record {i}: answer_spans() returned the starts {str(starts)[:60]!r}, which is not "
+                         f"a list of integer character offsets (or None); {ANSWER_SPANS_RETURN}.")
     if len(texts) != len(starts):
-        raise UsageError(f"{source}: record {i} has {len(texts)} answer texts but {len(starts)} answer_start "
-                         "values; give one start (a character offset in the context) per answer text.")
+        raise UsageError(f"{source}: record {i}: answer_spans() returned {len(texts)} answer texts but {len(starts)} "
+                         f"start(s); {ANSWER_SPANS_RETURN}.")
     return texts, starts
+
+
+def _check_not_swapped(questions: list, contexts: list, source: str, columns):
+    """Questions much longer than their contexts (median lengths in characters, more than twice: a short context
+    may be a sentence no longer than its question): the two columns are likely swapped, which later shows as
+    questions too long for a window. Say so first."""
+    question_length = sorted(len(q) for q in questions)[len(questions) // 2]
+    context_length = sorted(len(c) for c in contexts)[len(contexts) // 2]
+    if question_length > 2 * context_length:
+        raise UsageError(
+            f"{source}: the questions (column '{columns.question}', median {question_length} characters) are longer "
+            f"than their contexts (column '{columns.context}', median {context_length} characters): the two columns "
+            f"look swapped. Pass --question_column {columns.context} --context_column {columns.question}."
+        )
 
 
 def check_qa_examples(examples, source: str, columns, stage: str, answer_spans):
     """The raw QA examples of one split (already cut to --max_*_samples): the columns the stage needs hold text in
-    every record (question and context; a unique id for evaluation and prediction, which are matched to questions by
-    id; answers for training), and every answer reads through the script's answer_spans(). Evaluation answers not at
-    their answer_start are only reported (evaluation compares texts; the script's repair step realigns training
-    answers). Unanswerable questions need no check: they switch SQuAD v2.0 mode on (qa_data.py)."""
+    every record (question and context, not swapped; a unique id for evaluation and prediction, which are matched to
+    questions by id), and the answers read through the script's answer_spans() (which sees the whole record): training
+    needs them; evaluation and prediction data may come without (the function asks for a column the data lacks).
+    Evaluation answers not at their start are only reported (evaluation compares texts; the script's repair step
+    realigns training answers). Unanswerable questions need no check: they switch SQuAD v2.0 mode on (qa_data.py)."""
     if len(examples) == 0:
         raise UsageError(f"{source} has no examples. Check the file (or --max_{stage}_samples).")
     found = examples.column_names
@@ -396,6 +418,8 @@ def check_qa_examples(examples, source: str, columns, stage: str, answer_spans):
         values = read_column(examples, column)
         if None in values:
             raise UsageError(f"{source}: record {values.index(None)} has no {role} (column '{column}' is empty there).")
+    _check_not_swapped(read_column(examples, columns.question), read_column(examples, columns.context), source,
+                       columns)
     if stage != "train":
         seen = set()
         for i, example_id in enumerate(read_column(examples, columns.id)):
@@ -403,23 +427,25 @@ def check_qa_examples(examples, source: str, columns, stage: str, answer_spans):
                 raise UsageError(f"{source}: id {example_id!r} appears more than once (again at record {i}). "
                                  "Predictions are stored per id, so every question needs its own id.")
             seen.add(example_id)
-    elif columns.answer not in found:
+    missing = missing_answer_column(examples, columns, answer_spans)
+    if missing is not None and stage == "train":
         raise UsageError(
-            f"{source} has no '{columns.answer}' answers column (found: {found_text}); training needs answers "
-            '(by default {"text": ["..."], "answer_start": [character offset in the context]}; name the column with '
-            "--answer_column)."
+            f"{source} has no '{missing}' column, which answer_spans() in the script reads the answers from (found: "
+            f"{found_text}); training needs answers (by default in --answer_column {columns.answer}: "
+            '{"text": ["..."], "answer_start": [character offset in the context]}). Name the column with '
+            "--answer_column, or adapt answer_spans() to your layout."
         )
-    if columns.answer not in found:  # evaluation and prediction data may come without answers
+    if missing is not None:  # evaluation and prediction data may come without answers
         return
-    contexts = read_column(examples, columns.context)
     mismatched = []
-    for i, (answers, context) in enumerate(zip(read_column(examples, columns.answer), contexts)):
-        texts, starts = _read_answers(answers, i, source, columns.answer, answer_spans)
+    for i, record in enumerate(read_records(examples)):
+        texts, starts = _read_answers(record, i, source, columns, answer_spans)
+        context = record[columns.context]
         mismatched += [i for text, start in zip(texts, starts)
-                       if start < 0 or context[start: start + len(text)] != text]
+                       if start is not None and (start < 0 or context[start: start + len(text)] != text)]
     if mismatched and stage != "train":
         logger.warning(
-            f"{source}: {len(mismatched)} answer(s) are not found at their answer_start in the context (first: record "
+            f"{source}: {len(mismatched)} answer(s) are not found at their start in the context (first: record "
             f"{mismatched[0]}). Evaluation compares answer texts only, so they are kept as they are."
         )
 
@@ -460,13 +486,13 @@ def _check_windows(examples, source: str, tokenizer, columns, max_seq_length: in
     for (i, n_question), context_ids in zip(long_questions, context_tokens):
         if n_question + len(context_ids) + pair <= max_seq_length:
             continue  # fits in one window: nothing is truncated
-        room = max_seq_length - pair - n_question
+        room = max(max_seq_length - pair - n_question, 0)
         example_id = examples[i][columns.id] if columns.id in examples.column_names else i
+        fixes = ["a larger --max_seq_length"] + ([f"a --doc_stride below {room}"] if room > 0 else [])
         raise UsageError(
             f"{source}: question {example_id!r} (record {i}) is {n_question} tokens long, so a window of "
-            f"--max_seq_length {max_seq_length} keeps only {max(room, 0)} context tokens, which must be more than "
-            f"--doc_stride {doc_stride}. Use a larger --max_seq_length, a --doc_stride below {max(room, 0)} or "
-            "a shorter question."
+            f"--max_seq_length {max_seq_length} keeps only {room} context tokens, which must be more than "
+            f"--doc_stride {doc_stride}. Use {', '.join(fixes)} or a shorter question."
         )
 
 

@@ -76,13 +76,19 @@ def _check_lm_model(config, model_args, adapter_args, head_names: dict, task: st
 
 def check_lm_data(raw_datasets, carved, data_args, training_args):
     """The raw splits load_lm_raw_datasets returned (carved: the validation split was cut from train): each one that
-    is needed exists and has rows (with --line_by_line, a line that is not blank)."""
+    is needed exists and has rows (with --line_by_line, a line that is not blank), and holds the text column
+    (utils_lm.lm_text_column: --text_column, else `text`, else the first column if it holds text)."""
+    from utils_lm import lm_text_column
+
     if training_args.do_train and "train" not in raw_datasets:
         raise UsageError(
             "--do_train requires a train dataset: pass --train_file (or a --dataset_name with a train split)."
         )
     if training_args.do_eval and "validation" not in raw_datasets:
         raise UsageError("--do_eval requires a validation dataset: pass --validation_file.")
+    for split, needed in (("train", training_args.do_train), ("validation", training_args.do_eval)):
+        if needed:
+            lm_text_column(raw_datasets[split], data_args.text_column)
     if data_args.streaming:
         return
     if training_args.do_train and len(raw_datasets["train"]) == 0:
@@ -97,20 +103,19 @@ def check_lm_data(raw_datasets, carved, data_args, training_args):
         raise UsageError("The validation data has no rows: check --validation_file.")
     if getattr(data_args, "line_by_line", False):
         for split, needed in (("train", training_args.do_train), ("validation", training_args.do_eval)):
-            if needed and not has_non_blank_line(raw_datasets[split]):
+            if needed and not has_non_blank_line(raw_datasets[split], data_args.text_column):
                 raise UsageError(
                     f"--line_by_line makes one example per non-empty line, and every line of the {split} data is blank "
                     f"({len(raw_datasets[split])} rows): check the {split} file (or drop --line_by_line)."
                 )
 
 
-def has_non_blank_line(dataset) -> bool:
-    """Whether a text column (`text`, else the first, as the scripts choose it) holds a line that is not blank; reads
-    up to the first one."""
-    from utils_lm import lm_column_names
+def has_non_blank_line(dataset, text_column=None) -> bool:
+    """Whether the text column (as the scripts choose it: utils_lm.lm_text_column) holds a line that is not blank;
+    reads up to the first one."""
+    from utils_lm import lm_text_column
 
-    names = lm_column_names(dataset)
-    column = "text" if "text" in names else names[0]
+    column = lm_text_column(dataset, text_column)
     for batch in dataset.iter(batch_size=1000):
         if any(isinstance(line, str) and line.strip() for line in batch[column]):
             return True

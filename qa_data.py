@@ -1,6 +1,8 @@
-"""SQuAD-style QA data: loading it (a Hub dataset, or local flattened/nested SQuAD JSON, JSON Lines or CSV files),
-switching SQuAD v2.0 mode on for unanswerable questions, repairing training answers, tokenizing features. A copy of a
-script adapted to another data format changes its --*_column flags and its `answer_spans` function, not this file."""
+"""SQuAD-style QA data: loading it (a Hub dataset, or local flattened/nested SQuAD JSON, JSON Lines, CSV or TSV
+files), switching SQuAD v2.0 mode on for unanswerable questions, reading answers into the SQuAD layout and repairing
+training answers, tokenizing features. A copy of a script adapted to another data format changes its --*_column flags
+and its two data-format functions (`one_example_per_question` and `answer_spans`), not this file: records reach them
+whole (every column, CSV/TSV cells as text), and answers given without a start are looked up in the context here."""
 import collections
 import hashlib
 import json
@@ -22,18 +24,22 @@ def _data_files(data_args) -> dict:
 
 
 def check_qa_data_files(data_args):
-    """The upstream __post_init__ checks, with messages that say how to fix the command."""
+    """The upstream __post_init__ checks, with messages that say how to fix the command; a missing file is named
+    with its flag."""
     files = _data_files(data_args)
     if data_args.dataset_name is None and not files:
         raise UsageError("Need either a dataset name or a training/validation file/test_file.")
     for split, path in files.items():
         extension = path.split(".")[-1].lower()
-        if extension not in ("json", "jsonl", "csv"):
+        if extension not in ("json", "jsonl", "csv", "tsv"):
             raise UsageError(f"--{split}_file {path}: unsupported extension '.{extension}'. Use a .json (flattened or "
-                             "original nested SQuAD), .jsonl or .csv file.")
+                             "original nested SQuAD), .jsonl, .csv or .tsv file.")
+        if not os.path.isfile(path):
+            problem = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+            raise UsageError(f"--{split}_file {path} {problem}.")
 
 
-QA_FILE_EXTENSIONS = (".json", ".jsonl", ".csv")  # what load_qa_file reads (detect_qa_file_format: which layout)
+QA_FILE_EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv")  # what load_qa_file reads (detect_qa_file_format: how)
 
 
 def load_qa_raw_datasets(data_args, model_args):
@@ -55,7 +61,7 @@ def load_qa_raw_datasets(data_args, model_args):
         raise UsageError(
             f"Could not load dataset '{data_args.dataset_name}' from the Hugging Face Hub ({type(err).__name__}). "
             "Without network access, pass local files instead: --train_file/--validation_file/--test_file "
-            "(SQuAD JSON, JSON Lines or CSV).") from err
+            "(SQuAD JSON, JSON Lines, CSV or TSV).") from err
 
 
 def _qa_files_of_folder(folder: str) -> Optional[dict]:
@@ -89,7 +95,7 @@ def load_qa_split_files(split_files: dict, cache_dir: Optional[str]):
                 raise
             except Exception as err:  # DatasetGenerationError, ArrowInvalid, ParserError, UnicodeDecodeError ...
                 # The file itself names the line at fault where the loader's innermost error (a CSV line) does not.
-                how = "read as CSV" if path.lower().endswith(".csv") else "loaded"
+                how = "read as CSV/TSV" if path.lower().endswith((".csv", ".tsv")) else "loaded"
                 raise UsageError(data_file_problem(path) or f"Data file {path} could not be {how}: "
                                  f"{innermost_error(err)}") from err
         raw_datasets[split] = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
@@ -97,11 +103,12 @@ def load_qa_split_files(split_files: dict, cache_dir: Optional[str]):
 
 
 def detect_qa_file_format(path: str) -> str:
-    """Return "flat" ({"data": [records]}), "nested" (original SQuAD), "records" (a JSON list), "jsonl" or "csv"."""
+    """Return "flat" ({"data": [records]}), "nested" (original SQuAD), "records" (a JSON list), "jsonl", "csv" or
+    "tsv"."""
     if not os.path.isfile(path):
         raise UsageError(f"Data file {path} {'is a folder, not a file' if os.path.isdir(path) else 'does not exist'}.")
-    if path.lower().endswith(".csv"):
-        return "csv"
+    if path.lower().endswith((".csv", ".tsv")):
+        return path[-3:].lower()
     with open(path, encoding="utf-8") as f:  # not UTF-8: load_qa_raw_datasets says so (data_file_problem)
         head = f.read(4096).lstrip()
     if not head:
@@ -133,7 +140,8 @@ def detect_qa_file_format(path: str) -> str:
             raise UsageError(f'Data file {path} has no examples: its "data" list is empty.')
         first = content["data"][0]
         return "nested" if isinstance(first, dict) and "paragraphs" in first else "flat"
-    raise UsageError(f"Data file {path} is neither JSON, JSON Lines nor CSV (it starts with {head[:20]!r}).")
+    raise UsageError(f"Data file {path} is neither JSON nor JSON Lines (it starts with {head[:20]!r}); a CSV or TSV "
+                     "file needs the .csv or .tsv extension.")
 
 
 def _read_json(path):
@@ -206,32 +214,26 @@ def _id_as_text(example):
     return {"id": None if example["id"] is None else str(example["id"])}
 
 
-def _answers_as_lists(example):
-    return {"answers": _answer_list_as_lists(example["answers"] or [])}
+def _text_columns_options(path: str, fmt: str) -> dict:
+    """datasets' csv options that read every column of a CSV or TSV file as the text written there: no type guessing
+    ("007" stays "007", "NA" stays "NA", an empty cell is ""). Only the script's answer_spans() interprets a cell."""
+    import csv
 
-
-def _parse_csv_answers(example, index, path):
-    answers = example["answers"]
-    if answers is None or (isinstance(answers, str) and not answers.strip()):  # an empty cell: no answer
-        answers = {"text": [], "answer_start": []}
-    elif isinstance(answers, str):
-        try:
-            answers = json.loads(answers)
-        except json.JSONDecodeError:
-            raise UsageError(f"Data file {path}: the answers of data row {index + 1} are not JSON ({answers[:60]!r}); "
-                             'write them as {"text": [...], "answer_start": [...]}.') from None
-    return {"answers": {"text": list(answers["text"]), "answer_start": [int(s) for s in answers["answer_start"]]}}
+    import datasets
+    separator = "\t" if fmt == "tsv" else ","
+    with open(path, encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f, delimiter=separator), [])
+    return {"sep": separator, "keep_default_na": False,
+            "features": datasets.Features({name: datasets.Value("string") for name in header})}
 
 
 def load_qa_file(path: str, cache_dir: Optional[str] = None):
     """One local QA file as a datasets.Dataset of flat records, loaded by datasets (so cached on disk, maps too)."""
     import datasets
     fmt = detect_qa_file_format(path)
-    if fmt == "csv":
-        dataset = datasets.load_dataset("csv", data_files={"data": path}, cache_dir=cache_dir)["data"]
-        if "answers" in dataset.column_names:
-            dataset = dataset.map(_parse_csv_answers, with_indices=True, fn_kwargs={"path": path},
-                                  desc=f"Parsing CSV answers of {os.path.basename(path)}")
+    if fmt in ("csv", "tsv"):
+        options = _text_columns_options(path, fmt)
+        dataset = datasets.load_dataset("csv", data_files={"data": path}, cache_dir=cache_dir, **options)["data"]
     else:  # the flattened layout's records are its "data" field; a nested SQuAD file is read from a flattened copy
         options = {"field": "data"} if fmt == "flat" else {}
         data_file = _flattened_copy(path, cache_dir) if fmt == "nested" else path
@@ -241,9 +243,6 @@ def load_qa_file(path: str, cache_dir: Optional[str] = None):
             dataset = dataset.cast_column("id", datasets.Value("string"))
         else:  # numbers and strings mixed (datasets' Json feature)
             dataset = dataset.map(_id_as_text, desc=f"Reading ids of {os.path.basename(path)}")
-    answers_feature = dataset.features.get("answers")
-    if isinstance(answers_feature, datasets.List) and isinstance(answers_feature.feature, dict):
-        dataset = dataset.map(_answers_as_lists, desc=f"Reading answers of {os.path.basename(path)}")
     return dataset
 
 
@@ -267,45 +266,100 @@ def stage_source(data_args, stage: str) -> str:
     return f"the {split} split of {data_args.dataset_name}" if path is None else f"--{split}_file {path}"
 
 
+class MissingColumn(KeyError):
+    """The script's answer_spans() asked a record for a column the data does not have."""
+
+
+class QARecord(dict):
+    """One record as the script's answer_spans() sees it: every column by name. A column the data lacks raises
+    MissingColumn, which tells data without answers (a test file) from answers the function cannot read."""
+
+    def __missing__(self, key):
+        raise MissingColumn(key)
+
+
+def read_records(dataset) -> list:
+    """Every record of a dataset as a QARecord, read column by column (fast)."""
+    names = dataset.column_names
+    return [QARecord(zip(names, values)) for values in zip(*(read_column(dataset, name) for name in names))]
+
+
+def squad_answers(answers):
+    """(texts, starts) of answers in the SQuAD layout {"text": [...], "answer_start": [...]}, also when written as a
+    list of {"text", "answer_start"} objects, or as JSON text in a CSV/TSV cell (an empty cell: no answer)."""
+    if isinstance(answers, str):
+        answers = json.loads(answers) if answers.strip() else []
+    if isinstance(answers, list):
+        return [answer["text"] for answer in answers], [answer["answer_start"] for answer in answers]
+    return answers["text"], answers["answer_start"]
+
+
+def missing_answer_column(dataset, columns, answer_spans) -> Optional[str]:
+    """The column that answer_spans() reads and the data lacks (data without answers, e.g. a test file), else None.
+    Answers the function cannot read count as answers here: the checks say what is wrong with them."""
+    if len(dataset) == 0:
+        return columns.answer
+    try:
+        answer_spans(QARecord(dataset[0]), columns)
+    except MissingColumn as err:
+        return err.args[0]
+    except Exception:  # noqa: BLE001 (the user's function on the user's data: checks.py reports it)
+        pass
+    return None
+
+
 def count_unanswerable(examples, columns, answer_spans) -> int:
     """Questions without an answer; 0 when answer_spans() cannot read some record's answers (checks.py says which)."""
-    if examples is None or columns.answer not in examples.column_names:
+    if examples is None or missing_answer_column(examples, columns, answer_spans) is not None:
         return 0
-    answers = read_column(examples, columns.answer)
     try:
-        return sum(not texts for texts, _ in map(answer_spans, answers))
-    except (KeyError, TypeError, IndexError, ValueError, AttributeError):
+        return sum(not answer_spans(record, columns)[0] for record in read_records(examples))
+    except Exception:  # noqa: BLE001 (as above)
         return 0
 
 
-def _squad_answers(example, answer_column, answer_spans):
-    texts, starts = answer_spans(example[answer_column])
-    return {answer_column: {"text": list(texts), "answer_start": [int(s) for s in starts]}}
+def _squad_answers(example, columns, answer_spans):
+    """The record's answers in the SQuAD layout; an answer without a start gets the first place its text occurs in
+    the context (-1 when it does not: training repairs or drops it, evaluation compares texts only)."""
+    texts, starts = answer_spans(QARecord(example), columns)
+    context = example[columns.context]
+    starts = [context.find(text) if start is None else start for text, start in zip(texts, starts)]
+    return {columns.answer: {"text": list(texts), "answer_start": starts}}
 
 
 def with_squad_answers(examples: dict, columns, answer_spans, training_args) -> dict:
-    """Each stage's answers in the SQuAD layout {"text": [...], "answer_start": [...]}, read through the script's
-    answer_spans(): every later step reads that one layout. Data already in it, read as is, is passed through."""
-    probe = {"text": ["probe"], "answer_start": [7]}
+    """Each stage's answers in the SQuAD layout {"text": [...], "answer_start": [...]} in the --answer_column column,
+    read through the script's answer_spans() from the whole record: every later step (labels, references) reads that
+    one layout. Data already in it, read as is, is passed through; a stage without answers has no such column."""
+    import datasets
+    probe = QARecord({columns.answer: {"text": ["probe"], "answer_start": [7]}})
     try:
-        reads_as_is = tuple(answer_spans(probe)) == (probe["text"], probe["answer_start"])
-    except Exception:
+        reads_as_is = tuple(answer_spans(probe, columns)) == (["probe"], [7])
+    except Exception:  # noqa: BLE001 (reads other columns)
         reads_as_is = False
     converted = {}
     for stage, dataset in examples.items():
-        feature = dataset.features[columns.answer] if columns.answer in dataset.column_names else None
-        if feature is None or (reads_as_is and isinstance(feature, dict) and set(feature) == {"text", "answer_start"}):
+        if missing_answer_column(dataset, columns, answer_spans) is not None:  # e.g. a test file
+            has_column = columns.answer in dataset.column_names
+            converted[stage] = dataset.remove_columns(columns.answer) if has_column else dataset
+            continue
+        feature = dataset.features.get(columns.answer)
+        if reads_as_is and isinstance(feature, dict) and set(feature) == {"text", "answer_start"}:
             converted[stage] = dataset
             continue
+        features = datasets.Features({**dataset.features, columns.answer: {
+            "text": datasets.Sequence(datasets.Value("string")),
+            "answer_start": datasets.Sequence(datasets.Value("int64"))}})
         with training_args.main_process_first(desc=f"{stage} answers"):
-            converted[stage] = dataset.map(_squad_answers, desc=f"Reading the {stage} answers",
-                                           fn_kwargs={"answer_column": columns.answer, "answer_spans": answer_spans})
+            converted[stage] = dataset.map(_squad_answers, features=features, desc=f"Reading the {stage} answers",
+                                           fn_kwargs={"columns": columns, "answer_spans": answer_spans})
     return converted
 
 
 def realign_train_answers(train_examples, source: str, columns):
-    """Training answers not at their answer_start (a shifted offset, a doubled or non-breaking space) realigned to the
-    text found nearby, else dropped (examples left with none skipped). Eval answers stay: the metric compares texts."""
+    """Training answers not at their answer_start (a shifted offset, a doubled or non-breaking space, no start given
+    and no exact occurrence) realigned to the text found in the context nearest that start, else dropped (examples
+    left with none skipped), counted in one warning. Eval answers stay: the metric compares texts."""
     answers, contexts = read_column(train_examples, columns.answer), read_column(train_examples, columns.context)
     fixes, skipped, counts = {}, set(), collections.Counter()
     for i, (answer, context) in enumerate(zip(answers, contexts)):
@@ -325,9 +379,10 @@ def realign_train_answers(train_examples, source: str, columns):
                 skipped.add(i)
     if not counts:
         return train_examples
-    logger.warning(f"{source}: {counts['mismatched']} answer(s) did not match the context at their answer_start: "
-                   f"{counts['realigned']} realigned (text found nearby), {counts['dropped']} dropped (not found); "
-                   f"{len(skipped)} example(s) skipped for having no answer left.")
+    logger.warning(f"{source}: {counts['mismatched']} answer(s) did not match the context at their start (or had "
+                   f"no start and no exact occurrence): {counts['realigned']} realigned (text found in the context), "
+                   f"{counts['dropped']} dropped (not in the context); {len(skipped)} example(s) skipped for having no "
+                   "answer left.")
     if fixes:
         train_examples = train_examples.map(_fixed_answers, with_indices=True, desc="Realigning answers",
                                             fn_kwargs={"answer_column": columns.answer, "fixes": fixes})
@@ -342,30 +397,45 @@ def _fixed_answers(example, index, answer_column, fixes):
     return {answer_column: fixes[str(index)]} if str(index) in fixes else {}
 
 
-def _realign_answer(context: str, text: str, start: int, window: int = 100):
-    """(text, start) of the answer in the context near `start`, or None: the exact text nearest to start (within
-    `window` characters), else the same words with any whitespace between them, taken verbatim from the context."""
+def _realign_answer(context: str, text: str, start: int):
+    """(text, start) of the answer in the context nearest to `start` (a hint: -1 when there was none), or None: the
+    exact text, else the same words with any whitespace between them, taken verbatim from the context."""
     if not text or not text.strip():
         return None
     positions = []
-    position = context.find(text, max(0, start - window))
-    while position != -1 and position <= start + window:
+    position = context.find(text)
+    while position != -1:
         positions.append(position)
         position = context.find(text, position + 1)
     if positions:
         return text, min(positions, key=lambda p: abs(p - start))
     pattern = re.compile(r"\s+".join(re.escape(word) for word in text.split()))
-    matches = pattern.finditer(context, max(0, start - window), start + window + len(text) * 2)
-    match = min(matches, key=lambda m: abs(m.start() - start), default=None)
+    match = min(pattern.finditer(context), key=lambda m: abs(m.start() - start), default=None)
     return None if match is None else (match.group(), match.start())
 
 
 # The steps the scripts call ------------------------------------------------------------------------------------------
-def load_qa_examples(data_args, model_args, training_args, answer_spans):
-    """({stage: raw examples} for the stages this run does ("train", "eval", "predict"), each cut to its --max_*_samples
-    (the first questions, as upstream); the column names of the --*_column flags). Unanswerable questions in any
-    stage's data switch SQuAD v2.0 mode on, with a warning: v1.1 scoring cannot score an empty gold answer (upstream
-    crashed there, after training or prediction). Test data without answers has none to count."""
+def _examples_per_question(records, one_example_per_question):
+    return dict(one_example_per_question(records))  # a new dict: map drops the columns of a batch returned as is
+
+
+def one_example_per_question_of(dataset, one_example_per_question, source: str, training_args):
+    """The records as one example per question, through the script's one_example_per_question (a batched map)."""
+    with training_args.main_process_first(desc=f"examples of {source}"):
+        examples = dataset.map(_examples_per_question, batched=True, remove_columns=dataset.column_names,
+                               fn_kwargs={"one_example_per_question": one_example_per_question},
+                               desc=f"One example per question ({source})")
+    if len(examples) != len(dataset):
+        logger.info(f"{source}: {len(dataset)} records hold {len(examples)} questions.")
+    return examples
+
+
+def load_qa_examples(data_args, model_args, training_args, answer_spans, one_example_per_question):
+    """({stage: raw examples} for the stages this run does ("train", "eval", "predict"), one per question (the script's
+    one_example_per_question), each cut to its --max_*_samples (the first ones, as upstream); the column names of the
+    --*_column flags). Unanswerable questions in any stage's data switch SQuAD v2.0 mode
+    on, with a warning: v1.1 scoring cannot score an empty gold answer (upstream crashed there, after training or
+    prediction). Test data without answers has none to count."""
     columns = QAColumns(data_args.id_column, data_args.question_column, data_args.context_column,
                         data_args.answer_column)
     raw_datasets, examples = load_qa_raw_datasets(data_args, model_args), {}
@@ -374,7 +444,8 @@ def load_qa_examples(data_args, model_args, training_args, answer_spans):
             if split not in raw_datasets:
                 raise UsageError(f"{flag} requires a {split} dataset: pass --{split}_file (or a --dataset_name that "
                                  "has it).")
-            examples[stage] = raw_datasets[split]
+            examples[stage] = one_example_per_question_of(raw_datasets[split], one_example_per_question,
+                                                          stage_source(data_args, stage), training_args)
     for stage in () if data_args.version_2_with_negative else ("train", "eval", "predict"):
         if unanswerable := count_unanswerable(examples.get(stage), columns, answer_spans):
             logger.warning(
@@ -383,15 +454,20 @@ def load_qa_examples(data_args, model_args, training_args, answer_spans):
                 "metrics eval_exact/eval_f1/eval_HasAns_*). Pass the flag to say so explicitly.")
             data_args.version_2_with_negative = True
             break
-    return {stage: select_samples(data, getattr(data_args, f"max_{stage}_samples"))
-            for stage, data in examples.items()}, columns
+    examples = {stage: select_samples(data, getattr(data_args, f"max_{stage}_samples"))
+                for stage, data in examples.items()}
+    for stage, data in examples.items():
+        logger.info(f"{stage_source(data_args, stage)}: {len(data)} questions for {QA_STAGES[stage][1]}.")
+    return examples, columns
 
 
 def repair_qa_examples(examples: dict, data_args, columns, answer_spans, training_args) -> dict:
     """Answers in the SQuAD layout (with_squad_answers); misplaced training answers repaired (realign_train_answers)."""
     examples = with_squad_answers(examples, columns, answer_spans, training_args)
     if "train" in examples:
-        examples["train"] = realign_train_answers(examples["train"], stage_source(data_args, "train"), columns)
+        source = stage_source(data_args, "train")
+        examples["train"] = realign_train_answers(examples["train"], source, columns)
+        logger.info(f"{source}: {len(examples['train'])} questions with an answer to train on.")
     return examples
 
 
@@ -408,11 +484,16 @@ def build_stage_features(examples: dict, prepare_train, prepare_eval, train_kwar
     --max_train_samples again, as upstream. Evaluation and prediction keep every window of the questions kept: upstream
     cut those windows too, so the questions left without one got an empty answer and were scored all the same."""
     names = {"train": "train dataset", "eval": "validation dataset", "predict": "prediction dataset"}
-    return {stage: build_features(stage_examples, prepare_train if stage == "train" else prepare_eval,
-                                  train_kwargs if stage == "train" else eval_kwargs, data_args, training_args,
-                                  max_samples=data_args.max_train_samples if stage == "train" else None,
-                                  desc=names[stage])
-            for stage, stage_examples in examples.items()}
+    features = {}
+    for stage, stage_examples in examples.items():
+        features[stage] = build_features(stage_examples, prepare_train if stage == "train" else prepare_eval,
+                                         train_kwargs if stage == "train" else eval_kwargs, data_args, training_args,
+                                         max_samples=data_args.max_train_samples if stage == "train" else None,
+                                         desc=names[stage])
+        # The results' {stage}_samples count these windows (model inputs), not questions: the log tells them apart.
+        logger.info(f"{stage_source(data_args, stage)}: {len(stage_examples)} questions, {len(features[stage])} "
+                    f"windows (model inputs) for {QA_STAGES[stage][1]}.")
+    return features
 
 
 def padding_collator(tokenizer, data_args, training_args):

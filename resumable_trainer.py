@@ -16,7 +16,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer import safe_globals
 
 
-# The optimizer state on a multi-process CPU run ------------------------------------------------------------------------
+# The optimizer state on a multi-process CPU run -----------------------------------------------------------------------
 
 
 def is_numbered_cpu(device) -> bool:
@@ -41,7 +41,7 @@ def torch_load_on_cpu(device):
     return mock.patch.object(torch, "load", load)
 
 
-# The random state at the batch a checkpoint resumes with ---------------------------------------------------------------
+# The random state at the batch a checkpoint resumes with --------------------------------------------------------------
 
 BEFORE_PREFETCH = "before_prefetched_batch"  # the key of that state in transformers' rng_state*.pth
 
@@ -87,7 +87,7 @@ class ResumableTrainerMixin:
     _resume_checkpoint = None  # while resuming: the checkpoint, until its random state has been restored
     _rng_restored_from = None  # the checkpoint whose states the first two batches are made from
 
-    # optimizer state ---------------------------------------------------------------------------------------------------
+    # optimizer state --------------------------------------------------------------------------------------------------
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         if self.args.world_size > 1 and is_numbered_cpu(self.args.device):
@@ -95,7 +95,7 @@ class ResumableTrainerMixin:
                 return super()._load_optimizer_and_scheduler(checkpoint)
         return super()._load_optimizer_and_scheduler(checkpoint)
 
-    # random state ------------------------------------------------------------------------------------------------------
+    # random state -----------------------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         self._resume_checkpoint = resume_from_checkpoint if isinstance(resume_from_checkpoint, str) else None
@@ -159,7 +159,7 @@ class ResumableTrainerMixin:
         super()._load_rng_state(checkpoint)
         set_host_rng_state(host)
 
-    # saving ------------------------------------------------------------------------------------------------------------
+    # saving -----------------------------------------------------------------------------------------------------------
 
     def save_model(self, output_dir=None, _internal_call=False):
         """Under DeepSpeed ZeRO-3, AdapterTrainer._save writes the live parameters, each process's shard (empty

@@ -134,6 +134,9 @@ class DataTrainingArguments:
         "The input training data file (a text, csv, json or jsonl file).")})
     validation_file: Optional[str] = field(default=None, metadata={"help": (
         "An optional input evaluation data file to evaluate the perplexity on (same formats).")})
+    text_column: Optional[str] = field(default=None, metadata={"help": (
+        "The column holding the text (CSV, JSON Lines or a Hub dataset). Default: `text`, else the first column if it "
+        "holds text.")})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": (
         "Truncate the number of training blocks (of block_size tokens) to this value if set.")})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": (

@@ -139,6 +139,9 @@ class DataTrainingArguments:
         "The input training data file (a text, csv, json or jsonl file).")})
     validation_file: Optional[str] = field(default=None, metadata={"help": (
         "An optional input evaluation data file to evaluate the perplexity on (same formats).")})
+    text_column: Optional[str] = field(default=None, metadata={"help": (
+        "The column holding the text (CSV, JSON Lines or a Hub dataset). Default: `text`, else the first column if it "
+        "holds text.")})
     overwrite_cache: bool = field(default=False, metadata={"help": "Overwrite the cached training and evaluation sets"})
     validation_split_percentage: Optional[int] = field(default=5, metadata={"help": (
         "The percentage of the train set used as validation set in case there's no validation split")})

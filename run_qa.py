@@ -7,7 +7,8 @@ on SQuAD-style data, training an adapter (`--train_adapter`) or the full model.
         --train_adapter --adapter_config seq_bn
 
 Local files (--train_file/--validation_file/--test_file) may be the flattened Hugging Face JSON ({"data": [...]}),
-the original nested SQuAD v1.1/v2.0 JSON, JSON Lines or CSV; the format is detected from the content.
+the original nested SQuAD v1.1/v2.0 JSON, JSON Lines, CSV or TSV; the format is detected from the content. Another
+layout of records and answers: see "Your data format" below.
 A single `.json` argument is read as a file of arguments. main() reads as a table of contents.
 """
 import logging
@@ -25,7 +26,7 @@ from transformers.utils.versions import require_version
 import checks  # checks.py: optional pre-flight checks; to go without, delete the lines ending so and the file
 from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
 from qa_data import (build_stage_features, check_qa_data_files, load_qa_examples, padding_collator,
-                     repair_qa_examples, squad_references)
+                     repair_qa_examples, squad_answers, squad_references)
 from script_utils import (UsageError, capped_length, detect_last_checkpoint, end_process_group, hub_kwargs,
                           load_config_and_tokenizer, parse_args, prepare_output_dir, release_output_dir,
                           require_fast_tokenizer, save_model_card, setup_logging, start_cpu_process_group,
@@ -77,7 +78,7 @@ class DataTrainingArguments:
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": (
         "The configuration name of the dataset to use (via the datasets library).")})
     train_file: Optional[str] = field(default=None, metadata={"help": (
-        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV).")})
+        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines, CSV or TSV).")})
     validation_file: Optional[str] = field(default=None, metadata={"help": (
         "An optional input evaluation data file (same formats as --train_file).")})
     test_file: Optional[str] = field(default=None, metadata={"help": (
@@ -118,22 +119,31 @@ class DataTrainingArguments:
     question_column: str = field(default="question", metadata={"help": "The column holding the questions."})
     context_column: str = field(default="context", metadata={"help": "The column holding the contexts."})
     answer_column: str = field(default="answers", metadata={"help": (
-        "The column holding the answers (read by answer_spans() in this script; not needed in a test file).")})
+        "The column holding the answers, read by answer_spans() in this script (where it reads several columns, the "
+        "first of them); the answers in the SQuAD layout go there for the run. Not needed in a test file.")})
 
     def __post_init__(self):
         check_qa_data_files(self)
 
 
 # Your data format -----------------------------------------------------------------------------------------------------
-# The column names come from the four --*_column flags above; how one example's answers are stored is read here. If
-# your data is structured differently, adapt answer_spans (and, for other inputs, prepare_train_features below): the
-# checks, the features and the metric all read answers through it.
+# The column names come from the four --*_column flags above; how your records hold questions and answers is read by
+# the two functions here. Adapt them to your layout (docs/customising.md shows several): the checks, the features and
+# the metric all read answers through answer_spans.
 
 
-def answer_spans(answers):
-    """One example's answers as (texts, start character offsets in the context), empty lists when it has none.
-    SQuAD stores them as {"text": ["Paris"], "answer_start": [17]}."""
-    return answers["text"], answers["answer_start"]
+def one_example_per_question(records):
+    """A batch of records {column: [values]} as one example per question {column: [values]} (a batched map): a record
+    holding one context and a list of questions returns one example for each. SQuAD has one question per record."""
+    return records
+
+
+def answer_spans(example, columns):
+    """One example's answers (the whole record: every column) as (texts, start character offsets in the context),
+    empty lists when it has none. A start may be None: the text is then looked up in the context. Every text counts
+    as a reference for the metric; the first one found in the context is the training label. SQuAD stores them as
+    {"text": ["Paris"], "answer_start": [17]} (in a CSV/TSV cell, that as JSON text)."""
+    return squad_answers(example[columns.answer])
 
 
 # Model ----------------------------------------------------------------------------------------------------------------
@@ -316,7 +326,8 @@ def main(argv=None):
     checks.check_qa_model(config, adapter_args, max_seq_length)  # checks.py
 
     # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans,
+                                         one_example_per_question)
     checks.check_qa_data(examples, columns, data_args, training_args, answer_spans)  # checks.py
     checks.check_windows_fit(examples, columns, tokenizer, max_seq_length, data_args)  # checks.py
 

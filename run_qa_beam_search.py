@@ -19,7 +19,7 @@ head is `beam_search_head.BeamSearchQuestionAnsweringModel` (transformers' XLM h
 adapter and `--load_adapter` restores both.
 
 Local files (--train_file/--validation_file/--test_file) may be the flattened Hugging Face JSON ({"data": [...]}),
-the original nested SQuAD v1.1/v2.0 JSON, JSON Lines or CSV; the format is detected from the content.
+the original nested SQuAD v1.1/v2.0 JSON, JSON Lines, CSV or TSV; the format is detected from the content.
 A single `.json` argument is read as a file of arguments.
 """
 import logging
@@ -49,6 +49,7 @@ from qa_data import (
     load_qa_examples,
     padding_collator,
     repair_qa_examples,
+    squad_answers,
     squad_references,
 )
 from script_utils import (
@@ -116,7 +117,7 @@ class DataTrainingArguments:
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": (
         "The configuration name of the dataset to use (via the datasets library).")})
     train_file: Optional[str] = field(default=None, metadata={"help": (
-        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV).")})
+        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines, CSV or TSV).")})
     validation_file: Optional[str] = field(default=None, metadata={"help": (
         "An optional input evaluation data file (same formats as --train_file).")})
     test_file: Optional[str] = field(default=None, metadata={"help": (
@@ -158,22 +159,31 @@ class DataTrainingArguments:
     question_column: str = field(default="question", metadata={"help": "The column holding the questions."})
     context_column: str = field(default="context", metadata={"help": "The column holding the contexts."})
     answer_column: str = field(default="answers", metadata={"help": (
-        "The column holding the answers (read by answer_spans() in this script; not needed in a test file).")})
+        "The column holding the answers, read by answer_spans() in this script (where it reads several columns, the "
+        "first of them); the answers in the SQuAD layout go there for the run. Not needed in a test file.")})
 
     def __post_init__(self):
         check_qa_data_files(self)
 
 
 # Your data format -----------------------------------------------------------------------------------------------------
-# The column names come from the four --*_column flags above; how one example's answers are stored is read here. If
-# your data is structured differently, adapt answer_spans (and, for other inputs, prepare_train_features below): the
-# checks, the features and the metric all read answers through it.
+# The column names come from the four --*_column flags above; how your records hold questions and answers is read by
+# the two functions here. Adapt them to your layout (docs/customising.md shows several): the checks, the features and
+# the metric all read answers through answer_spans.
 
 
-def answer_spans(answers):
-    """One example's answers as (texts, start character offsets in the context), empty lists when it has none.
-    SQuAD stores them as {"text": ["Paris"], "answer_start": [17]}."""
-    return answers["text"], answers["answer_start"]
+def one_example_per_question(records):
+    """A batch of records {column: [values]} as one example per question {column: [values]} (a batched map): a record
+    holding one context and a list of questions returns one example for each. SQuAD has one question per record."""
+    return records
+
+
+def answer_spans(example, columns):
+    """One example's answers (the whole record: every column) as (texts, start character offsets in the context),
+    empty lists when it has none. A start may be None: the text is then looked up in the context. Every text counts
+    as a reference for the metric; the first one found in the context is the training label. SQuAD stores them as
+    {"text": ["Paris"], "answer_start": [17]} (in a CSV/TSV cell, that as JSON text)."""
+    return squad_answers(example[columns.answer])
 
 
 # Model ----------------------------------------------------------------------------------------------------------------
@@ -441,7 +451,8 @@ def main(argv=None):
     checks.check_beam_search_model(config, adapter_args, max_seq_length)  # checks.py
 
     # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans,
+                                         one_example_per_question)
     checks.check_qa_data(examples, columns, data_args, training_args, answer_spans)  # checks.py
     checks.check_windows_fit(examples, columns, tokenizer, max_seq_length, data_args)  # checks.py
 

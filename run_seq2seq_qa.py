@@ -10,7 +10,7 @@ training an adapter (`--train_adapter`) or the full model.
 The model reads "question: <question> context: <context>" and is trained to write the first gold answer ("" for an
 unanswerable question). Evaluation generates the answers and scores them with SQuAD exact match / F1; the answers go
 to eval_predictions.json / predict_predictions.json. Local files (--train_file/--validation_file/--test_file) may be
-the flattened Hugging Face JSON ({"data": [...]}), the original nested SQuAD v1.1/v2.0 JSON, JSON Lines or CSV.
+the flattened Hugging Face JSON ({"data": [...]}), the original nested SQuAD v1.1/v2.0 JSON, JSON Lines, CSV or TSV.
 A single `.json` argument is read as a file of arguments.
 
 main() reads as a table of contents: arguments, data, model, preprocessing, trainer, train/eval/predict.
@@ -38,7 +38,8 @@ import checks  # checks.py: optional pre-flight checks; to go without, delete th
 import checks_seq2seq  # checks.py
 from adapter_setup import adapter_name, check_merge_flag, save_merged_model, setup_adapters
 from prediction_files import write_prediction_files
-from qa_data import build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples
+from qa_data import (build_stage_features, check_qa_data_files, load_qa_examples, repair_qa_examples,
+                     squad_answers)
 from script_utils import (
     UsageError,
     capped_length,
@@ -107,9 +108,10 @@ class DataTrainingArguments:
     question_column: Optional[str] = field(default="question", metadata={"help": (
         "The name of the column in the datasets containing the questions (for question answering).")})
     answer_column: Optional[str] = field(default="answers", metadata={"help": (
-        "The name of the column in the datasets containing the answers (for question answering).")})
+        "The column holding the answers, read by answer_spans() in this script (where it reads several columns, the "
+        "first of them); the answers in the SQuAD layout go there for the run. Not needed in a test file.")})
     train_file: Optional[str] = field(default=None, metadata={"help": (
-        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines or CSV).")})
+        "The input training data file (SQuAD JSON, nested SQuAD, JSON Lines, CSV or TSV).")})
     validation_file: Optional[str] = field(default=None, metadata={"help": (
         "An optional input evaluation data file (same formats as --train_file).")})
     test_file: Optional[str] = field(default=None, metadata={"help": (
@@ -235,15 +237,23 @@ def load_model(model_args, config, tokenizer, label_smoothing_factor=0.0):
 
 
 # Your data format -----------------------------------------------------------------------------------------------------
-# The column names come from the --*_column flags above; how one example's answers are stored is read here. If your
-# data is structured differently, adapt answer_spans (and, for other inputs or targets, squad_inputs_and_targets
-# below): the checks, the features and the metric all read answers through it.
+# The column names come from the four --*_column flags above; how your records hold questions and answers is read by
+# the two functions here. Adapt them to your layout (docs/customising.md shows several): the checks, the features and
+# the metric all read answers through answer_spans.
 
 
-def answer_spans(answers):
-    """One example's answers as (texts, start character offsets in the context), empty lists when it has none.
-    SQuAD stores them as {"text": ["Paris"], "answer_start": [17]}."""
-    return answers["text"], answers["answer_start"]
+def one_example_per_question(records):
+    """A batch of records {column: [values]} as one example per question {column: [values]} (a batched map): a record
+    holding one context and a list of questions returns one example for each. SQuAD has one question per record."""
+    return records
+
+
+def answer_spans(example, columns):
+    """One example's answers (the whole record: every column) as (texts, start character offsets in the context),
+    empty lists when it has none. A start may be None: the text is then looked up in the context. Every text counts
+    as a reference for the metric; the first one found in the context is the training label. SQuAD stores them as
+    {"text": ["Paris"], "answer_start": [17]} (in a CSV/TSV cell, that as JSON text)."""
+    return squad_answers(example[columns.answer])
 
 
 def squad_inputs_and_targets(examples, columns):
@@ -497,7 +507,8 @@ def main(argv=None):
     checks_seq2seq.check_seq2seq_model(config, data_args, training_args, adapter_args, max_seq_length)  # checks.py
 
     # Data: {"train"/"eval"/"predict": raw examples} for the stages asked for, cut to --max_*_samples
-    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans)
+    examples, columns = load_qa_examples(data_args, model_args, training_args, answer_spans,
+                                         one_example_per_question)
     checks.check_qa_data(examples, columns, data_args, training_args, answer_spans, ["loss"], generate)  # checks.py
 
     # Repair: answers into the SQuAD layout; training answers not where answer_start says realigned, or dropped

@@ -201,7 +201,7 @@ CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 LOCK_FILE = ".run.lock"  # in --output_dir: held by the run using it (see lock_output_dir)
 
 
-# Checkpoints: which one to resume from, and whether it can be ----------------------------------------------------------
+# Checkpoints: which one to resume from, and whether it can be ---------------------------------------------------------
 
 
 def detect_last_checkpoint(training_args, adapter_args=None) -> Optional[str]:
@@ -227,7 +227,8 @@ def detect_last_checkpoint(training_args, adapter_args=None) -> Optional[str]:
         return None
     last_checkpoint = last_complete_checkpoint(output_dir)
     if last_checkpoint is None and any(  # anything but the incomplete checkpoints a killed run of this command left
-            name != LOCK_FILE and not (CHECKPOINT_NAME.match(name) and checkpoint_problem(os.path.join(output_dir, name)))
+            name != LOCK_FILE
+            and not (CHECKPOINT_NAME.match(name) and checkpoint_problem(os.path.join(output_dir, name)))
             for name in os.listdir(output_dir)):
         raise UsageError(f"Output directory ({output_dir}) already exists and is not empty. "
                          "Use --overwrite_output_dir to overcome.")

@@ -128,6 +128,35 @@ def lm_column_names(dataset) -> list:
     return list(names)
 
 
+def _column_types(dataset, names) -> dict:
+    """{column: its type} for messages and the text rule: the feature's dtype, else (a stream that does not know its
+    features) the Python type of the first row's value."""
+    features = getattr(dataset, "features", None)
+    if features is not None:
+        return {name: getattr(features[name], "dtype", type(features[name]).__name__) for name in names}
+    first = next(iter(dataset), None) or {}
+    return {name: "string" if isinstance(first.get(name), str) else type(first.get(name)).__name__ for name in names}
+
+
+def lm_text_column(dataset, text_column: Optional[str] = None) -> str:
+    """The column the text is read from: --text_column, else `text`, else the first column if it holds text (the
+    upstream rule, where it works). Otherwise a UsageError naming the flag and the columns found with their types."""
+    names = lm_column_names(dataset)
+    types = _column_types(dataset, names)
+    found = ", ".join(f"{name} ({kind})" for name, kind in types.items())
+    if text_column is not None:
+        if types.get(text_column) not in ("string", "large_string"):
+            problem = "is not a column" if text_column not in types else f"holds {types[text_column]}, not text"
+            raise UsageError(f"--text_column {text_column} {problem} in the data; columns found: {found}.")
+        return text_column
+    if "text" in names:
+        return "text"
+    if names and types[names[0]] in ("string", "large_string"):
+        return names[0]
+    raise UsageError(f"The data has no 'text' column and its first column does not hold text: name the column to "
+                     f"train on with --text_column; columns found: {found}.")
+
+
 def apply_config_overrides(config, overrides: str):
     """config.update_from_string with errors that name the bad key and the valid ones.
 
@@ -349,8 +378,8 @@ def prepare_lm_splits(raw_datasets, prepare_split, units: str, data_args, traini
     """(train dataset, evaluation dataset, number of evaluation rows) for the stages asked for (None, 0 otherwise),
     from prepare_split(raw_datasets, split, text_column_name=...); units names the rows in messages ("examples", "blocks of
     128 tokens"). A stream has no length: its evaluation rows are counted by reading it once."""
-    column_names = lm_column_names(raw_datasets["train" if training_args.do_train else "validation"])
-    text_column_name = "text" if "text" in column_names else column_names[0]
+    text_column_name = lm_text_column(raw_datasets["train" if training_args.do_train else "validation"],
+                                      getattr(data_args, "text_column", None))
     prepare = partial(prepare_split, raw_datasets, text_column_name=text_column_name)
     train_dataset = prepare("train") if training_args.do_train else None
     eval_dataset = prepare("validation") if training_args.do_eval else None

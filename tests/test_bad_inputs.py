@@ -179,25 +179,26 @@ BASES = {
 
 # (script, id, changes to its base command (value DROP removes the flag), key words of the message)
 CASES = [
-    ("run_qa", "missing file", {"--train_file": "{data}/nope.json"}, ["nope.json", "does not exist"]),
+    ("run_qa", "missing file", {"--train_file": "{data}/nope.json"}, ["--train_file", "nope.json", "does not exist"]),
+    ("run_qa", "missing validation file", {"--validation_file": "{data}/nope.tsv"}, ["--validation_file", "nope.tsv", "does not exist"]),
     ("run_qa", "unsupported extension", {"--train_file": "{data}/train.txt"}, ["train.txt", "unsupported extension", ".jsonl"]),
     ("run_qa", "empty file", {"--train_file": "{data}/empty.json"}, ["empty.json", "is empty"]),
     ("run_qa", "broken JSON", {"--train_file": "{data}/broken.json"}, ["broken.json", "not valid JSON", "line 3"]),
     ("run_qa", "broken JSON Lines", {"--train_file": "{data}/broken.jsonl"}, ["broken.jsonl", "line 3", "not valid JSON"]),
-    ("run_qa", "CSV answers not JSON", {"--train_file": "{data}/bad_answers.csv"}, ["bad_answers.csv", "row 2", "answers"]),
+    ("run_qa", "CSV answers not JSON", {"--train_file": "{data}/bad_answers.csv"}, ["bad_answers.csv", "record 1", "answer_spans()", "Rome at 13"]),
     ("run_qa", "nested SQuAD without qas", {"--train_file": "{data}/nested_no_qas.json"}, ["SQuAD layout", "paragraphs[0]", "qas"]),
     ("run_qa", "data is not a list", {"--train_file": "{data}/data_not_list.json"}, ["data_not_list.json", '"data" is a dict']),
     ("run_qa", "records are not objects", {"--train_file": "{data}/list_of_text.json"}, ["list_of_text.json", "record 0 is a str"]),
     ("run_qa", "byte-order mark", {"--train_file": "{data}/bom.json"}, ["bom.json", "BOM"]),
     ("run_qa", "nested SQuAD without context", {"--train_file": "{data}/nested_no_context.json"}, ["SQuAD layout", '"context"']),
-    ("run_qa", "answer starts as text", {"--train_file": "{data}/starts_as_text.json"}, ["answer_start", "integer character offsets"]),
-    ("run_qa", "answers not lists", {"--train_file": "{data}/answers_not_lists.json"}, ['"text" must be a list', '["Paris"]']),
+    ("run_qa", "answer starts as text", {"--train_file": "{data}/starts_as_text.json"}, ["answer_spans() returned the starts", "integer character offsets", "(texts, starts)"]),
+    ("run_qa", "answers not lists", {"--train_file": "{data}/answers_not_lists.json"}, ["answer_spans() returned the texts", "not a list of texts", '["Paris"']),
     ("run_qa", "empty data list", {"--train_file": "{data}/empty_data.json"}, ["empty_data.json", "no examples"]),
     ("run_qa", "not UTF-8", {"--train_file": "{data}/latin1.json"}, ["latin1.json", "UTF-8"]),
     ("run_qa", "question column renamed", {"--train_file": "{data}/query_column.json"}, ["query_column.json", "question", "query"]),
     ("run_qa", "no answers to train on", {"--train_file": "{data}/no_answers.jsonl"}, ["no_answers.jsonl", "answers", "training"]),
     ("run_qa", "answers as plain text", {"--train_file": "{data}/answers_as_text.jsonl"}, ["answers", "answer_start", "SQuAD layout"]),
-    ("run_qa", "answer texts without starts", {"--train_file": "{data}/uneven_answers.json"}, ["record 3", "2 answer texts", "1 answer_start"]),
+    ("run_qa", "answer texts without starts", {"--train_file": "{data}/uneven_answers.json"}, ["record 3", "2 answer texts", "1 start(s)"]),
     ("run_qa", "record without question", {"--train_file": "{data}/null_question.jsonl"}, ["record 4", "no question"]),
     ("run_qa", "duplicate ids", {"--validation_file": "{data}/duplicate_ids.json"}, ["duplicate_ids.json", "more than once", "record 4"]),
     ("run_qa", "no answer found in context", {"--train_file": "{data}/unfixable.json"}, ["unfixable.json", "no example is left"]),
@@ -206,7 +207,8 @@ CASES = [
     ("run_qa", "empty selection", {"--max_train_samples": "0"}, ["--max_train_samples", "positive"]),
     ("run_qa", "negative stride", {"--doc_stride": "-1"}, ["--doc_stride", "negative"]),
     ("run_qa", "stride not below length", {"--doc_stride": "64"}, ["--doc_stride", "--max_seq_length"]),
-    ("run_qa", "question too long for stride", {"--train_file": "{data}/long_question.json"}, ["tokens long", "--doc_stride", "--max_seq_length", "record 2"]),
+    ("run_qa", "question too long for stride", {"--train_file": "{data}/long_question.json"}, ["tokens long", "--doc_stride", "record 2", "keeps only 0 context tokens", "Use a larger --max_seq_length or a shorter question."]),
+    ("run_qa", "question and context swapped", {"--question_column": "context", "--context_column": "question"}, ["look swapped", "--question_column question --context_column context"]),
     ("run_qa", "zero batch size", {"--per_device_train_batch_size": "0"}, ["--per_device_train_batch_size", "positive"]),
     ("run_qa", "output folder is a file", {"--output_dir": "{data}/train.json"}, ["--output_dir", "is a file"]),
     ("run_qa", "tokenizer folder without tokenizer", {"--tokenizer_name": "{models}/adapter_run/squad"}, ["--tokenizer_name", "tokenizer.json"]),
@@ -351,6 +353,33 @@ def test_training_answers_are_realigned_or_skipped(tmp_path, caplog):
         start, text = r["answers"]["answer_start"][0], r["answers"]["text"][0]
         assert r["context"][start : start + len(text)] == text
     assert "2 realigned" in caplog.text and "1 dropped" in caplog.text and "1 example(s) skipped" in caplog.text
+
+
+def test_answers_without_a_start_are_looked_up_and_a_wrong_start_is_a_hint(caplog):
+    """answer_spans() may return None for a start: the text's first occurrence in the context; a start given but wrong
+    takes the occurrence nearest to it, however far; a text not in the context is dropped, counted in one warning."""
+    import datasets
+    from transformers import TrainingArguments
+
+    from qa_data import QAColumns, realign_train_answers, with_squad_answers
+
+    context = "Paris is big. " + "Filler words here. " * 20 + "Paris again."
+    second = context.rindex("Paris")
+    records = [{"id": "none", "context": context, "aliases": "Paris", "start": ""},
+               {"id": "hint", "context": context, "aliases": "Paris", "start": str(second - 150)},
+               {"id": "absent", "context": context, "aliases": "Rome", "start": ""}]
+
+    def answer_spans(example, columns):
+        return [example["aliases"]], [int(example["start"]) if example["start"] else None]
+
+    columns = QAColumns("id", "question", "context", "answers")
+    examples = {"train": datasets.Dataset.from_list(records)}
+    examples = with_squad_answers(examples, columns, answer_spans, TrainingArguments("unused", report_to="none"))
+    with caplog.at_level("WARNING"):
+        fixed = realign_train_answers(examples["train"], "--train_file x.tsv", columns)
+    assert {r["id"]: r["answers"] for r in fixed} == {"none": {"text": ["Paris"], "answer_start": [0]},
+                                                       "hint": {"text": ["Paris"], "answer_start": [second]}}
+    assert "1 realigned" in caplog.text and "1 dropped" in caplog.text and "1 example(s) skipped" in caplog.text
 
 
 def test_arcd_mismatched_answers_are_realigned(shared_data, tmp_path, caplog):

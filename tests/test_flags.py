@@ -222,8 +222,12 @@ def test_an_arguments_file_must_be_the_only_argument(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a machine without a GPU")
-def test_bf16_on_a_cpu_names_use_cpu(tmp_path):
+def test_bf16_on_a_cpu_names_use_cpu(tmp_path, monkeypatch):
     from transformers import TrainingArguments
+
+    # TrainingArguments(bf16=True) sets ACCELERATE_MIXED_PRECISION=bf16 in the environment, and every later
+    # TrainingArguments of this process keeps it (bfloat16 autocast in the other tests): restored after this test.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
 
     with pytest.raises(UsageError, match="--bf16 needs a GPU .* add --use_cpu"):
         parse_args((TrainingArguments,), ["--output_dir", str(tmp_path), "--bf16"])

@@ -154,6 +154,7 @@ def files(tmp_path_factory):
         "dev": toy_data.write_qa_file(dev, str(folder / "dev.json"), "flat"),
         "test": toy_data.write_qa_file(test, str(folder / "test.json"), "flat"),
         "v1_dev": toy_data.write_qa_file(toy_data.make_templated_qa(6, seed=2), str(folder / "v1_dev.json"), "flat"),
+        "v1_test": toy_data.write_qa_file(toy_data.make_templated_qa(6, seed=5), str(folder / "v1_test.json"), "flat"),
         "test_references": [{"id": r["id"], "answers": r["answers"]} for r in test],
     }
 
@@ -227,7 +228,9 @@ def test_beam_search_predicts_with_the_threshold_tuned_on_evaluation(tiny_model,
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"--version_2_with_negative": None, "--validation_file": "v1_dev"}, "add --version_2_with_negative"),
+    # v1 data everywhere (unanswerable questions in the test file would switch v2 mode on by themselves)
+    ({"--version_2_with_negative": None, "--validation_file": "v1_dev", "--test_file": "v1_test"},
+     "add --version_2_with_negative"),
     ({"--do_predict": None}, "pass both"),
     ({"--validation_file": "test"}, "tune on the data it predicts"),
 ])

@@ -28,8 +28,8 @@ ADDED_FLAGS = {
     "run_qa_beam_search": {"--id_column", "--question_column", "--context_column", "--answer_column",
                            "--tune_null_threshold", "--merge_adapter_on_save"},
     "run_seq2seq_qa": {"--id_column", "--merge_adapter_on_save"},
-    "run_mlm": {"--merge_adapter_on_save"},
-    "run_clm": {"--merge_adapter_on_save"},
+    "run_mlm": {"--merge_adapter_on_save", "--text_column"},
+    "run_clm": {"--merge_adapter_on_save", "--text_column"},
 }
 TIMING = ("runtime", "per_second")
 

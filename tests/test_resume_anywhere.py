@@ -241,7 +241,8 @@ def test_a_dataset_name_folder_of_squad_json_loads_its_records(script, layout, t
     model_args, data_args, training_args, _ = parser.parse_args_into_dataclasses(
         ["--model_name_or_path", "unused", "--dataset_name", str(folder), "--do_train", "--do_eval",
          "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")])
-    examples, _ = module.load_qa_examples(data_args, model_args, training_args, module.answer_spans)
+    examples, _ = module.load_qa_examples(data_args, model_args, training_args, module.answer_spans,
+                                          module.one_example_per_question)
     assert [e["id"] for e in examples["train"]] == [r["id"] for r in train]
     assert [e["question"] for e in examples["eval"]] == [r["question"] for r in dev]
 

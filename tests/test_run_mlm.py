@@ -101,6 +101,7 @@ def test_reference_flags_and_defaults(text):
         "model_name_or_path": None, "model_type": None, "config_overrides": None, "config_name": None,
         "tokenizer_name": None, "cache_dir": None, "use_fast_tokenizer": True, "model_revision": "main",
         "token": None, "trust_remote_code": False, "torch_dtype": None, "low_cpu_mem_usage": False,
+        "merge_adapter_on_save": False,  # ours
     }
     assert vars(data) == {
         "dataset_name": None, "dataset_config_name": None, "train_file": text["train"], "validation_file": None,
@@ -108,6 +109,7 @@ def test_reference_flags_and_defaults(text):
         "preprocessing_num_workers": None, "mlm_probability": 0.15, "line_by_line": False,
         "pad_to_max_length": False, "max_train_samples": None, "max_eval_samples": None, "streaming": False,
         "whole_word_mask": False,  # ours (opt-in)
+        "text_column": None,  # ours (default: the reference's rule)
     }
     assert (adapter_args.train_adapter, adapter_args.adapter_config, adapter_args.load_adapter) == (False, "seq_bn", "")
 
