@@ -39,30 +39,66 @@ def check_qa_data_files(data_args):
             raise UsageError(f"--{split}_file {path} {problem}.")
 
 
+QA_FILE_EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv")  # what load_qa_file reads (detect_qa_file_format: how)
+
+
 def load_qa_raw_datasets(data_args, model_args):
-    """Load the raw QA examples: a hub dataset, or local files split by split (train/validation/test)."""
+    """Load the raw QA examples: local files split by split (--train_file/--validation_file/--test_file, or the files
+    of a local --dataset_name folder, split by their names as datasets does: train*, dev*/valid*, test*), else a hub
+    dataset. Local files go through one reader, load_qa_file."""
     import datasets
-    if data_args.dataset_name is not None:
-        try:
-            return datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name,
-                                         cache_dir=model_args.cache_dir, token=model_args.token,
-                                         trust_remote_code=model_args.trust_remote_code)
-        except (ConnectionError, FileNotFoundError, OSError) as err:
-            raise UsageError(
-                f"Could not load dataset '{data_args.dataset_name}' from the Hugging Face Hub ({type(err).__name__}). "
-                "Without network access, pass local files instead: --train_file/--validation_file/--test_file "
-                "(SQuAD JSON, JSON Lines or CSV).") from err
+    if data_args.dataset_name is None:
+        return load_qa_split_files({split: [path] for split, path in _data_files(data_args).items()},
+                                   model_args.cache_dir)
+    folder_files = _qa_files_of_folder(data_args.dataset_name)
+    if folder_files:
+        return load_qa_split_files(folder_files, model_args.cache_dir)
+    try:
+        return datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name,
+                                     cache_dir=model_args.cache_dir, token=model_args.token,
+                                     trust_remote_code=model_args.trust_remote_code)
+    except (ConnectionError, FileNotFoundError, OSError) as err:
+        raise UsageError(
+            f"Could not load dataset '{data_args.dataset_name}' from the Hugging Face Hub ({type(err).__name__}). "
+            "Without network access, pass local files instead: --train_file/--validation_file/--test_file "
+            "(SQuAD JSON, JSON Lines, CSV or TSV).") from err
+
+
+def _qa_files_of_folder(folder: str) -> Optional[dict]:
+    """{split: [files]} of a local folder whose data files are all QA files load_qa_file reads, split by their names
+    with datasets' own patterns (a flattened {"data": [...]} JSON file, given to datasets whole, is one row); else
+    None (not a folder, or other formats: datasets loads it)."""
+    if not os.path.isdir(folder):
+        return None
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        files = DataFilesDict.from_patterns(get_data_patterns(folder), base_path=folder)
+    except (FileNotFoundError, ValueError):  # no data files
+        return None
+    files = {str(split): sorted(paths) for split, paths in files.items()}
+    if not files or not all(path.lower().endswith(QA_FILE_EXTENSIONS) for paths in files.values() for path in paths):
+        return None
+    return files
+
+
+def load_qa_split_files(split_files: dict, cache_dir: Optional[str]):
+    """{split: [paths]} as a DatasetDict: each file read by load_qa_file, a split's files one after the other."""
+    import datasets
     raw_datasets = datasets.DatasetDict()
-    for split, path in _data_files(data_args).items():
-        try:
-            raw_datasets[split] = load_qa_file(path, model_args.cache_dir)
-        except UsageError:
-            raise
-        except Exception as err:  # DatasetGenerationError, ArrowInvalid, ParserError, UnicodeDecodeError ...
-            # The file itself names the line at fault where the loader's innermost error (a CSV line) does not.
-            how = "read as CSV/TSV" if path.lower().endswith((".csv", ".tsv")) else "loaded"
-            raise UsageError(data_file_problem(path) or f"Data file {path} could not be {how}: "
-                             f"{innermost_error(err)}") from err
+    for split, paths in split_files.items():
+        parts = []
+        for path in paths:
+            try:
+                parts.append(load_qa_file(path, cache_dir))
+            except UsageError:
+                raise
+            except Exception as err:  # DatasetGenerationError, ArrowInvalid, ParserError, UnicodeDecodeError ...
+                # The file itself names the line at fault where the loader's innermost error (a CSV line) does not.
+                how = "read as CSV/TSV" if path.lower().endswith((".csv", ".tsv")) else "loaded"
+                raise UsageError(data_file_problem(path) or f"Data file {path} could not be {how}: "
+                                 f"{innermost_error(err)}") from err
+        raw_datasets[split] = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     return raw_datasets
 
 

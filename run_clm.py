@@ -44,6 +44,7 @@ from script_utils import (
     evaluate_and_save,
     parse_args,
     prepare_output_dir,
+    release_output_dir,
     save_model_card,
     setup_logging,
     start_cpu_process_group,
@@ -293,7 +294,7 @@ def main(argv=None):
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
     setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
     check_merge_flag(model_args, training_args, adapter_args, AutoModelForCausalLM)  # --merge_adapter_on_save
     checks_lm.check_lm_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
@@ -333,6 +334,7 @@ def main(argv=None):
 
     save_merged_model(trainer, model_args, AutoModelForCausalLM)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     save_model_card(trainer, model_args, data_args, "text-generation")
+    release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
     return trainer
 
 

@@ -28,8 +28,9 @@ from adapter_setup import adapter_name, check_merge_flag, save_merged_model, set
 from qa_data import (build_stage_features, check_qa_data_files, load_qa_examples, padding_collator,
                      repair_qa_examples, squad_answers, squad_references)
 from script_utils import (UsageError, capped_length, detect_last_checkpoint, end_process_group, hub_kwargs,
-                          load_config_and_tokenizer, parse_args, prepare_output_dir, require_fast_tokenizer,
-                          save_model_card, setup_logging, start_cpu_process_group, train_evaluate_predict)
+                          load_config_and_tokenizer, parse_args, prepare_output_dir, release_output_dir,
+                          require_fast_tokenizer, save_model_card, setup_logging, start_cpu_process_group,
+                          train_evaluate_predict)
 from squad_metric import compute_squad_eval_metrics, tuned_null_threshold
 from trainer_qa import QuestionAnsweringAdapterTrainer, QuestionAnsweringTrainer
 from utils_qa import postprocess_qa_predictions
@@ -312,7 +313,7 @@ def main(argv=None):
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
     log_level = setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
     check_merge_flag(model_args, training_args, adapter_args, AutoModelForQuestionAnswering)  # --merge_adapter_on_save
     checks.check_qa_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
@@ -351,6 +352,7 @@ def main(argv=None):
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"), before_predict)
     save_merged_model(trainer, model_args, AutoModelForQuestionAnswering)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     save_model_card(trainer, model_args, data_args, "question-answering")
+    release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
 
 
 if __name__ == "__main__":

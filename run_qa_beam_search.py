@@ -60,6 +60,7 @@ from script_utils import (
     load_config_and_tokenizer,
     parse_args,
     prepare_output_dir,
+    release_output_dir,
     require_fast_tokenizer,
     save_model_card,
     setup_logging,
@@ -437,7 +438,7 @@ def main(argv=None):
         (ModelArguments, DataTrainingArguments, TrainingArguments, AdapterArguments), argv
     )
     log_level = setup_logging(training_args, logger)
-    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
     check_merge_flag(model_args, training_args, adapter_args, None)  # --merge_adapter_on_save
     checks.check_qa_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
@@ -475,6 +476,7 @@ def main(argv=None):
     before_predict = partial(tuned_null_threshold, data_args) if data_args.tune_null_threshold else None
     train_evaluate_predict(trainer, last_checkpoint, data_args, features, examples.get("predict"), before_predict)
     save_model_card(trainer, model_args, data_args, "question-answering")
+    release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
 
 
 if __name__ == "__main__":

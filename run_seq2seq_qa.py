@@ -48,6 +48,7 @@ from script_utils import (
     load_config_and_tokenizer,
     parse_args,
     prepare_output_dir,
+    release_output_dir,
     require_fast_tokenizer,
     save_model_card,
     setup_logging,
@@ -494,7 +495,7 @@ def main(argv=None):
     generate = resolve_generation(training_args, argv)
     setup_logging(training_args, logger)
     log_generation_mode(generate, training_args)
-    last_checkpoint = detect_last_checkpoint(training_args)  # prepare_output_dir cleans up later
+    last_checkpoint = detect_last_checkpoint(training_args, adapter_args)  # prepare_output_dir cleans up later
     check_merge_flag(model_args, training_args, adapter_args, AutoModelForSeq2SeqLM)  # --merge_adapter_on_save
     checks_seq2seq.check_seq2seq_arguments(model_args, data_args, training_args, adapter_args)  # checks.py
 
@@ -534,6 +535,7 @@ def main(argv=None):
     save_merged_model(trainer, model_args, AutoModelForSeq2SeqLM)  # --merge_adapter_on_save: OUTPUT_DIR/merged/
     if training_args.push_to_hub:
         save_model_card(trainer, model_args, data_args, "question-answering")
+    release_output_dir(training_args)  # the lock on --output_dir (a process that ends lets go anyway)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 loading from the Hub with readable errors, the output folder and its checkpoints, the train/evaluate/predict steps."""
 import argparse
 import datetime
+import gc
 import json
 import logging
 import os
@@ -44,10 +45,19 @@ def start_cpu_process_group(argv=None):
 
 
 def end_process_group():
-    """Tear a distributed run's process group down (ours or accelerate's), also after an error: left to the
-    interpreter's exit, gloo's threads may abort a finished process."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Tear a distributed run's process group down (ours or accelerate's), also after an error, while the interpreter
+    is whole. dist.destroy_process_group() alone leaves gloo's worker threads running: the trainer's DDP model still
+    holds the group, in reference cycles that only the interpreter's exit collects. A worker finishing the last
+    collective then needs the GIL to free that collective's tensors; at exit CPython ends such a thread (pthread_exit
+    through C++ code), and the process aborts: "terminate called without an active exception", exit status 134. So:
+    hold the group, collect the cycles, then let go of it last: its destructor releases the GIL (workers can finish
+    what they do) and joins gloo's threads."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    group = dist.group.WORLD
+    dist.destroy_process_group()
+    gc.collect()  # the trainer, its DDP model, ...: nobody holds the group now but `group`
+    del group  # the process group goes here, with gloo's threads
 
 
 def parse_args(dataclass_types, argv=None):
@@ -188,11 +198,17 @@ RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "
 PREDICTION_FILE_NAMES = ("predictions", "nbest_predictions", "null_odds")
 PREDICTION_FILES = tuple(f"{stage}_{name}.json" for stage in ("eval", "predict") for name in PREDICTION_FILE_NAMES)
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+LOCK_FILE = ".run.lock"  # in --output_dir: held by the run using it (see lock_output_dir)
 
 
-def detect_last_checkpoint(training_args) -> Optional[str]:
+# Checkpoints: which one to resume from, and whether it can be ---------------------------------------------------------
+
+
+def detect_last_checkpoint(training_args, adapter_args=None) -> Optional[str]:
     """Upstream's rule with --do_train, without --overwrite_output_dir: the last complete checkpoint of a non-empty
-    output_dir, else refuse it (prepare_output_dir clears the output_dir later, once every check has passed)."""
+    output_dir, else refuse it (prepare_output_dir clears the output_dir later, once every check has passed). Every
+    check of a checkpoint to resume from is here: complete, a checkpoint-N folder, the adapter configuration of this
+    run (adapter_args, when given)."""
     resume = training_args.resume_from_checkpoint
     if resume is not None and not (isinstance(resume, str) and resume.lower() in ("true", "false")):
         if not os.path.isdir(resume):
@@ -200,6 +216,10 @@ def detect_last_checkpoint(training_args) -> Optional[str]:
                 f"--resume_from_checkpoint {resume} is not a folder. Pass a checkpoint-N folder written by an earlier "
                 "run (or leave the flag out: training resumes from the last checkpoint of --output_dir by itself).")
         problem = checkpoint_problem(resume)
+        if problem is None and not CHECKPOINT_NAME.match(os.path.basename(os.path.normpath(resume))):
+            problem = ("it is not a complete checkpoint (a checkpoint-N folder written during training holds the "
+                       "optimizer, scheduler and random states a resume needs)")
+        problem = problem or adapter_mismatch(resume, adapter_args)
         if problem is not None:
             raise UsageError(f"--resume_from_checkpoint {resume} cannot be resumed from: {problem}.")
     output_dir = training_args.output_dir
@@ -207,11 +227,16 @@ def detect_last_checkpoint(training_args) -> Optional[str]:
         return None
     last_checkpoint = last_complete_checkpoint(output_dir)
     if last_checkpoint is None and any(  # anything but the incomplete checkpoints a killed run of this command left
-            not (CHECKPOINT_NAME.match(name) and checkpoint_problem(os.path.join(output_dir, name)))
+            name != LOCK_FILE
+            and not (CHECKPOINT_NAME.match(name) and checkpoint_problem(os.path.join(output_dir, name)))
             for name in os.listdir(output_dir)):
         raise UsageError(f"Output directory ({output_dir}) already exists and is not empty. "
                          "Use --overwrite_output_dir to overcome.")
-    if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
+    if last_checkpoint is not None and resume is None:
+        problem = adapter_mismatch(last_checkpoint, adapter_args)
+        if problem is not None:
+            raise UsageError(f"Cannot resume from {last_checkpoint}: {problem}. Use --overwrite_output_dir to train "
+                             "afresh, or another --output_dir.")
         logger.info(f"Checkpoint detected, resuming training at {last_checkpoint}. To avoid this behavior, change "
                     "the `--output_dir` or add `--overwrite_output_dir` to train from scratch.")
     return last_checkpoint
@@ -250,6 +275,51 @@ def checkpoint_problem(path: str) -> Optional[str]:
     return None
 
 
+def _adapter_config_file(path: str) -> Optional[dict]:
+    """The "config" entry of an adapter_config.json (as save_adapter writes it), or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("config")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _saved_adapter_config(folder: str) -> Optional[dict]:
+    """The adapter configuration a checkpoint holds (in a subfolder named after the adapter), or None."""
+    for name in sorted(os.listdir(folder)):
+        if os.path.isfile(os.path.join(folder, name, "adapter_config.json")):
+            return _adapter_config_file(os.path.join(folder, name, "adapter_config.json"))
+    return None
+
+
+def adapter_mismatch(checkpoint: str, adapter_args) -> Optional[str]:
+    """Why `checkpoint` holds another adapter configuration than this run trains (its optimizer state would not fit
+    the parameters: transformers failed deep inside), or None. adapter_args None: not checked."""
+    if adapter_args is None:
+        return None
+    from adapters import AdapterConfig
+
+    saved = _saved_adapter_config(checkpoint)
+    if not adapter_args.train_adapter:
+        return None if saved is None else ("the checkpoint holds another adapter configuration (an adapter; this run "
+                                           "trains the whole model, without --train_adapter)")
+    if saved is None:
+        return ("the checkpoint holds another adapter configuration (none: the whole model was trained, without "
+                "--train_adapter)")
+    loaded = adapter_args.load_adapter  # --load_adapter FOLDER: its configuration is trained
+    wanted = _adapter_config_file(os.path.join(loaded, "adapter_config.json")) if loaded else None
+    try:
+        here = AdapterConfig.load(wanted or adapter_args.adapter_config).to_dict()
+        there = AdapterConfig.load(saved).to_dict()
+    except (ValueError, TypeError, KeyError, AttributeError, SyntaxError):
+        return None  # the adapter checks of the run say what is wrong with it
+    differ = sorted(key for key in set(here) | set(there) if here.get(key) != there.get(key))
+    if not differ:
+        return None
+    shown = ", ".join(f"{key}: {there.get(key)!r} there, {here.get(key)!r} here" for key in differ[:3])
+    return f"the checkpoint holds another adapter configuration ({shown})"
+
+
 def _checkpoint_folders(output_dir: str) -> list:
     """checkpoint-N folders of output_dir, newest (largest N) first."""
     names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
@@ -268,12 +338,105 @@ def last_complete_checkpoint(output_dir: str) -> Optional[str]:
     return None
 
 
+def _read_state(folder: str) -> Optional[dict]:
+    try:
+        with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def finished_training(training_args, checkpoint: Optional[str]) -> bool:
+    """Whether the checkpoint to resume from has trained all the steps (--max_steps) or epochs asked for: a finished
+    job run again. (transformers would run the loop once more and write a checkpoint one step past the end.)"""
+    state = _read_state(checkpoint) if checkpoint is not None else None
+    if state is None:
+        return False
+    if training_args.max_steps > 0:
+        return state.get("global_step", 0) >= training_args.max_steps
+    return (state.get("epoch") or 0) >= training_args.num_train_epochs
+
+
+def load_finished_model(trainer, checkpoint: str):
+    """The model and state a finished job ended with, into `trainer` instead of training again: the output_dir's when
+    the job saved them (its trainer_state.json is at the checkpoint's step), else (stopped after its last checkpoint)
+    the checkpoint's, or with --load_best_model_at_end the best checkpoint's, then saved as training would have."""
+    from transformers import TrainerState
+
+    output_dir, step = trainer.args.output_dir, _read_state(checkpoint)["global_step"]
+    saved = (_read_state(output_dir) or {}).get("global_step") == step
+    state_folder = output_dir if saved else checkpoint
+    trainer.state = TrainerState.load_from_json(os.path.join(state_folder, "trainer_state.json"))
+    weights = state_folder
+    if not saved and trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint is not None \
+            and os.path.isdir(trainer.state.best_model_checkpoint):
+        weights = trainer.state.best_model_checkpoint
+    logger.warning(f"Training already finished at step {step} ({checkpoint}): not training again; the model from "
+                   f"{weights}{'' if saved else ' is saved to the output folder'}.")
+    trainer._load_from_checkpoint(weights)
+    trainer._load_rng_state(checkpoint)  # as training left it: an evaluation that draws (MLM masks) draws the same
+    if not saved:
+        trainer.save_model()
+        trainer.save_state()
+
+
+# The output folder: one run at a time, and what an earlier run left ---------------------------------------------------
+
+_held_locks = {}  # output folder (real path) -> the open lock file this process holds
+
+
+def _take_lock(output_dir: str) -> Optional[str]:
+    """Lock output_dir/.run.lock for this process, with flock (released by the operating system when the process
+    ends, however it ends: no stale lock), and write "pid on host" into it; or say which run holds it."""
+    import fcntl
+    import socket
+
+    key = os.path.realpath(output_dir)
+    if key in _held_locks:
+        return None
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, LOCK_FILE)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(descriptor, 200).decode("utf-8", "replace").strip() or "a process that has not said"
+        os.close(descriptor)
+        return (f"Another run is using --output_dir {output_dir} (process {holder}, which holds {path}): wait for "
+                "it to end, or use another --output_dir.")
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()} on {socket.gethostname()}\n".encode())
+    _held_locks[key] = descriptor
+    return None
+
+
+def lock_output_dir(training_args):
+    """One run per output folder: the main process (each node's, with --save_on_each_node) takes the lock, every
+    process learns whether all got it; otherwise each raises the same one-line UsageError, having changed nothing."""
+    problem = _take_lock(training_args.output_dir) if training_args.should_save else None
+    if training_args.world_size > 1 and dist.is_available() and dist.is_initialized():
+        problems = [None] * dist.get_world_size()
+        dist.all_gather_object(problems, problem)
+        problem = next((p for p in problems if p is not None), None)
+    if problem is not None:
+        raise UsageError(problem)
+
+
+def release_output_dir(training_args):
+    """Let go of the output folder's lock (the end of main(); a process that ends releases it anyway)."""
+    descriptor = _held_locks.pop(os.path.realpath(training_args.output_dir), None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
 def prepare_output_dir(training_args, last_checkpoint: Optional[str] = None):
-    """Right before anything is written, once every check has passed: with --overwrite_output_dir, remove an earlier
-    run's result and prediction files and when training its checkpoint-N folders (a later resume would pick them up)
-    but the one to resume from; else when training the incomplete checkpoints a killed run left. Main process only."""
+    """Right before anything is written, once every check has passed: lock the output folder (one run at a time), then
+    with --overwrite_output_dir, remove an earlier run's result and prediction files and when training its
+    checkpoint-N folders (a later resume would pick them up) but the one to resume from; else when training the
+    incomplete checkpoints a killed run left. Removal: main process only."""
+    lock_output_dir(training_args)
     output_dir = training_args.output_dir
-    if not (training_args.should_save and os.path.isdir(output_dir)):
+    if not training_args.should_save:
         return
     if training_args.overwrite_output_dir:
         resume = checkpoint_to_resume(training_args, last_checkpoint)
@@ -394,13 +557,16 @@ class StopOnSignal(transformers.TrainerCallback):
 def train_and_save(trainer, last_checkpoint, max_samples, train_dataset):
     """Train, then save the model (in adapter mode: the adapter and its head), tokenizer, metrics and state. SIGTERM
     (preemption) or SIGINT (Ctrl-C): a complete checkpoint at the current step, then exit status 128 + the signal."""
+    checkpoint = checkpoint_to_resume(trainer.args, last_checkpoint)
+    if finished_training(trainer.args, checkpoint):
+        return load_finished_model(trainer, checkpoint)
     callback = StopOnSignal()
     trainer.add_callback(callback)
     in_main_thread = threading.current_thread() is threading.main_thread()  # the only one where Python allows handlers
     previous = {signum: signal.signal(signum, lambda received, frame: callback.signals.append(received))
                 for signum in (signal.SIGTERM, signal.SIGINT) if in_main_thread}
     try:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(trainer.args, last_checkpoint))
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
         stopped = callback.stopping or callback.agreed(trainer.args)  # or a signal after training's last step
         step = trainer.state.global_step
         if stopped and step not in (callback.saved_step, callback.start_step):

@@ -1,6 +1,7 @@
 """Trainer subclasses for question answering: evaluate() and predict() turn the loop's raw outputs into answers
 (`post_process_function`) and score them (`compute_metrics`) under `eval_` / `test_` keys, as the upstream adapters
-example does; the adapter variant saves only the adapter and head. trainer_seq2seq_qa.py builds on these."""
+example does; the adapter variant saves only the adapter and head; checkpoints save and resume through
+resumable_trainer.ResumableTrainerMixin. trainer_seq2seq_qa.py builds on these."""
 import math
 import time
 
@@ -12,8 +13,9 @@ import torch
 import torch.distributed as dist
 from adapters import AdapterTrainer
 from transformers import Trainer
-from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PredictionOutput, speed_metrics
+
+from resumable_trainer import ResumableTrainerMixin
 
 
 def as_float32(predictions):
@@ -43,7 +45,7 @@ def in_dataset_order(output, order):
     return output._replace(predictions=restore(output.predictions), label_ids=restore(output.label_ids))
 
 
-class QuestionAnsweringTrainer(Trainer):
+class QuestionAnsweringTrainer(ResumableTrainerMixin, Trainer):
     def __init__(self, *args, eval_examples=None, post_process_function=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_examples, self.post_process_function = eval_examples, post_process_function
@@ -139,20 +141,5 @@ class QuestionAnsweringTrainer(Trainer):
         return PredictionOutput(eval_preds.predictions, eval_preds.label_ids, metrics)
 
 
-class GatheredAdapterSaveMixin:
-    """Saves the adapter and head whole under DeepSpeed ZeRO-3: AdapterTrainer._save writes the live parameters, each
-    process's shard (empty tensors), not the state dict Trainer gathers. Every process gathers, the main one writes."""
-
-    def save_model(self, output_dir=None, _internal_call=False):
-        if not (self.is_deepspeed_enabled and is_deepspeed_zero3_enabled()):
-            return super().save_model(output_dir, _internal_call)
-        import deepspeed
-
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        with deepspeed.zero.GatheredParameters(trainable):
-            if self.args.should_save:
-                self._save(output_dir)
-
-
-class QuestionAnsweringAdapterTrainer(GatheredAdapterSaveMixin, QuestionAnsweringTrainer, AdapterTrainer):
+class QuestionAnsweringAdapterTrainer(QuestionAnsweringTrainer, AdapterTrainer):
     """Trains and saves only the adapter (and the QA head) while the pretrained weights stay frozen."""

@@ -14,7 +14,7 @@ from transformers import Seq2SeqTrainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.integrations.fsdp import is_fsdp_managed_module
 
-from trainer_qa import GatheredAdapterSaveMixin, QuestionAnsweringTrainer
+from trainer_qa import QuestionAnsweringTrainer
 
 
 class GeneratedAnswers(NamedTuple):
@@ -137,5 +137,5 @@ class QuestionAnsweringSeq2SeqTrainer(QuestionAnsweringTrainer, Seq2SeqTrainer):
         return texts, generated_sequence_scores(self.model, output)
 
 
-class QuestionAnsweringSeq2SeqAdapterTrainer(GatheredAdapterSaveMixin, QuestionAnsweringSeq2SeqTrainer, AdapterTrainer):
+class QuestionAnsweringSeq2SeqAdapterTrainer(QuestionAnsweringSeq2SeqTrainer, AdapterTrainer):
     """Generative QA training only the adapter; saves the adapter (and the model's head weights) per AdapterTrainer."""

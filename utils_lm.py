@@ -10,7 +10,10 @@ from functools import partial
 from typing import Optional
 
 import numpy as np
+from adapters import AdapterTrainer
+from transformers import Trainer
 
+from resumable_trainer import ResumableTrainerMixin
 from script_utils import (UsageError, data_file_problem, from_pretrained_or_fail, hub_kwargs, innermost_error,
                           select_samples)
 
@@ -390,15 +393,22 @@ def prepare_lm_splits(raw_datasets, prepare_split, units: str, data_args, traini
     return train_dataset, eval_dataset, n_eval_rows
 
 
+class LMTrainer(ResumableTrainerMixin, Trainer):
+    """transformers' Trainer, with the checkpoint fixes every trainer of the five scripts shares."""
+
+
+class LMAdapterTrainer(ResumableTrainerMixin, AdapterTrainer):
+    """adapters' AdapterTrainer (saves only the adapter and head), with the same checkpoint fixes."""
+
+
 def make_lm_trainer(model, tokenizer, train_dataset, eval_dataset, data_collator, compute_metrics, training_args,
                     adapter_args):
     """AdapterTrainer with --train_adapter, else Trainer. Accuracy is computed offline, and only where the upstream
     scripts compute it (an evaluation with logits)."""
-    from adapters import AdapterTrainer
-    from transformers import Trainer, is_torch_xla_available
+    from transformers import is_torch_xla_available
 
     with_metrics = training_args.do_eval and not is_torch_xla_available()
-    trainer_class = AdapterTrainer if adapter_args.train_adapter else Trainer
+    trainer_class = LMAdapterTrainer if adapter_args.train_adapter else LMTrainer
     return trainer_class(
         model=model,
         args=training_args,

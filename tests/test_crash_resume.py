@@ -14,6 +14,7 @@ import torch
 
 from conftest import record_resumes
 from script_utils import (
+    LOCK_FILE,
     UsageError,
     checkpoint_problem,
     detect_last_checkpoint,
@@ -49,6 +50,7 @@ class Args:
         self.overwrite_output_dir = overwrite_output_dir
         self.resume_from_checkpoint = resume_from_checkpoint
         self.should_save = True
+        self.world_size = 1
 
 
 def test_incomplete_checkpoints_are_skipped_and_removed(tmp_path):
@@ -64,7 +66,7 @@ def test_incomplete_checkpoints_are_skipped_and_removed(tmp_path):
     assert detect_last_checkpoint(Args(tmp_path)) == complete
 
     prepare_output_dir(Args(tmp_path), complete)  # right before training: the half-written ones go
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint-4"]
+    assert sorted(os.listdir(tmp_path)) == [LOCK_FILE, "checkpoint-4"]
 
 
 def test_only_half_written_checkpoints_means_start_afresh(tmp_path):
@@ -88,7 +90,7 @@ def test_overwrite_removes_the_earlier_run_when_training(tmp_path):
     assert detect_last_checkpoint(args) is None
     assert len(os.listdir(tmp_path)) == 4
     prepare_output_dir(args, None)
-    assert os.listdir(tmp_path) == ["notes.txt"]
+    assert sorted(os.listdir(tmp_path)) == [LOCK_FILE, "notes.txt"]
 
 
 def test_resume_from_checkpoint_flag_is_checked(tmp_path):

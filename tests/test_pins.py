@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from transformers import HfArgumentParser
 
+from script_utils import LOCK_FILE
 from toy import data as toy_data
 
 PINS = Path(__file__).resolve().parent / "pins"
@@ -118,7 +119,7 @@ def run_fixed(script, tiny_model, data, out):
 
 def outcome(out: Path) -> dict:
     """The files of a run (relative paths) and, per *_results.json, its keys and non-timing values."""
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE)
     results = {}
     for name in ("train", "eval", "predict", "all"):
         path = out / f"{name}_results.json"

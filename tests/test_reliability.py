@@ -12,7 +12,7 @@ import pytest
 
 from conftest import fill_the_disk, record_resumes, run_script, snapshot
 from adapter_setup import adapter_name
-from script_utils import UsageError, checkpoint_problem, save_metrics, write_text_atomically
+from script_utils import LOCK_FILE, UsageError, checkpoint_problem, save_metrics, write_text_atomically
 from toy import data as toy_data
 
 # Inputs ---------------------------------------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_same_command_resumes(tiny_
     assert len(stopped) == 1 and f"step {step}" in stopped[0] and str(checkpoint) in stopped[0]
     assert "Traceback" not in output
     # Nothing but the checkpoint: no final model, no metrics, no evaluation.
-    assert sorted(os.listdir(preempted)) == [checkpoints[0]]
+    assert sorted(os.listdir(preempted)) == [LOCK_FILE, checkpoints[0]]
 
     resumed_from = record_resumes(monkeypatch)
     run_qa.main(args(preempted))  # the same command again
@@ -180,7 +180,7 @@ def test_signals_while_the_checkpoint_is_saved_wait_for_it(first, second, tiny_m
         run_qa.main(_qa_args(tiny_model("bert"), out, "--dataset_name", str(qa_folder), "--do_train", "--do_eval",
                              "--max_steps", "20", "--save_steps", "1000"))
     assert stop.value.code == 128 + first
-    assert os.listdir(out) == ["checkpoint-3"]
+    assert sorted(os.listdir(out)) == [LOCK_FILE, "checkpoint-3"]
     assert checkpoint_problem(str(out / "checkpoint-3")) is None
     assert {signum: signal.getsignal(signum) for signum in handlers} == handlers  # put back after training
 

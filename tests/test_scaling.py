@@ -13,7 +13,8 @@ Every script is driven through its command line (`python run_qa.py ...` from the
   prefix tuning.
 - `--load_best_model_at_end` leaves the best checkpoint's adapter and QA head in the output folder (not the last one).
 - DeepSpeed ZeRO-2 on DeepSpeed's CPU accelerator saves the full adapter and head (only where deepspeed is
-  installed); ZeRO-3 saves them whole too (trainer_qa.GatheredAdapterSaveMixin gathers the shards).
+  installed); ZeRO-3 saves them whole too, in run_qa.py and the LM scripts (resumable_trainer.ResumableTrainerMixin
+  gathers the shards).
 - `benchmarks/gpu_check.sh --cpu_smoke` runs end to end.
 """
 import importlib.util
@@ -282,13 +283,14 @@ needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is No
                                      reason="deepspeed is not installed (pip install deepspeed)")
 
 
-def deepspeed_run(config, model, files, out, repo_root, extra=()):
-    """run_qa.py under DeepSpeed in ONE process (torchrun sets LOCAL_RANK, which accelerate needs to start DeepSpeed).
-    On a CPU machine: DeepSpeed's CPU accelerator, and ACCELERATE_USE_CPU=false, or accelerate drops DeepSpeed."""
+def deepspeed_run(config, model, files, out, repo_root, extra=(), script="run_qa.py", args=None):
+    """A script (run_qa.py) under DeepSpeed in ONE process (torchrun sets LOCAL_RANK, which accelerate needs to start
+    DeepSpeed). On a CPU machine: DeepSpeed's CPU accelerator, and ACCELERATE_USE_CPU=false, or accelerate drops
+    DeepSpeed."""
     env = child_env() if torch.cuda.is_available() else child_env(DS_ACCELERATOR="cpu", ACCELERATE_USE_CPU="false")
+    args = deepspeed_args(model, files) if args is None else args
     return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                "run_qa.py", *deepspeed_args(model, files), "--deepspeed", config, "--output_dir", out, *extra],
-               repo_root, env)
+                script, *args, "--deepspeed", config, "--output_dir", out, *extra], repo_root, env)
 
 
 def deepspeed_args(model, files):
@@ -297,10 +299,10 @@ def deepspeed_args(model, files):
             *QA, *TRAIN, *COMMON]
 
 
-def assert_full_adapter_files(folder, reference):
+def assert_full_adapter_files(folder, reference, adapter="squad"):
     """Every tensor of the adapter and head files has the shape of the reference run's (ZeRO-3 leaves them (0,))."""
     for name in ("pytorch_adapter.bin", "pytorch_model_head.bin"):
-        saved, expected = (torch.load(f / "squad" / name, weights_only=True) for f in (folder, reference))
+        saved, expected = (torch.load(f / adapter / name, weights_only=True) for f in (folder, reference))
         assert saved.keys() == expected.keys()
         assert {k: tuple(v.shape) for k, v in saved.items()} == {k: tuple(v.shape) for k, v in expected.items()}
 
@@ -325,18 +327,42 @@ def test_deepspeed_zero2_saves_the_full_adapter_and_reloads(files, tiny_model, t
     assert same_bytes(zero2 / "eval_predictions.json", reloaded / "eval_predictions.json")
 
 
-@needs_deepspeed
-def test_deepspeed_zero3_saves_the_full_adapter(files, tiny_model, tmp_path, repo_root):
-    model = tiny_model("bert")
+def zero3_config(repo_root, tmp_path):
+    """configs/ds_zero3.json partitioning every parameter, as ZeRO-3 does with the adapter weights of a real model
+    (the default threshold keeps parameters under 10 x hidden size whole: all of a tiny model's adapter weights)."""
     config = read_json(repo_root / "configs", "ds_zero3.json")
-    # Partition every parameter, as ZeRO-3 does with the adapter weights of a real model (the default threshold keeps
-    # parameters under 10 x hidden size whole, which would be all of the tiny model's adapter weights).
     config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     with open(tmp_path / "zero3.json", "w") as f:
         json.dump(config, f)
+    return tmp_path / "zero3.json"
+
+
+@needs_deepspeed
+def test_deepspeed_zero3_saves_the_full_adapter(files, tiny_model, tmp_path, repo_root):
+    model = tiny_model("bert")
+    config = zero3_config(repo_root, tmp_path)
     run([sys.executable, "run_qa.py", *deepspeed_args(model, files), "--output_dir", tmp_path / "plain"], repo_root)
-    deepspeed_run(tmp_path / "zero3.json", model, files, tmp_path / "zero3", repo_root)
+    deepspeed_run(config, model, files, tmp_path / "zero3", repo_root)
     assert_full_adapter_files(tmp_path / "zero3", tmp_path / "plain")
+
+
+# script -> (tiny model, adapter folder name, flags)
+LM_SCRIPTS = {"run_clm.py": ("gpt2", "clm", ["--block_size", "32"]),
+              "run_mlm.py": ("bert", "mlm", ["--max_seq_length", "32"])}
+
+
+@needs_deepspeed
+@pytest.mark.parametrize("script", list(LM_SCRIPTS))
+def test_deepspeed_zero3_saves_the_full_adapter_of_the_lm_scripts(script, files, tiny_model, tmp_path, repo_root):
+    """The LM scripts' trainers save through the same ResumableTrainerMixin.save_model as the QA ones."""
+    arch, adapter, extra = LM_SCRIPTS[script]
+    args = ["--model_name_or_path", tiny_model(arch), "--train_file", files["lm_train"], "--validation_file",
+            files["lm_dev"], "--do_eval", "--per_device_eval_batch_size", "3", "--train_adapter", "--adapter_config",
+            "seq_bn", *extra, *TRAIN, *COMMON]
+    run([sys.executable, script, *args, "--output_dir", tmp_path / "plain"], repo_root)
+    deepspeed_run(zero3_config(repo_root, tmp_path), None, files, tmp_path / "zero3", repo_root, script=script,
+                  args=args)
+    assert_full_adapter_files(tmp_path / "zero3", tmp_path / "plain", adapter)
 
 
 # The GPU check script, CPU smoke run ----------------------------------------------------------------------------------
