@@ -64,7 +64,8 @@ def parse_args(dataclass_types, argv=None):
     """argv (or one `.json` arguments file) parsed into the dataclasses; parser errors become one-line UsageErrors."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = transformers.HfArgumentParser(dataclass_types)
-    if len(argv) > 1 and argv[0].endswith(".json") and not argv[0].startswith("-"):  # the parser would say a flag the file sets is missing
+    # A .json file and more flags: the parser would say that a flag the file sets is missing.
+    if len(argv) > 1 and argv[0].endswith(".json") and not argv[0].startswith("-"):
         raise UsageError(f"An arguments file ({argv[0]}) must be the only argument: put {argv[1]} and the other flags "
                          "in the file, or pass every flag on the command line.")
     try:
@@ -448,6 +449,9 @@ def prepare_output_dir(training_args, last_checkpoint: Optional[str] = None):
             if os.path.realpath(path) != keep:
                 shutil.rmtree(path)
                 removed.append(os.path.basename(path))
+        if os.path.isdir(os.path.join(output_dir, "merged")):  # --merge_adapter_on_save's model: this run's or none
+            shutil.rmtree(os.path.join(output_dir, "merged"))
+            removed.append("merged")
         if removed:
             logger.warning(f"--overwrite_output_dir: removed from {output_dir} what an earlier run left: "
                            f"{', '.join(removed)}.")

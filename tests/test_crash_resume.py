@@ -86,9 +86,11 @@ def test_overwrite_removes_the_earlier_run_when_training(tmp_path):
     (tmp_path / "all_results.json").write_text("{}")
     (tmp_path / "eval_predictions.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("kept")
+    (tmp_path / "merged").mkdir()  # an earlier --merge_adapter_on_save model
+    (tmp_path / "merged" / "config.json").write_text("{}")
     args = Args(tmp_path, overwrite_output_dir=True)
     assert detect_last_checkpoint(args) is None
-    assert len(os.listdir(tmp_path)) == 4
+    assert len(os.listdir(tmp_path)) == 5
     prepare_output_dir(args, None)
     assert sorted(os.listdir(tmp_path)) == [LOCK_FILE, "notes.txt"]
 
