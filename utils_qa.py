@@ -46,12 +46,10 @@ def postprocess_qa_predictions(
     context_column: str = "context",
 ) -> QAPredictions:
     """Answers of the examples from the start and end logits of their features (see the module's docstring).
-
     `predictions` is (start_logits, end_logits), each of shape (features, tokens); the features need the columns
     example_id and offset_mapping (None for tokens outside the context), and may have token_is_max_context. The
-    prediction files are written to output_dir if given, their names starting with `prefix`. An example without any
-    feature (--max_eval_samples cuts features) gets no answer: it is left out of what is returned and written.
-    """
+    prediction files go to output_dir if given, their names starting with `prefix`. An example without any feature
+    gets no answer: it is left out of what is returned and written."""
     if len(predictions) != 2:
         raise ValueError("`predictions` should be a tuple with two elements (start_logits, end_logits).")
     start_logits, end_logits = (np.asarray(logits) for logits in predictions)
@@ -87,27 +85,10 @@ def postprocess_qa_predictions(
         feature_indices = features_per_example[example_index]
         if not feature_indices:
             continue
-        # The example's spans, best first (sorted() is stable: equal scores stay in the loop's order); the first
-        # n_best_size that keep_answer accepts make the n-best list.
-        nbest, texts = [], []
-        for c in sorted(range(bounds[example_index], bounds[example_index + 1]), key=score.__getitem__, reverse=True):
-            if len(nbest) == n_best_size:
-                break
-            text = context[start_char[c] : end_char[c]]
-            if keep_answer(text, context, start_char[c], end_char[c]):
-                nbest.append(c)
-                texts.append(text)
-        if version_2_with_negative:
-            # The null answer: that of the feature with the minimum null score (the first on a tie). It ranks after
-            # the spans whose score is not lower, and is added back after the cut unless a kept span has (0, 0).
-            null = n_spans + min(feature_indices, key=lambda f: score[n_spans + f])
-            position = sum(score[c] >= score[null] for c in nbest)
-            nbest.insert(position, null)
-            texts.insert(position, "")
-            del nbest[n_best_size:], texts[n_best_size:]
-            if not any(start_char[c] == end_char[c] == 0 for c in nbest):
-                nbest.append(null)
-                texts.append("")
+        # v2: the null answer is that of the feature with the minimum null score (the first on a tie).
+        null = n_spans + min(feature_indices, key=lambda f: score[n_spans + f]) if version_2_with_negative else None
+        candidates = range(bounds[example_index], bounds[example_index + 1])
+        nbest, texts = nbest_of_example(candidates, null, context, score, start_char, end_char, n_best_size)
         nbest = np.array(nbest, dtype=np.int64)
         scores = spans["score"][nbest]
         start_logit, end_logit = spans["start_logit"][nbest].tolist(), spans["end_logit"][nbest].tolist()
@@ -138,6 +119,30 @@ def postprocess_qa_predictions(
     write_prediction_files(output_dir, prefix, {"predictions": answers, "nbest_predictions": all_nbest,
                                                 "null_odds": null_odds})
     return QAPredictions(answers, all_nbest, null_odds, best_non_null)
+
+
+def nbest_of_example(candidates, null, context, score, start_char, end_char, n_best_size):
+    """One example's n-best list: (candidate indices, their texts). Its spans best first (sorted() is stable: equal
+    scores stay in the loop's order), the first n_best_size that keep_answer accepts; in v2 (`null` given) the null
+    answer ranks after the spans whose score is not lower, and is added back after the cut unless a kept span has
+    offsets (0, 0)."""
+    nbest, texts = [], []
+    for c in sorted(candidates, key=score.__getitem__, reverse=True):
+        if len(nbest) == n_best_size:
+            break
+        text = context[start_char[c] : end_char[c]]
+        if keep_answer(text, context, start_char[c], end_char[c]):
+            nbest.append(c)
+            texts.append(text)
+    if null is not None:
+        position = sum(score[c] >= score[null] for c in nbest)
+        nbest.insert(position, null)
+        texts.insert(position, "")
+        del nbest[n_best_size:], texts[n_best_size:]
+        if not any(start_char[c] == end_char[c] == 0 for c in nbest):
+            nbest.append(null)
+            texts.append("")
+    return nbest, texts
 
 
 def candidate_spans(features, start_logits, end_logits, n_best_size, max_answer_length):
